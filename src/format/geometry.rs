@@ -1,0 +1,493 @@
+//! What a valid on-media layout is.
+//!
+//! The layout is fully determined by four recorded choices — the device size at
+//! format time, the alignment, the reserve mode and the reserve size — so every
+//! other offset recorded in the super block must equal the value these rules
+//! derive. Checking equality (rather than "looks plausible") means a reader on
+//! another OS needs exactly the rules in `docs/FORMAT.md`, and a super block
+//! that passes its checksum but was written by a buggy writer is still refused.
+//!
+//! ```text
+//! | head 0..4K (never written) | primary 4K..8K | pad | reserve | data | pad | backup |
+//!                                               ^reserve_offset  ^data_offset      ^last 4K block
+//! ```
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Bytes 0..4096 of the backing are never read for our metadata nor written.
+pub const HEAD_SIZE: u64 = 4096;
+/// Size of one super block copy.
+pub const SUPERBLOCK_SIZE: u64 = 4096;
+/// Byte offset of the primary copy.
+pub const PRIMARY_OFFSET: u64 = HEAD_SIZE;
+/// End of the primary copy: the reserve starts at the first alignment boundary
+/// at or after this offset.
+pub const METADATA_END: u64 = PRIMARY_OFFSET + SUPERBLOCK_SIZE;
+/// The page size that the reserve sizing rules count in (Linux and Xen both
+/// manage 4 KiB frames).
+pub const PAGE_SIZE: u64 = 4096;
+/// Bytes of `struct page` per 4 KiB data page that `--mode os` must hold
+/// (Linux's `map=dev` rule, `nd_pfn`).
+pub const OS_BYTES_PER_PAGE: u64 = 64;
+
+/// Alignment of the reserve and data areas. Linux supports 4 KiB, 2 MiB and 1 GiB
+/// mapping granules for pmem, so those are the only values accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Alignment {
+    /// 4 KiB.
+    #[serde(rename = "4K")]
+    K4,
+    /// 2 MiB, the default: huge-page mappings of the data area stay possible.
+    #[serde(rename = "2M")]
+    M2,
+    /// 1 GiB.
+    #[serde(rename = "1G")]
+    G1,
+}
+
+impl Alignment {
+    /// Every accepted alignment, smallest first.
+    pub const ALL: [Alignment; 3] = [Alignment::K4, Alignment::M2, Alignment::G1];
+
+    /// The alignment in bytes.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Alignment::K4 => 4 << 10,
+            Alignment::M2 => 2 << 20,
+            Alignment::G1 => 1 << 30,
+        }
+    }
+
+    /// The alignment whose size is `bytes`, if it is one of the accepted ones.
+    pub fn from_bytes(bytes: u64) -> Option<Alignment> {
+        Self::ALL.into_iter().find(|a| a.bytes() == bytes)
+    }
+
+    /// Round `value` up to this alignment; `None` on overflow.
+    pub fn align_up(self, value: u64) -> Option<u64> {
+        let mask = self.bytes() - 1;
+        value.checked_add(mask).map(|v| v & !mask)
+    }
+
+    /// Round `value` down to this alignment.
+    pub const fn align_down(self, value: u64) -> u64 {
+        value & !(self.bytes() - 1)
+    }
+
+    /// Whether `value` is a multiple of this alignment.
+    pub const fn is_aligned(self, value: u64) -> bool {
+        value & (self.bytes() - 1) == 0
+    }
+}
+
+impl fmt::Display for Alignment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Alignment::K4 => "4K",
+            Alignment::M2 => "2M",
+            Alignment::G1 => "1G",
+        })
+    }
+}
+
+/// Who owns the reserved area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReserveMode {
+    /// No reserve: the data area follows the super block (pass-through).
+    None,
+    /// A hypervisor (Xen) keeps its frame table and M2P there.
+    Hypervisor,
+    /// The OS keeps its page array (`struct page`) there.
+    Os,
+}
+
+impl ReserveMode {
+    /// The value recorded on the media.
+    pub const fn to_raw(self) -> u32 {
+        match self {
+            ReserveMode::None => 0,
+            ReserveMode::Hypervisor => 1,
+            ReserveMode::Os => 2,
+        }
+    }
+
+    /// The mode recorded as `raw`, if known.
+    pub const fn from_raw(raw: u32) -> Option<ReserveMode> {
+        match raw {
+            0 => Some(ReserveMode::None),
+            1 => Some(ReserveMode::Hypervisor),
+            2 => Some(ReserveMode::Os),
+            _ => None,
+        }
+    }
+
+    /// The name used on the command line and in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReserveMode::None => "none",
+            ReserveMode::Hypervisor => "hypervisor",
+            ReserveMode::Os => "os",
+        }
+    }
+}
+
+impl fmt::Display for ReserveMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Logical block size of the served device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum LogicalBlockSize {
+    /// 512 bytes, the default (what `/dev/pmemN` itself reports).
+    #[serde(rename = "512")]
+    B512,
+    /// 4096 bytes.
+    #[serde(rename = "4096")]
+    B4096,
+}
+
+impl LogicalBlockSize {
+    /// Size in bytes.
+    pub const fn bytes(self) -> u32 {
+        match self {
+            LogicalBlockSize::B512 => 512,
+            LogicalBlockSize::B4096 => 4096,
+        }
+    }
+
+    /// log2 of the size, as ublk's `logical_bs_shift` wants it.
+    pub const fn shift(self) -> u8 {
+        match self {
+            LogicalBlockSize::B512 => 9,
+            LogicalBlockSize::B4096 => 12,
+        }
+    }
+
+    /// The block size of `bytes`, if supported.
+    pub const fn from_bytes(bytes: u32) -> Option<LogicalBlockSize> {
+        match bytes {
+            512 => Some(LogicalBlockSize::B512),
+            4096 => Some(LogicalBlockSize::B4096),
+            _ => None,
+        }
+    }
+}
+
+/// Byte offset of the backup copy on a backing of `device_size` bytes: the last
+/// 4 KiB-aligned block. `None` when it would not lie after the primary copy.
+pub fn backup_offset_for(device_size: u64) -> Option<u64> {
+    let last_block_end = device_size & !(SUPERBLOCK_SIZE - 1);
+    last_block_end
+        .checked_sub(SUPERBLOCK_SIZE)
+        .filter(|&off| off >= METADATA_END)
+}
+
+/// Offset of the reserve for an alignment: the first boundary at or after the
+/// primary copy.
+pub fn reserve_offset_for(align: Alignment) -> u64 {
+    // METADATA_END is tiny; rounding it up cannot overflow.
+    align.align_up(METADATA_END).unwrap_or(u64::MAX)
+}
+
+/// Minimum reserve for `--mode os`: 64 bytes per 4 KiB page of the data area.
+pub fn os_reserve_minimum(data_size: u64) -> u64 {
+    (data_size / PAGE_SIZE).saturating_mul(OS_BYTES_PER_PAGE)
+}
+
+/// A complete layout as recorded in a super block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Geometry {
+    /// Size of the backing when it was formatted.
+    pub device_size: u64,
+    /// Alignment of reserve and data area.
+    pub align: Alignment,
+    /// Logical block size of the served device.
+    pub logical_block_size: LogicalBlockSize,
+    /// Owner of the reserve.
+    pub mode: ReserveMode,
+    /// Byte offset of the reserve.
+    pub reserve_offset: u64,
+    /// Size of the reserve (a multiple of `align`; 0 in mode `none`).
+    pub reserve_size: u64,
+    /// Byte offset of the data area.
+    pub data_offset: u64,
+    /// Size of the data area, the size of the served block device.
+    pub data_size: u64,
+}
+
+/// A geometry that breaks a layout rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GeometryError {
+    #[error(
+        "device size {device_size} leaves no room for two super blocks after the untouched first 4 KiB"
+    )]
+    DeviceTooSmall { device_size: u64 },
+    #[error("reserve offset is {found}, but the layout rules put it at {expected}")]
+    ReserveOffset { found: u64, expected: u64 },
+    #[error("reserve size {reserve_size} is not a multiple of the alignment {align}")]
+    ReserveSizeMisaligned { reserve_size: u64, align: Alignment },
+    #[error("mode {mode} does not match reserve size {reserve_size}")]
+    ModeMismatch { mode: ReserveMode, reserve_size: u64 },
+    #[error("data offset is {found}, but the layout rules put it at {expected}")]
+    DataOffset { found: u64, expected: u64 },
+    #[error("data size is {found}, but the layout rules give {expected}")]
+    DataSize { found: u64, expected: u64 },
+    #[error("the data area would be smaller than one aligned block ({align})")]
+    NoRoomForData { align: Alignment },
+    #[error(
+        "reserve {reserve_size} is smaller than the {minimum} bytes mode os needs (64 bytes per 4 KiB data page)"
+    )]
+    OsReserveTooSmall { reserve_size: u64, minimum: u64 },
+}
+
+impl Geometry {
+    /// Byte offset of the backup copy; `Geometry::validate` guarantees it exists.
+    pub fn backup_offset(&self) -> u64 {
+        backup_offset_for(self.device_size).unwrap_or(0)
+    }
+
+    /// First byte after the data area.
+    pub fn data_end(&self) -> u64 {
+        self.data_offset.saturating_add(self.data_size)
+    }
+
+    /// First byte after the reserve.
+    pub fn reserve_end(&self) -> u64 {
+        self.reserve_offset.saturating_add(self.reserve_size)
+    }
+
+    /// Build the geometry the layout rules give for these choices, and check it.
+    pub fn derive(
+        device_size: u64,
+        align: Alignment,
+        logical_block_size: LogicalBlockSize,
+        mode: ReserveMode,
+        reserve_size: u64,
+    ) -> Result<Geometry, GeometryError> {
+        let backup = backup_offset_for(device_size)
+            .ok_or(GeometryError::DeviceTooSmall { device_size })?;
+        let reserve_offset = reserve_offset_for(align);
+        let data_offset = reserve_offset
+            .checked_add(reserve_size)
+            .ok_or(GeometryError::NoRoomForData { align })?;
+        let data_end = align.align_down(backup);
+        let data_size = data_end
+            .checked_sub(data_offset)
+            .filter(|&size| size >= align.bytes())
+            .ok_or(GeometryError::NoRoomForData { align })?;
+        let geometry = Geometry {
+            device_size,
+            align,
+            logical_block_size,
+            mode,
+            reserve_offset,
+            reserve_size,
+            data_offset,
+            data_size,
+        };
+        geometry.validate()?;
+        Ok(geometry)
+    }
+
+    /// Check every layout rule of `docs/FORMAT.md`.
+    pub fn validate(&self) -> Result<(), GeometryError> {
+        let align = self.align;
+        let backup = backup_offset_for(self.device_size).ok_or(GeometryError::DeviceTooSmall {
+            device_size: self.device_size,
+        })?;
+        let expected_reserve_offset = reserve_offset_for(align);
+        if self.reserve_offset != expected_reserve_offset {
+            return Err(GeometryError::ReserveOffset {
+                found: self.reserve_offset,
+                expected: expected_reserve_offset,
+            });
+        }
+        if !align.is_aligned(self.reserve_size) {
+            return Err(GeometryError::ReserveSizeMisaligned {
+                reserve_size: self.reserve_size,
+                align,
+            });
+        }
+        if (self.mode == ReserveMode::None) != (self.reserve_size == 0) {
+            return Err(GeometryError::ModeMismatch {
+                mode: self.mode,
+                reserve_size: self.reserve_size,
+            });
+        }
+        let expected_data_offset = self
+            .reserve_offset
+            .checked_add(self.reserve_size)
+            .ok_or(GeometryError::NoRoomForData { align })?;
+        if self.data_offset != expected_data_offset {
+            return Err(GeometryError::DataOffset {
+                found: self.data_offset,
+                expected: expected_data_offset,
+            });
+        }
+        let data_end = align.align_down(backup);
+        let expected_data_size = data_end
+            .checked_sub(self.data_offset)
+            .filter(|&size| size >= align.bytes())
+            .ok_or(GeometryError::NoRoomForData { align })?;
+        if self.data_size != expected_data_size {
+            return Err(GeometryError::DataSize {
+                found: self.data_size,
+                expected: expected_data_size,
+            });
+        }
+        if self.mode == ReserveMode::Os {
+            let minimum = os_reserve_minimum(self.data_size);
+            if self.reserve_size < minimum {
+                return Err(GeometryError::OsReserveTooSmall {
+                    reserve_size: self.reserve_size,
+                    minimum,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn backup_is_last_4k_block() {
+        assert_eq!(backup_offset_for(2 * GIB), Some(2 * GIB - 4096));
+        // A size that is not a multiple of 4 KiB: the partial tail is unused.
+        assert_eq!(backup_offset_for(2 * GIB + 100), Some(2 * GIB - 4096));
+        assert_eq!(backup_offset_for(12288), Some(8192));
+        assert_eq!(backup_offset_for(12287), None);
+        assert_eq!(backup_offset_for(0), None);
+    }
+
+    #[test]
+    fn reserve_offset_rounds_past_primary() {
+        assert_eq!(reserve_offset_for(Alignment::K4), 8192);
+        assert_eq!(reserve_offset_for(Alignment::M2), 2 * MIB);
+        assert_eq!(reserve_offset_for(Alignment::G1), GIB);
+    }
+
+    #[test]
+    fn derive_two_gib_with_512m_reserve() {
+        let g = Geometry::derive(
+            2 * GIB,
+            Alignment::M2,
+            LogicalBlockSize::B512,
+            ReserveMode::Hypervisor,
+            512 * MIB,
+        )
+        .expect("valid");
+        assert_eq!(g.reserve_offset, 2 * MIB);
+        assert_eq!(g.data_offset, 514 * MIB);
+        assert_eq!(g.data_end(), 2 * GIB - 2 * MIB);
+        assert_eq!(g.data_size, 2 * GIB - 516 * MIB);
+        assert_eq!(g.backup_offset(), 2 * GIB - 4096);
+    }
+
+    #[test]
+    fn each_rule_has_its_error() {
+        let good = Geometry::derive(
+            64 * MIB,
+            Alignment::M2,
+            LogicalBlockSize::B512,
+            ReserveMode::Os,
+            4 * MIB,
+        )
+        .expect("valid");
+        good.validate().expect("valid");
+
+        let mut g = good;
+        g.device_size = 8192;
+        assert!(matches!(g.validate(), Err(GeometryError::DeviceTooSmall { .. })));
+
+        let mut g = good;
+        g.reserve_offset += 4096;
+        assert!(matches!(g.validate(), Err(GeometryError::ReserveOffset { .. })));
+
+        let mut g = good;
+        g.reserve_size += 4096;
+        assert!(matches!(
+            g.validate(),
+            Err(GeometryError::ReserveSizeMisaligned { .. })
+        ));
+
+        let mut g = good;
+        g.mode = ReserveMode::None;
+        assert!(matches!(g.validate(), Err(GeometryError::ModeMismatch { .. })));
+
+        let mut g = good;
+        g.data_offset += 2 * MIB;
+        assert!(matches!(g.validate(), Err(GeometryError::DataOffset { .. })));
+
+        let mut g = good;
+        g.data_size -= 2 * MIB;
+        assert!(matches!(g.validate(), Err(GeometryError::DataSize { .. })));
+
+        let mut g = good;
+        g.reserve_size = 0;
+        g.mode = ReserveMode::None;
+        g.data_offset = g.reserve_offset;
+        g.data_size += 4 * MIB;
+        g.validate().expect("pass-through is valid");
+
+        let tight = Geometry::derive(
+            8 * MIB,
+            Alignment::M2,
+            LogicalBlockSize::B512,
+            ReserveMode::None,
+            0,
+        );
+        // 8 MiB: reserve at 2M, backup at 8M-4K, data ends at 6M: 4 MiB of data.
+        assert_eq!(tight.expect("valid").data_size, 4 * MIB);
+        assert!(matches!(
+            Geometry::derive(
+                8 * MIB,
+                Alignment::M2,
+                LogicalBlockSize::B512,
+                ReserveMode::Hypervisor,
+                4 * MIB
+            ),
+            Err(GeometryError::NoRoomForData { .. })
+        ));
+    }
+
+    #[test]
+    fn os_mode_needs_64_bytes_per_page() {
+        // 1 GiB of data = 262144 pages * 64 B = 16 MiB.
+        assert_eq!(os_reserve_minimum(GIB), 16 * MIB);
+        let err = Geometry::derive(
+            GIB + 8 * MIB,
+            Alignment::M2,
+            LogicalBlockSize::B512,
+            ReserveMode::Os,
+            2 * MIB,
+        )
+        .expect_err("too small");
+        assert!(matches!(err, GeometryError::OsReserveTooSmall { .. }));
+    }
+
+    #[test]
+    fn alignment_helpers() {
+        assert_eq!(Alignment::from_bytes(2 * MIB), Some(Alignment::M2));
+        assert_eq!(Alignment::from_bytes(MIB), None);
+        assert_eq!(Alignment::M2.align_up(1), Some(2 * MIB));
+        assert_eq!(Alignment::M2.align_up(u64::MAX), None);
+        assert_eq!(Alignment::G1.align_down(GIB + 5), GIB);
+        assert_eq!(Alignment::K4.to_string(), "4K");
+        for mode in [ReserveMode::None, ReserveMode::Hypervisor, ReserveMode::Os] {
+            assert_eq!(ReserveMode::from_raw(mode.to_raw()), Some(mode));
+        }
+        assert_eq!(ReserveMode::from_raw(3), None);
+        assert_eq!(LogicalBlockSize::from_bytes(4096).map(|b| b.shift()), Some(12));
+    }
+}

@@ -1,0 +1,558 @@
+//! Super block v1: one 4096-byte little-endian block, kept in two copies.
+//!
+//! The raw struct below is the byte layout and nothing else; [`SuperBlock`] is
+//! the validated form the rest of the program uses. Decoding trusts no field
+//! before the magic, the version and the CRC32C have passed, and then checks in
+//! the order the format document lists: ranges (the layout rules), unknown
+//! incompatible features, reserved bytes. Each failure has its own variant so
+//! `check` can say exactly what is wrong with a copy.
+//!
+//! Version rule: a reader accepts any minor version of the major it knows. A
+//! newer minor may only add fields in the reserved area (and compat features),
+//! so the reserved bytes are checked only when the minor is not newer than the
+//! reader's; a writer never rewrites a copy with a newer minor (it would drop
+//! fields it does not know). A newer major, or an unknown incompatible feature
+//! bit, makes the copy unusable: the reader refuses it and must not write.
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::geometry::{
+    Alignment, Geometry, GeometryError, LogicalBlockSize, PRIMARY_OFFSET, ReserveMode,
+    SUPERBLOCK_SIZE, backup_offset_for,
+};
+use super::uuid::Uuid;
+
+/// The magic at byte 0 of each copy. Distinct from the signatures Linux probes
+/// at the same offsets (`NVDIMM_PFN_INFO\0`, `NVDIMM_DAX_INFO\0`,
+/// `BTT_ARENA_INFO\0`).
+pub const MAGIC: [u8; 16] = *b"PMEM-STACK-SUPER";
+/// Major version this code reads and writes.
+pub const VERSION_MAJOR: u16 = 1;
+/// Minor version this code writes.
+pub const VERSION_MINOR: u16 = 0;
+/// Compatible feature bits this version knows (none yet). Unknown ones are
+/// ignored and preserved.
+pub const KNOWN_COMPAT_FEATURES: u64 = 0;
+/// Incompatible feature bits this version knows (none yet). Any unknown one
+/// makes the super block unusable for this reader.
+pub const KNOWN_INCOMPAT_FEATURES: u64 = 0;
+
+/// Length of a super block in bytes, as `usize` for buffers.
+pub const BLOCK_LEN: usize = 4096;
+
+/// Byte offset of the checksum field inside a copy.
+pub const CHECKSUM_OFFSET: usize = 0x14;
+/// Byte offset of the reserved (zero) tail.
+pub const RESERVED_OFFSET: usize = 0xA0;
+
+/// The on-media bytes. Field order and widths are the format; see
+/// `docs/FORMAT.md` for the table this mirrors.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RawSuperBlock {
+    magic: [u8; 16],          // 0x000
+    version_major: U16,       // 0x010
+    version_minor: U16,       // 0x012
+    checksum: U32,            // 0x014
+    compat_features: U64,     // 0x018
+    incompat_features: U64,   // 0x020
+    uuid: [u8; 16],           // 0x028
+    parent_uuid: [u8; 16],    // 0x038
+    generation: U64,          // 0x048
+    self_offset: U64,         // 0x050
+    primary_offset: U64,      // 0x058
+    backup_offset: U64,       // 0x060
+    device_size: U64,         // 0x068
+    align: U64,               // 0x070
+    logical_block_size: U32,  // 0x078
+    reserve_mode: U32,        // 0x07C
+    reserve_offset: U64,      // 0x080
+    reserve_size: U64,        // 0x088
+    data_offset: U64,         // 0x090
+    data_size: U64,           // 0x098
+    reserved: [u8; BLOCK_LEN - RESERVED_OFFSET], // 0x0A0..0x1000
+}
+
+const _: () = assert!(std::mem::size_of::<RawSuperBlock>() == BLOCK_LEN);
+const _: () = assert!(SUPERBLOCK_SIZE == BLOCK_LEN as u64);
+const _: () = assert!(std::mem::offset_of!(RawSuperBlock, checksum) == CHECKSUM_OFFSET);
+const _: () = assert!(std::mem::offset_of!(RawSuperBlock, reserved) == RESERVED_OFFSET);
+const _: () = assert!(std::mem::offset_of!(RawSuperBlock, data_size) == 0x98);
+
+/// Where a copy lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// At byte 4096.
+    Primary,
+    /// In the last 4 KiB-aligned block of the backing.
+    Backup,
+}
+
+impl Slot {
+    /// Byte offset of this copy for a layout.
+    pub fn offset(self, geometry: &Geometry) -> u64 {
+        match self {
+            Slot::Primary => PRIMARY_OFFSET,
+            Slot::Backup => geometry.backup_offset(),
+        }
+    }
+
+    /// Lower-case name for messages and JSON keys.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Slot::Primary => "primary",
+            Slot::Backup => "backup",
+        }
+    }
+}
+
+/// A validated super block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SuperBlock {
+    /// Minor version of the copy (major is always [`VERSION_MAJOR`]).
+    pub version_minor: u16,
+    /// Compatible feature bits (unknown ones preserved).
+    pub compat_features: u64,
+    /// Incompatible feature bits (all known, or decoding fails).
+    pub incompat_features: u64,
+    /// Identity of this pmem-stack volume, random at format.
+    pub uuid: Uuid,
+    /// UUID of the NVDIMM namespace it was formatted on, nil if none.
+    pub parent_uuid: Uuid,
+    /// Bumped by every format; the newest valid copy wins.
+    pub generation: u64,
+    /// The layout.
+    pub geometry: Geometry,
+}
+
+/// Why a 4 KiB block is not a usable super block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("block is {0} bytes, not 4096")]
+    Length(usize),
+    #[error("no pmem-stack magic")]
+    NoMagic,
+    #[error(
+        "format version {major}.{minor} is newer than this pmem-stack reads ({VERSION_MAJOR}.x); upgrade pmem-stack"
+    )]
+    UnsupportedVersion { major: u16, minor: u16 },
+    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("copy records offset {recorded} but was read at {actual}")]
+    WrongLocation { recorded: u64, actual: u64 },
+    #[error("primary offset field is {0}, must be 4096")]
+    PrimaryOffset(u64),
+    #[error("backup offset field is {found}, but the last 4 KiB block is at {expected}")]
+    BackupOffset { found: u64, expected: u64 },
+    #[error("alignment {0} is not 4K, 2M or 1G")]
+    Alignment(u64),
+    #[error("logical block size {0} is not 512 or 4096")]
+    LogicalBlockSize(u32),
+    #[error("reserve mode {0} is unknown")]
+    ReserveMode(u32),
+    #[error("uuid is nil")]
+    NilUuid,
+    #[error("generation is 0")]
+    ZeroGeneration,
+    #[error("layout: {0}")]
+    Geometry(#[from] GeometryError),
+    #[error(
+        "unknown incompatible features {0:#x}: written by a newer pmem-stack; upgrade pmem-stack"
+    )]
+    UnknownIncompatFeatures(u64),
+    #[error("reserved byte at offset {0:#x} is not zero")]
+    ReservedNotZero(usize),
+}
+
+impl DecodeError {
+    /// Whether the block is a pmem-stack super block that this version must not
+    /// interpret (or overwrite): a newer major or unknown incompatible features.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::UnsupportedVersion { .. } | DecodeError::UnknownIncompatFeatures(_)
+        )
+    }
+
+    /// Whether the block carries no pmem-stack magic at all.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, DecodeError::NoMagic)
+    }
+}
+
+/// CRC32C (Castagnoli) of a 4096-byte block with the checksum field taken as
+/// zero.
+pub fn checksum(block: &[u8; BLOCK_LEN]) -> u32 {
+    let crc = crc32c::crc32c(&block[..CHECKSUM_OFFSET]);
+    let crc = crc32c::crc32c_append(crc, &[0u8; 4]);
+    crc32c::crc32c_append(crc, &block[CHECKSUM_OFFSET + 4..])
+}
+
+/// Whether the block starts with the pmem-stack magic (valid or not).
+pub fn has_magic(block: &[u8]) -> bool {
+    block.get(..MAGIC.len()) == Some(&MAGIC[..])
+}
+
+impl SuperBlock {
+    /// Whether this copy was written by a newer minor version; such a copy is
+    /// read but never rewritten.
+    pub fn is_newer_minor(&self) -> bool {
+        self.version_minor > VERSION_MINOR
+    }
+
+    /// Encode this super block as the copy for `slot`.
+    pub fn encode(&self, slot: Slot) -> [u8; BLOCK_LEN] {
+        let g = &self.geometry;
+        let raw = RawSuperBlock {
+            magic: MAGIC,
+            version_major: U16::new(VERSION_MAJOR),
+            version_minor: U16::new(self.version_minor),
+            checksum: U32::new(0),
+            compat_features: U64::new(self.compat_features),
+            incompat_features: U64::new(self.incompat_features),
+            uuid: self.uuid.0,
+            parent_uuid: self.parent_uuid.0,
+            generation: U64::new(self.generation),
+            self_offset: U64::new(slot.offset(g)),
+            primary_offset: U64::new(PRIMARY_OFFSET),
+            backup_offset: U64::new(g.backup_offset()),
+            device_size: U64::new(g.device_size),
+            align: U64::new(g.align.bytes()),
+            logical_block_size: U32::new(g.logical_block_size.bytes()),
+            reserve_mode: U32::new(g.mode.to_raw()),
+            reserve_offset: U64::new(g.reserve_offset),
+            reserve_size: U64::new(g.reserve_size),
+            data_offset: U64::new(g.data_offset),
+            data_size: U64::new(g.data_size),
+            reserved: [0; BLOCK_LEN - RESERVED_OFFSET],
+        };
+        let mut block = [0u8; BLOCK_LEN];
+        block.copy_from_slice(raw.as_bytes());
+        let crc = checksum(&block);
+        block[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        block
+    }
+
+    /// Decode and validate the copy read at byte offset `read_at`.
+    pub fn decode(bytes: &[u8], read_at: u64) -> Result<SuperBlock, DecodeError> {
+        let block: &[u8; BLOCK_LEN] = bytes
+            .try_into()
+            .map_err(|_| DecodeError::Length(bytes.len()))?;
+        let raw = RawSuperBlock::ref_from_bytes(block.as_slice())
+            .map_err(|_| DecodeError::Length(bytes.len()))?;
+
+        // 1. magic
+        if raw.magic != MAGIC {
+            return Err(DecodeError::NoMagic);
+        }
+        // 2. version: a newer major may have changed everything after it,
+        //    including the checksum, so nothing else can be judged.
+        let major = raw.version_major.get();
+        let minor = raw.version_minor.get();
+        if major != VERSION_MAJOR {
+            return Err(DecodeError::UnsupportedVersion { major, minor });
+        }
+        // 3. checksum
+        let stored = raw.checksum.get();
+        let computed = checksum(block);
+        if stored != computed {
+            return Err(DecodeError::Checksum { stored, computed });
+        }
+        // 4. ranges: where the copy is, then the layout rules.
+        let self_offset = raw.self_offset.get();
+        if self_offset != read_at {
+            return Err(DecodeError::WrongLocation {
+                recorded: self_offset,
+                actual: read_at,
+            });
+        }
+        let primary = raw.primary_offset.get();
+        if primary != PRIMARY_OFFSET {
+            return Err(DecodeError::PrimaryOffset(primary));
+        }
+        let device_size = raw.device_size.get();
+        let expected_backup = backup_offset_for(device_size)
+            .ok_or(GeometryError::DeviceTooSmall { device_size })?;
+        let backup = raw.backup_offset.get();
+        if backup != expected_backup {
+            return Err(DecodeError::BackupOffset {
+                found: backup,
+                expected: expected_backup,
+            });
+        }
+        let align_raw = raw.align.get();
+        let align = Alignment::from_bytes(align_raw).ok_or(DecodeError::Alignment(align_raw))?;
+        let lbs_raw = raw.logical_block_size.get();
+        let logical_block_size =
+            LogicalBlockSize::from_bytes(lbs_raw).ok_or(DecodeError::LogicalBlockSize(lbs_raw))?;
+        let mode_raw = raw.reserve_mode.get();
+        let mode = ReserveMode::from_raw(mode_raw).ok_or(DecodeError::ReserveMode(mode_raw))?;
+        let geometry = Geometry {
+            device_size,
+            align,
+            logical_block_size,
+            mode,
+            reserve_offset: raw.reserve_offset.get(),
+            reserve_size: raw.reserve_size.get(),
+            data_offset: raw.data_offset.get(),
+            data_size: raw.data_size.get(),
+        };
+        geometry.validate()?;
+        let uuid = Uuid(raw.uuid);
+        if uuid.is_nil() {
+            return Err(DecodeError::NilUuid);
+        }
+        let generation = raw.generation.get();
+        if generation == 0 {
+            return Err(DecodeError::ZeroGeneration);
+        }
+        // 5. unknown incompatible features
+        let incompat = raw.incompat_features.get();
+        let unknown = incompat & !KNOWN_INCOMPAT_FEATURES;
+        if unknown != 0 {
+            return Err(DecodeError::UnknownIncompatFeatures(unknown));
+        }
+        // 6. reserved bytes, unless a newer minor may have defined them.
+        if minor <= VERSION_MINOR {
+            if let Some(pos) = raw.reserved.iter().position(|&b| b != 0) {
+                return Err(DecodeError::ReservedNotZero(RESERVED_OFFSET + pos));
+            }
+        }
+        Ok(SuperBlock {
+            version_minor: minor,
+            compat_features: raw.compat_features.get(),
+            incompat_features: incompat,
+            uuid,
+            parent_uuid: Uuid(raw.parent_uuid),
+            generation,
+            geometry,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn sample() -> SuperBlock {
+        SuperBlock {
+            version_minor: VERSION_MINOR,
+            compat_features: 0,
+            incompat_features: 0,
+            uuid: Uuid([
+                0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x47, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff, 0x00,
+            ]),
+            parent_uuid: Uuid::NIL,
+            generation: 7,
+            geometry: Geometry::derive(
+                2 * GIB,
+                Alignment::M2,
+                LogicalBlockSize::B512,
+                ReserveMode::Hypervisor,
+                512 * MIB,
+            )
+            .expect("valid"),
+        }
+    }
+
+    fn le64(block: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(block[off..off + 8].try_into().expect("8 bytes"))
+    }
+
+    /// Rewrite a field and fix the checksum, so a test reaches the check after it.
+    fn patch(block: &mut [u8; BLOCK_LEN], off: usize, bytes: &[u8]) {
+        block[off..off + bytes.len()].copy_from_slice(bytes);
+        let crc = checksum(block);
+        block[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn round_trip_both_slots() {
+        let sb = sample();
+        for slot in [Slot::Primary, Slot::Backup] {
+            let block = sb.encode(slot);
+            let at = slot.offset(&sb.geometry);
+            assert_eq!(SuperBlock::decode(&block, at), Ok(sb));
+        }
+    }
+
+    #[test]
+    fn fields_sit_at_documented_offsets() {
+        let sb = sample();
+        let b = sb.encode(Slot::Backup);
+        assert_eq!(&b[0..16], b"PMEM-STACK-SUPER");
+        assert_eq!(u16::from_le_bytes([b[0x10], b[0x11]]), 1);
+        assert_eq!(u16::from_le_bytes([b[0x12], b[0x13]]), 0);
+        assert_eq!(&b[0x28..0x38], &sb.uuid.0);
+        assert_eq!(le64(&b, 0x48), 7);
+        assert_eq!(le64(&b, 0x50), 2 * GIB - 4096, "self offset");
+        assert_eq!(le64(&b, 0x58), 4096);
+        assert_eq!(le64(&b, 0x60), 2 * GIB - 4096);
+        assert_eq!(le64(&b, 0x68), 2 * GIB);
+        assert_eq!(le64(&b, 0x70), 2 * MIB);
+        assert_eq!(u32::from_le_bytes(b[0x78..0x7C].try_into().expect("4")), 512);
+        assert_eq!(u32::from_le_bytes(b[0x7C..0x80].try_into().expect("4")), 1);
+        assert_eq!(le64(&b, 0x80), 2 * MIB);
+        assert_eq!(le64(&b, 0x88), 512 * MIB);
+        assert_eq!(le64(&b, 0x90), 514 * MIB);
+        assert_eq!(le64(&b, 0x98), 2 * GIB - 516 * MIB);
+        assert!(b[0xA0..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn checksum_covers_every_byte() {
+        let block = sample().encode(Slot::Primary);
+        for pos in [0usize, 0x13, 0x18, 0x50, 0x9F, 0xA0, 0x800, 4095] {
+            let mut bad = block;
+            bad[pos] ^= 0x01;
+            let err = SuperBlock::decode(&bad, PRIMARY_OFFSET).expect_err("flipped");
+            if pos < 16 {
+                assert_eq!(err, DecodeError::NoMagic);
+            } else if pos == 0x10 {
+                assert!(err.is_unsupported());
+            } else {
+                assert!(matches!(err, DecodeError::Checksum { .. }), "{pos}: {err:?}");
+            }
+        }
+        // The checksum field itself.
+        let mut bad = block;
+        bad[CHECKSUM_OFFSET] ^= 0x80;
+        assert!(matches!(
+            SuperBlock::decode(&bad, PRIMARY_OFFSET),
+            Err(DecodeError::Checksum { .. })
+        ));
+    }
+
+    #[test]
+    fn checksum_is_crc32c_with_field_zeroed() {
+        let block = sample().encode(Slot::Primary);
+        let mut zeroed = block;
+        zeroed[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].fill(0);
+        let stored = u32::from_le_bytes(
+            block[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4]
+                .try_into()
+                .expect("4"),
+        );
+        assert_eq!(stored, crc32c::crc32c(&zeroed));
+        // And the well-known CRC32C check value, so the polynomial is right.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn every_validation_error() {
+        let sb = sample();
+        let good = sb.encode(Slot::Primary);
+        let decode = |b: &[u8; BLOCK_LEN]| SuperBlock::decode(b, PRIMARY_OFFSET);
+
+        assert_eq!(
+            SuperBlock::decode(&good[..100], PRIMARY_OFFSET),
+            Err(DecodeError::Length(100))
+        );
+        assert_eq!(
+            SuperBlock::decode(&[0u8; BLOCK_LEN], PRIMARY_OFFSET),
+            Err(DecodeError::NoMagic)
+        );
+
+        let mut b = good;
+        patch(&mut b, 0x10, &2u16.to_le_bytes());
+        assert_eq!(
+            decode(&b),
+            Err(DecodeError::UnsupportedVersion { major: 2, minor: 0 })
+        );
+
+        assert_eq!(
+            SuperBlock::decode(&good, sb.geometry.backup_offset()),
+            Err(DecodeError::WrongLocation {
+                recorded: PRIMARY_OFFSET,
+                actual: sb.geometry.backup_offset()
+            })
+        );
+
+        let mut b = good;
+        patch(&mut b, 0x58, &8192u64.to_le_bytes());
+        assert_eq!(decode(&b), Err(DecodeError::PrimaryOffset(8192)));
+
+        let mut b = good;
+        patch(&mut b, 0x60, &(GIB).to_le_bytes());
+        assert!(matches!(decode(&b), Err(DecodeError::BackupOffset { .. })));
+
+        let mut b = good;
+        patch(&mut b, 0x68, &4096u64.to_le_bytes());
+        assert!(matches!(
+            decode(&b),
+            Err(DecodeError::Geometry(GeometryError::DeviceTooSmall { .. }))
+        ));
+
+        let mut b = good;
+        patch(&mut b, 0x70, &(MIB).to_le_bytes());
+        assert_eq!(decode(&b), Err(DecodeError::Alignment(MIB)));
+
+        let mut b = good;
+        patch(&mut b, 0x78, &1024u32.to_le_bytes());
+        assert_eq!(decode(&b), Err(DecodeError::LogicalBlockSize(1024)));
+
+        let mut b = good;
+        patch(&mut b, 0x7C, &9u32.to_le_bytes());
+        assert_eq!(decode(&b), Err(DecodeError::ReserveMode(9)));
+
+        let mut b = good;
+        patch(&mut b, 0x90, &(516 * MIB).to_le_bytes());
+        assert!(matches!(
+            decode(&b),
+            Err(DecodeError::Geometry(GeometryError::DataOffset { .. }))
+        ));
+
+        let mut b = good;
+        patch(&mut b, 0x28, &[0u8; 16]);
+        assert_eq!(decode(&b), Err(DecodeError::NilUuid));
+
+        let mut b = good;
+        patch(&mut b, 0x48, &0u64.to_le_bytes());
+        assert_eq!(decode(&b), Err(DecodeError::ZeroGeneration));
+
+        let mut b = good;
+        patch(&mut b, 0x20, &4u64.to_le_bytes());
+        let err = decode(&b).expect_err("unknown incompat");
+        assert_eq!(err, DecodeError::UnknownIncompatFeatures(4));
+        assert!(err.is_unsupported());
+
+        let mut b = good;
+        patch(&mut b, 0x123, &[1]);
+        assert_eq!(decode(&b), Err(DecodeError::ReservedNotZero(0x123)));
+    }
+
+    #[test]
+    fn unknown_compat_features_are_kept() {
+        let mut b = sample().encode(Slot::Primary);
+        patch(&mut b, 0x18, &0x8000_0000_0000_0001u64.to_le_bytes());
+        let sb = SuperBlock::decode(&b, PRIMARY_OFFSET).expect("compat bits are fine");
+        assert_eq!(sb.compat_features, 0x8000_0000_0000_0001);
+        assert_eq!(sb.encode(Slot::Primary), b);
+    }
+
+    #[test]
+    fn newer_minor_is_read_and_its_reserved_bytes_are_not_judged() {
+        let mut b = sample().encode(Slot::Primary);
+        patch(&mut b, 0x12, &3u16.to_le_bytes());
+        patch(&mut b, 0x200, &[0xAB]);
+        let sb = SuperBlock::decode(&b, PRIMARY_OFFSET).expect("newer minor reads");
+        assert_eq!(sb.version_minor, 3);
+        assert!(sb.is_newer_minor());
+    }
+
+    #[test]
+    fn magic_differs_from_linux_signatures() {
+        for linux in [
+            &b"NVDIMM_PFN_INFO\0"[..],
+            &b"NVDIMM_DAX_INFO\0"[..],
+            &b"BTT_ARENA_INFO\0\0"[..],
+        ] {
+            assert_ne!(&MAGIC[..], linux);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! pmem-stack: a stacked pseudo device on a persistent-memory namespace.
+//!
+//! The layers, bottom up — each only uses the ones before it:
+//!
+//! 1. [`format`]: the on-media super block and layout rules (pure).
+//! 2. [`layout`]: planning a layout from what the user asks for (pure).
+//! 3. [`backing`]: opening the namespace, device or file; the mapping and how
+//!    to make it durable (owns the `unsafe` for mmap and ioctls).
+//! 4. [`metadata`]: reading, checking, writing and repairing the two copies.
+//! 5. [`engine`]: the I/O engine, pure logic over a mapping.
+//! 6. [`ublk`]: the glue to the kernel's ublk driver (control vs data plane).
+//! 7. the CLI in `main.rs` and [`cli`].
+
+pub mod format;
+pub mod layout;
+pub mod size;
