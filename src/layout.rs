@@ -98,9 +98,13 @@ pub enum LayoutError {
         minimum_arg(*minimum)
     )]
     OsReserveTooSmall { requested: u64, minimum: u64 },
-    #[error("--mode {mode} needs a reserve larger than 0 (or use --reserve 0 without --mode for a pass-through)")]
+    #[error(
+        "--mode {mode} needs a reserve larger than 0 (or use --reserve 0 without --mode for a pass-through)"
+    )]
     ModeNeedsReserve { mode: ReserveMode },
-    #[error("--mode none takes no reserve; use --reserve 0 (or auto), or choose --mode hypervisor|os")]
+    #[error(
+        "--mode none takes no reserve; use --reserve 0 (or auto), or choose --mode hypervisor|os"
+    )]
     NoneTakesNoReserve,
 }
 
@@ -300,8 +304,11 @@ mod tests {
 
     #[test]
     fn issue_example_two_gib_512m() {
-        let p = plan(2 * GIB, &LayoutRequest::new(ReserveRequest::Bytes(512 * MIB), None))
-            .expect("fits");
+        let p = plan(
+            2 * GIB,
+            &LayoutRequest::new(ReserveRequest::Bytes(512 * MIB), None),
+        )
+        .expect("fits");
         let g = p.geometry;
         assert_eq!(g.mode, ReserveMode::Hypervisor);
         assert_eq!((g.reserve_offset, g.reserve_size), (2 * MIB, 512 * MIB));
@@ -311,28 +318,40 @@ mod tests {
 
     #[test]
     fn zero_reserve_is_pass_through() {
-        let g = plan(64 * MIB, &LayoutRequest::new(ReserveRequest::Bytes(0), None))
-            .expect("fits")
-            .geometry;
+        let g = plan(
+            64 * MIB,
+            &LayoutRequest::new(ReserveRequest::Bytes(0), None),
+        )
+        .expect("fits")
+        .geometry;
         assert_eq!(g.mode, ReserveMode::None);
         assert_eq!(g.reserve_size, 0);
         assert_eq!(g.data_offset, 2 * MIB);
-        let g = plan(64 * MIB, &LayoutRequest::new(ReserveRequest::Auto, Some(ReserveMode::None)))
-            .expect("fits")
-            .geometry;
+        let g = plan(
+            64 * MIB,
+            &LayoutRequest::new(ReserveRequest::Auto, Some(ReserveMode::None)),
+        )
+        .expect("fits")
+        .geometry;
         assert_eq!(g.reserve_size, 0);
     }
 
     #[test]
     fn reserve_rounds_up_to_alignment() {
-        let g = plan(4 * GIB, &req(ReserveRequest::Bytes(MIB), None, Alignment::G1))
-            .expect("fits")
-            .geometry;
+        let g = plan(
+            4 * GIB,
+            &req(ReserveRequest::Bytes(MIB), None, Alignment::G1),
+        )
+        .expect("fits")
+        .geometry;
         assert_eq!(g.reserve_offset, GIB);
         assert_eq!(g.reserve_size, GIB);
-        let g = plan(64 * MIB, &req(ReserveRequest::Bytes(5000), None, Alignment::K4))
-            .expect("fits")
-            .geometry;
+        let g = plan(
+            64 * MIB,
+            &req(ReserveRequest::Bytes(5000), None, Alignment::K4),
+        )
+        .expect("fits")
+        .geometry;
         assert_eq!((g.reserve_offset, g.reserve_size), (8192, 8192));
     }
 
@@ -365,9 +384,12 @@ mod tests {
 
     #[test]
     fn auto_os_on_two_gib() {
-        let g = plan(2 * GIB, &LayoutRequest::new(ReserveRequest::Auto, Some(ReserveMode::Os)))
-            .expect("fits")
-            .geometry;
+        let g = plan(
+            2 * GIB,
+            &LayoutRequest::new(ReserveRequest::Auto, Some(ReserveMode::Os)),
+        )
+        .expect("fits")
+        .geometry;
         // ~2 GiB of data needs ~32 MiB; after the reserve, 2044 MiB -> 31.9 MiB -> 32 MiB.
         assert_eq!(g.reserve_size, 32 * MIB);
         assert!(g.reserve_size >= os_reserve_minimum(g.data_size));
@@ -375,8 +397,15 @@ mod tests {
 
     #[test]
     fn os_too_small_names_the_minimum() {
-        let err = plan(2 * GIB, &req(ReserveRequest::Bytes(4 * MIB), Some(ReserveMode::Os), Alignment::M2))
-            .expect_err("too small");
+        let err = plan(
+            2 * GIB,
+            &req(
+                ReserveRequest::Bytes(4 * MIB),
+                Some(ReserveMode::Os),
+                Alignment::M2,
+            ),
+        )
+        .expect_err("too small");
         assert_eq!(
             err,
             LayoutError::OsReserveTooSmall {
@@ -390,8 +419,11 @@ mod tests {
 
     #[test]
     fn reserve_too_large_names_the_largest() {
-        let err = plan(2 * GIB, &LayoutRequest::new(ReserveRequest::Bytes(2 * GIB), None))
-            .expect_err("too large");
+        let err = plan(
+            2 * GIB,
+            &LayoutRequest::new(ReserveRequest::Bytes(2 * GIB), None),
+        )
+        .expect_err("too large");
         assert_eq!(
             err,
             LayoutError::ReserveTooLarge {
@@ -402,18 +434,27 @@ mod tests {
             }
         );
         // And the largest one does fit.
-        plan(2 * GIB, &LayoutRequest::new(ReserveRequest::Bytes(2 * GIB - 6 * MIB), None))
-            .expect("largest fits");
+        plan(
+            2 * GIB,
+            &LayoutRequest::new(ReserveRequest::Bytes(2 * GIB - 6 * MIB), None),
+        )
+        .expect("largest fits");
     }
 
     #[test]
     fn device_too_small() {
         let err = plan(4 * MIB, &LayoutRequest::new(ReserveRequest::Bytes(0), None))
             .expect_err("too small");
-        assert!(matches!(err, LayoutError::DeviceTooSmall { minimum, .. } if minimum == 4 * MIB + 4096));
-        plan(4 * MIB + 4096, &LayoutRequest::new(ReserveRequest::Bytes(0), None))
-            .expect("exactly the minimum fits");
-        let err = plan(8192, &LayoutRequest::new(ReserveRequest::Bytes(0), None)).expect_err("tiny");
+        assert!(
+            matches!(err, LayoutError::DeviceTooSmall { minimum, .. } if minimum == 4 * MIB + 4096)
+        );
+        plan(
+            4 * MIB + 4096,
+            &LayoutRequest::new(ReserveRequest::Bytes(0), None),
+        )
+        .expect("exactly the minimum fits");
+        let err =
+            plan(8192, &LayoutRequest::new(ReserveRequest::Bytes(0), None)).expect_err("tiny");
         assert!(matches!(err, LayoutError::DeviceTooSmall { .. }));
         assert!(err.to_string().contains("at least"));
     }
@@ -421,25 +462,40 @@ mod tests {
     #[test]
     fn mode_and_reserve_must_agree() {
         assert_eq!(
-            plan(GIB, &LayoutRequest::new(ReserveRequest::Bytes(0), Some(ReserveMode::Os))),
-            Err(LayoutError::ModeNeedsReserve { mode: ReserveMode::Os })
+            plan(
+                GIB,
+                &LayoutRequest::new(ReserveRequest::Bytes(0), Some(ReserveMode::Os))
+            ),
+            Err(LayoutError::ModeNeedsReserve {
+                mode: ReserveMode::Os
+            })
         );
         assert_eq!(
-            plan(GIB, &LayoutRequest::new(ReserveRequest::Bytes(4 * MIB), Some(ReserveMode::None))),
+            plan(
+                GIB,
+                &LayoutRequest::new(ReserveRequest::Bytes(4 * MIB), Some(ReserveMode::None))
+            ),
             Err(LayoutError::NoneTakesNoReserve)
         );
     }
 
     #[test]
     fn small_hypervisor_reserve_warns() {
-        let p = plan(64 * GIB, &LayoutRequest::new(ReserveRequest::Bytes(2 * MIB), None))
-            .expect("fits");
+        let p = plan(
+            64 * GIB,
+            &LayoutRequest::new(ReserveRequest::Bytes(2 * MIB), None),
+        )
+        .expect("fits");
         assert_eq!(p.warnings.len(), 1);
         assert!(p.warnings[0].contains("Xen"));
     }
 
     fn any_align() -> impl Strategy<Value = Alignment> {
-        prop_oneof![Just(Alignment::K4), Just(Alignment::M2), Just(Alignment::G1)]
+        prop_oneof![
+            Just(Alignment::K4),
+            Just(Alignment::M2),
+            Just(Alignment::G1)
+        ]
     }
 
     fn any_mode() -> impl Strategy<Value = Option<ReserveMode>> {

@@ -11,6 +11,9 @@
 //! 6. [`ublk`]: the glue to the kernel's ublk driver (control vs data plane).
 //! 7. the CLI in `main.rs` and [`cli`].
 
+pub mod backing;
+pub mod engine;
 pub mod format;
 pub mod layout;
+pub mod metadata;
 pub mod size;

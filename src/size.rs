@@ -98,7 +98,10 @@ mod tests {
             parse_size("99999999999999999999"),
             Err(SizeError::Overflow(_))
         ));
-        assert!(matches!(parse_size("17000000T"), Err(SizeError::Overflow(_))));
+        assert!(matches!(
+            parse_size("17000000T"),
+            Err(SizeError::Overflow(_))
+        ));
     }
 
     #[test]

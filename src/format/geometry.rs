@@ -232,7 +232,10 @@ pub enum GeometryError {
     #[error("reserve size {reserve_size} is not a multiple of the alignment {align}")]
     ReserveSizeMisaligned { reserve_size: u64, align: Alignment },
     #[error("mode {mode} does not match reserve size {reserve_size}")]
-    ModeMismatch { mode: ReserveMode, reserve_size: u64 },
+    ModeMismatch {
+        mode: ReserveMode,
+        reserve_size: u64,
+    },
     #[error("data offset is {found}, but the layout rules put it at {expected}")]
     DataOffset { found: u64, expected: u64 },
     #[error("data size is {found}, but the layout rules give {expected}")]
@@ -269,8 +272,8 @@ impl Geometry {
         mode: ReserveMode,
         reserve_size: u64,
     ) -> Result<Geometry, GeometryError> {
-        let backup = backup_offset_for(device_size)
-            .ok_or(GeometryError::DeviceTooSmall { device_size })?;
+        let backup =
+            backup_offset_for(device_size).ok_or(GeometryError::DeviceTooSmall { device_size })?;
         let reserve_offset = reserve_offset_for(align);
         let data_offset = reserve_offset
             .checked_add(reserve_size)
@@ -408,11 +411,17 @@ mod tests {
 
         let mut g = good;
         g.device_size = 8192;
-        assert!(matches!(g.validate(), Err(GeometryError::DeviceTooSmall { .. })));
+        assert!(matches!(
+            g.validate(),
+            Err(GeometryError::DeviceTooSmall { .. })
+        ));
 
         let mut g = good;
         g.reserve_offset += 4096;
-        assert!(matches!(g.validate(), Err(GeometryError::ReserveOffset { .. })));
+        assert!(matches!(
+            g.validate(),
+            Err(GeometryError::ReserveOffset { .. })
+        ));
 
         let mut g = good;
         g.reserve_size += 4096;
@@ -423,11 +432,17 @@ mod tests {
 
         let mut g = good;
         g.mode = ReserveMode::None;
-        assert!(matches!(g.validate(), Err(GeometryError::ModeMismatch { .. })));
+        assert!(matches!(
+            g.validate(),
+            Err(GeometryError::ModeMismatch { .. })
+        ));
 
         let mut g = good;
         g.data_offset += 2 * MIB;
-        assert!(matches!(g.validate(), Err(GeometryError::DataOffset { .. })));
+        assert!(matches!(
+            g.validate(),
+            Err(GeometryError::DataOffset { .. })
+        ));
 
         let mut g = good;
         g.data_size -= 2 * MIB;
@@ -488,6 +503,9 @@ mod tests {
             assert_eq!(ReserveMode::from_raw(mode.to_raw()), Some(mode));
         }
         assert_eq!(ReserveMode::from_raw(3), None);
-        assert_eq!(LogicalBlockSize::from_bytes(4096).map(|b| b.shift()), Some(12));
+        assert_eq!(
+            LogicalBlockSize::from_bytes(4096).map(|b| b.shift()),
+            Some(12)
+        );
     }
 }

@@ -54,8 +54,12 @@ pub enum ExtVariant {
 impl fmt::Display for Foreign {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Foreign::NdPfn => f.write_str("a Linux fsdax info block (NVDIMM_PFN_INFO at byte 4096)"),
-            Foreign::NdDax => f.write_str("a Linux devdax info block (NVDIMM_DAX_INFO at byte 4096)"),
+            Foreign::NdPfn => {
+                f.write_str("a Linux fsdax info block (NVDIMM_PFN_INFO at byte 4096)")
+            }
+            Foreign::NdDax => {
+                f.write_str("a Linux devdax info block (NVDIMM_DAX_INFO at byte 4096)")
+            }
             Foreign::Btt { offset } => {
                 write!(f, "a BTT info block (BTT_ARENA_INFO at byte {offset})")
             }
@@ -82,7 +86,9 @@ fn has(head: &[u8], offset: usize, signature: &[u8]) -> bool {
 }
 
 fn le32(head: &[u8], offset: usize) -> Option<u32> {
-    at(head, offset, 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
+    at(head, offset, 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
 }
 
 fn ext_variant(head: &[u8]) -> Option<ExtVariant> {
@@ -95,7 +101,8 @@ fn ext_variant(head: &[u8]) -> Option<ExtVariant> {
     const COMPAT_HAS_JOURNAL: u32 = 0x4;
     // extents, 64bit, mmp, flex_bg, ea_inode, dirdata, csum_seed, largedir,
     // inline_data, encrypt, casefold: anything ext3 could not mount.
-    const INCOMPAT_EXT4_ONLY: u32 = 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x10000 | 0x20000;
+    const INCOMPAT_EXT4_ONLY: u32 =
+        0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x10000 | 0x20000;
     Some(if incompat & INCOMPAT_EXT4_ONLY != 0 {
         ExtVariant::Ext4
     } else if compat & COMPAT_HAS_JOURNAL != 0 {
@@ -137,7 +144,11 @@ pub fn find_foreign(head: &[u8]) -> Vec<Foreign> {
     }
     for offset in [4096u64, 0] {
         // BTT_ARENA_INFO\0 (the 16-byte field is NUL-padded).
-        if has(head, usize::try_from(offset).unwrap_or(usize::MAX), b"BTT_ARENA_INFO\0") {
+        if has(
+            head,
+            usize::try_from(offset).unwrap_or(usize::MAX),
+            b"BTT_ARENA_INFO\0",
+        ) {
             found.push(Foreign::Btt { offset });
         }
     }
@@ -155,7 +166,9 @@ pub fn find_foreign(head: &[u8]) -> Vec<Foreign> {
     if has(head, 0x10040, b"_BHRfS_M") {
         found.push(Foreign::Btrfs);
     }
-    if (0..4).any(|sector| has(head, 512 * sector, b"LABELONE") && has(head, 512 * sector + 24, b"LVM2 001")) {
+    if (0..4).any(|sector| {
+        has(head, 512 * sector, b"LABELONE") && has(head, 512 * sector + 24, b"LVM2 001")
+    }) {
         found.push(Foreign::Lvm2);
     }
     if has(head, 0, b"LUKS\xBA\xBE") {

@@ -51,26 +51,26 @@ pub const RESERVED_OFFSET: usize = 0xA0;
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 struct RawSuperBlock {
-    magic: [u8; 16],          // 0x000
-    version_major: U16,       // 0x010
-    version_minor: U16,       // 0x012
-    checksum: U32,            // 0x014
-    compat_features: U64,     // 0x018
-    incompat_features: U64,   // 0x020
-    uuid: [u8; 16],           // 0x028
-    parent_uuid: [u8; 16],    // 0x038
-    generation: U64,          // 0x048
-    self_offset: U64,         // 0x050
-    primary_offset: U64,      // 0x058
-    backup_offset: U64,       // 0x060
-    device_size: U64,         // 0x068
-    align: U64,               // 0x070
-    logical_block_size: U32,  // 0x078
-    reserve_mode: U32,        // 0x07C
-    reserve_offset: U64,      // 0x080
-    reserve_size: U64,        // 0x088
-    data_offset: U64,         // 0x090
-    data_size: U64,           // 0x098
+    magic: [u8; 16],                             // 0x000
+    version_major: U16,                          // 0x010
+    version_minor: U16,                          // 0x012
+    checksum: U32,                               // 0x014
+    compat_features: U64,                        // 0x018
+    incompat_features: U64,                      // 0x020
+    uuid: [u8; 16],                              // 0x028
+    parent_uuid: [u8; 16],                       // 0x038
+    generation: U64,                             // 0x048
+    self_offset: U64,                            // 0x050
+    primary_offset: U64,                         // 0x058
+    backup_offset: U64,                          // 0x060
+    device_size: U64,                            // 0x068
+    align: U64,                                  // 0x070
+    logical_block_size: U32,                     // 0x078
+    reserve_mode: U32,                           // 0x07C
+    reserve_offset: U64,                         // 0x080
+    reserve_size: U64,                           // 0x088
+    data_offset: U64,                            // 0x090
+    data_size: U64,                              // 0x098
     reserved: [u8; BLOCK_LEN - RESERVED_OFFSET], // 0x0A0..0x1000
 }
 
@@ -272,8 +272,8 @@ impl SuperBlock {
             return Err(DecodeError::PrimaryOffset(primary));
         }
         let device_size = raw.device_size.get();
-        let expected_backup = backup_offset_for(device_size)
-            .ok_or(GeometryError::DeviceTooSmall { device_size })?;
+        let expected_backup =
+            backup_offset_for(device_size).ok_or(GeometryError::DeviceTooSmall { device_size })?;
         let backup = raw.backup_offset.get();
         if backup != expected_backup {
             return Err(DecodeError::BackupOffset {
@@ -344,8 +344,8 @@ mod tests {
             compat_features: 0,
             incompat_features: 0,
             uuid: Uuid([
-                0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x47, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
-                0xee, 0xff, 0x00,
+                0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x47, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,
+                0xff, 0x00,
             ]),
             parent_uuid: Uuid::NIL,
             generation: 7,
@@ -395,7 +395,10 @@ mod tests {
         assert_eq!(le64(&b, 0x60), 2 * GIB - 4096);
         assert_eq!(le64(&b, 0x68), 2 * GIB);
         assert_eq!(le64(&b, 0x70), 2 * MIB);
-        assert_eq!(u32::from_le_bytes(b[0x78..0x7C].try_into().expect("4")), 512);
+        assert_eq!(
+            u32::from_le_bytes(b[0x78..0x7C].try_into().expect("4")),
+            512
+        );
         assert_eq!(u32::from_le_bytes(b[0x7C..0x80].try_into().expect("4")), 1);
         assert_eq!(le64(&b, 0x80), 2 * MIB);
         assert_eq!(le64(&b, 0x88), 512 * MIB);
@@ -416,7 +419,10 @@ mod tests {
             } else if pos == 0x10 {
                 assert!(err.is_unsupported());
             } else {
-                assert!(matches!(err, DecodeError::Checksum { .. }), "{pos}: {err:?}");
+                assert!(
+                    matches!(err, DecodeError::Checksum { .. }),
+                    "{pos}: {err:?}"
+                );
             }
         }
         // The checksum field itself.

@@ -80,7 +80,10 @@ mod tests {
         let uuid = Uuid::parse(text).expect("parses");
         assert_eq!(uuid.to_string(), text);
         assert_eq!(Uuid::parse(&text.to_uppercase()), Some(uuid));
-        assert_eq!(Uuid::parse(" 0f2d4c1e-9a3b-4c5d-8e7f-102132435465\n"), Some(uuid));
+        assert_eq!(
+            Uuid::parse(" 0f2d4c1e-9a3b-4c5d-8e7f-102132435465\n"),
+            Some(uuid)
+        );
     }
 
     #[test]

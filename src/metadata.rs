@@ -1,0 +1,731 @@
+//! Reading, checking, writing and repairing the two super block copies.
+//!
+//! Reading takes the newest valid copy (highest generation, the primary on a
+//! tie) and judges the other against it: `ok` (identical), `stale` (valid but
+//! different — older, or from a layout that a crash interrupted), `corrupt`
+//! (our magic, but it fails validation) or `missing` (no magic).
+//!
+//! Writing is ordered so a crash at any instant leaves a valid copy that
+//! describes a consistent layout: `format` writes the backup, makes it durable,
+//! then the primary. Before the backup lands the old copies (or none) stand;
+//! between the two writes the backup — with a higher generation than anything
+//! it replaces — wins; after, both agree. A torn write fails its CRC and the
+//! other copy stands. `repair` only ever rewrites a copy that is not `ok`, from
+//! the newest valid one, so it never touches the copy it relies on.
+//!
+//! Nothing here writes before every check has passed: a refused or failed
+//! command leaves the backing byte-for-byte unchanged.
+
+use serde::Serialize;
+
+use crate::backing::{Backing, BackingError};
+use crate::format::geometry::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, backup_offset_for};
+use crate::format::signatures::{Foreign, PROBE_LEN, find_foreign};
+use crate::format::superblock::{BLOCK_LEN, VERSION_MINOR, has_magic};
+use crate::format::{DecodeError, Geometry, Slot, SuperBlock, Uuid};
+use crate::size::Human;
+
+/// The block I/O the metadata layer needs; [`Backing`] is the real one, tests
+/// use an in-memory image that can "crash" after a number of writes.
+pub trait MetadataIo {
+    /// Size of the medium in bytes.
+    fn size(&self) -> u64;
+    /// Read exactly `buf.len()` bytes at `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BackingError>;
+    /// Write `buf` at `offset`, durable when this returns.
+    fn write_durable_at(&self, offset: u64, buf: &[u8]) -> Result<(), BackingError>;
+    /// UUID of the NVDIMM namespace underneath, if any.
+    fn namespace_uuid(&self) -> Option<Uuid>;
+}
+
+impl MetadataIo for Backing {
+    fn size(&self) -> u64 {
+        Backing::size(self)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BackingError> {
+        Backing::read_at(self, offset, buf)
+    }
+    fn write_durable_at(&self, offset: u64, buf: &[u8]) -> Result<(), BackingError> {
+        Backing::write_durable_at(self, offset, buf)
+    }
+    fn namespace_uuid(&self) -> Option<Uuid> {
+        Backing::namespace_uuid(self)
+    }
+}
+
+/// Health of one copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyState {
+    /// Valid and identical to the newest copy.
+    Ok,
+    /// Carries our magic but fails validation.
+    Corrupt,
+    /// No pmem-stack super block there.
+    Missing,
+    /// Valid but not the newest (or differing at the same generation).
+    Stale,
+}
+
+/// What was found at one copy's location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Which copy.
+    pub slot: Slot,
+    /// Where it was looked for.
+    pub offset: u64,
+    /// Its health.
+    pub state: CopyState,
+    /// Why it is not `ok`, for people.
+    pub detail: Option<String>,
+    /// The decoded copy, when valid.
+    pub decoded: Option<SuperBlock>,
+}
+
+/// The state of the metadata on a backing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    /// The newest valid copy, which describes the volume.
+    pub current: Option<SuperBlock>,
+    /// The primary copy.
+    pub primary: CopyReport,
+    /// The backup copy.
+    pub backup: CopyReport,
+}
+
+impl Metadata {
+    /// Both copies valid and identical.
+    pub fn is_healthy(&self) -> bool {
+        self.primary.state == CopyState::Ok && self.backup.state == CopyState::Ok
+    }
+
+    /// Whether any pmem-stack super block (valid or not) is on the backing.
+    pub fn has_any_copy(&self) -> bool {
+        self.primary.state != CopyState::Missing || self.backup.state != CopyState::Missing
+    }
+
+    /// The report for a slot.
+    pub fn copy(&self, slot: Slot) -> &CopyReport {
+        match slot {
+            Slot::Primary => &self.primary,
+            Slot::Backup => &self.backup,
+        }
+    }
+}
+
+/// Why a format was refused (nothing was written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "it already holds a pmem-stack volume (uuid {uuid}, generation {generation}); pass --force to destroy it and format anew"
+    )]
+    ExistingVolume { uuid: Uuid, generation: u64 },
+    #[error(
+        "it holds a damaged pmem-stack super block ({detail}); run 'pmem-stack check --repair' or pass --force to format anew"
+    )]
+    DamagedVolume { detail: String },
+    #[error("it holds {}; pass --force to overwrite it", list_foreign(.0))]
+    Foreign(Vec<Foreign>),
+}
+
+fn list_foreign(found: &[Foreign]) -> String {
+    let names: Vec<String> = found.iter().map(ToString::to_string).collect();
+    names.join(" and ")
+}
+
+/// Errors of the metadata layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error(transparent)]
+    Backing(#[from] BackingError),
+    #[error("the {} super block {source}", .slot.name())]
+    Unsupported {
+        slot: Slot,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("no pmem-stack super block found (not formatted); 'pmem-stack format' creates one")]
+    NotFormatted,
+    #[error(
+        "no valid pmem-stack super block: primary {primary}, backup {backup}; nothing to repair from (only 'format --force' can start over, destroying the data)"
+    )]
+    NoValidCopy { primary: String, backup: String },
+    #[error(
+        "the super block has format version 1.{minor}, newer than this pmem-stack writes (1.{VERSION_MINOR}); upgrade pmem-stack before repairing"
+    )]
+    NewerMinor { minor: u16 },
+    #[error(
+        "the backing is {} but the volume was formatted on {}: its data area ends beyond the device; was the namespace shrunk?",
+        Human(*actual),
+        Human(*recorded)
+    )]
+    Shrunk { recorded: u64, actual: u64 },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("could not create a volume uuid: {0}")]
+    Random(#[source] std::io::Error),
+    #[error("repair wrote the {} copy but it does not read back as ok: {detail}", .slot.name())]
+    RepairUnverified { slot: Slot, detail: String },
+}
+
+/// Outcome of decoding the block at one location.
+enum Found {
+    Valid(SuperBlock),
+    Invalid(DecodeError),
+    Missing,
+}
+
+fn read_block<M: MetadataIo + ?Sized>(io: &M, offset: u64) -> Result<Found, BackingError> {
+    if offset
+        .checked_add(SUPERBLOCK_SIZE)
+        .is_none_or(|end| end > io.size())
+    {
+        return Ok(Found::Missing);
+    }
+    let mut block = [0u8; BLOCK_LEN];
+    io.read_at(offset, &mut block)?;
+    if !has_magic(&block) {
+        return Ok(Found::Missing);
+    }
+    Ok(match SuperBlock::decode(&block, offset) {
+        Ok(sb) => Found::Valid(sb),
+        Err(err) => Found::Invalid(err),
+    })
+}
+
+/// Read and judge both copies.
+pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
+    let primary = read_block(io, PRIMARY_OFFSET)?;
+    // The backup lives in the last block of the device it was formatted on:
+    // normally the current last block; if the primary records another size
+    // (the namespace was resized), also look where it says.
+    let here = backup_offset_for(io.size());
+    let recorded = match &primary {
+        Found::Valid(sb) => Some(sb.geometry.backup_offset()),
+        _ => None,
+    };
+    let mut backup_offset = here.or(recorded).unwrap_or(0);
+    let mut backup = match here {
+        Some(offset) => read_block(io, offset)?,
+        None => Found::Missing,
+    };
+    if let (Found::Missing, Some(offset)) = (&backup, recorded) {
+        if Some(offset) != here {
+            backup = read_block(io, offset)?;
+            backup_offset = offset;
+        }
+    }
+
+    for (slot, found) in [(Slot::Primary, &primary), (Slot::Backup, &backup)] {
+        if let Found::Invalid(err) = found {
+            if err.is_unsupported() {
+                return Err(MetadataError::Unsupported {
+                    slot,
+                    source: err.clone(),
+                });
+            }
+        }
+    }
+
+    let current = match (&primary, &backup) {
+        (Found::Valid(p), Found::Valid(b)) => {
+            Some(if b.generation > p.generation { *b } else { *p })
+        }
+        (Found::Valid(p), _) => Some(*p),
+        (_, Found::Valid(b)) => Some(*b),
+        _ => None,
+    };
+
+    let judge = |slot: Slot, offset: u64, found: &Found| -> CopyReport {
+        let (state, detail, decoded) = match found {
+            Found::Missing => (
+                CopyState::Missing,
+                Some("no pmem-stack super block".to_string()),
+                None,
+            ),
+            Found::Invalid(err) => (CopyState::Corrupt, Some(err.to_string()), None),
+            Found::Valid(sb) => match current {
+                Some(cur) if cur == *sb => (CopyState::Ok, None, Some(*sb)),
+                Some(cur) if sb.generation < cur.generation => (
+                    CopyState::Stale,
+                    Some(format!(
+                        "generation {} is older than the other copy's {}",
+                        sb.generation, cur.generation
+                    )),
+                    Some(*sb),
+                ),
+                _ => (
+                    CopyState::Stale,
+                    Some("differs from the other copy".to_string()),
+                    Some(*sb),
+                ),
+            },
+        };
+        CopyReport {
+            slot,
+            offset,
+            state,
+            detail,
+            decoded,
+        }
+    };
+
+    // If the newest copy places the backup elsewhere than where we looked,
+    // report against the location it records.
+    let backup_report = match current {
+        Some(cur) if cur.geometry.backup_offset() != backup_offset => {
+            let offset = cur.geometry.backup_offset();
+            let found = read_block(io, offset)?;
+            judge(Slot::Backup, offset, &found)
+        }
+        _ => judge(Slot::Backup, backup_offset, &backup),
+    };
+
+    Ok(Metadata {
+        current,
+        primary: judge(Slot::Primary, PRIMARY_OFFSET, &primary),
+        backup: backup_report,
+    })
+}
+
+/// The volume on a backing, or why there is none usable. Also refuses a volume
+/// whose data area no longer fits on the backing.
+pub fn open_volume<M: MetadataIo + ?Sized>(
+    io: &M,
+) -> Result<(SuperBlock, Metadata), MetadataError> {
+    let metadata = read(io)?;
+    let Some(current) = metadata.current else {
+        if metadata.has_any_copy() {
+            return Err(MetadataError::NoValidCopy {
+                primary: describe(&metadata.primary),
+                backup: describe(&metadata.backup),
+            });
+        }
+        return Err(MetadataError::NotFormatted);
+    };
+    check_fits(&current.geometry, io.size())?;
+    Ok((current, metadata))
+}
+
+fn check_fits(geometry: &Geometry, actual: u64) -> Result<(), MetadataError> {
+    let needed = geometry.backup_offset().saturating_add(SUPERBLOCK_SIZE);
+    if actual < needed {
+        return Err(MetadataError::Shrunk {
+            recorded: geometry.device_size,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn describe(report: &CopyReport) -> String {
+    let state = match report.state {
+        CopyState::Ok => "ok",
+        CopyState::Corrupt => "corrupt",
+        CopyState::Missing => "missing",
+        CopyState::Stale => "stale",
+    };
+    match &report.detail {
+        Some(detail) => format!("{state} ({detail})"),
+        None => state.to_string(),
+    }
+}
+
+/// Human summary of a copy's state, e.g. `corrupt (checksum mismatch ...)`.
+pub fn describe_copy(report: &CopyReport) -> String {
+    describe(report)
+}
+
+/// Read the first bytes of the backing for the foreign-signature probe.
+pub fn probe_foreign<M: MetadataIo + ?Sized>(io: &M) -> Result<Vec<Foreign>, BackingError> {
+    let len = usize::try_from(io.size())
+        .unwrap_or(usize::MAX)
+        .min(PROBE_LEN);
+    let mut head = vec![0u8; len];
+    io.read_at(0, &mut head)?;
+    Ok(find_foreign(&head))
+}
+
+/// Everything `format` checks before writing; `Ok` means writing is allowed.
+///
+/// Returns the generation the new volume must carry: above any copy already
+/// there, so that a crash between the two writes of a re-format lets the new
+/// backup win over the old primary.
+pub fn check_format_allowed<M: MetadataIo + ?Sized>(
+    io: &M,
+    force: bool,
+) -> Result<u64, MetadataError> {
+    let metadata = match read(io) {
+        Ok(metadata) => Some(metadata),
+        // A newer version's volume: only --force may overwrite it.
+        Err(MetadataError::Unsupported { .. }) if force => None,
+        Err(err) => return Err(err),
+    };
+    if !force {
+        if let Some(m) = &metadata {
+            if let Some(cur) = m.current {
+                return Err(Refusal::ExistingVolume {
+                    uuid: cur.uuid,
+                    generation: cur.generation,
+                }
+                .into());
+            }
+            if m.has_any_copy() {
+                let report = if m.primary.state == CopyState::Missing {
+                    &m.backup
+                } else {
+                    &m.primary
+                };
+                return Err(Refusal::DamagedVolume {
+                    detail: format!("{} {}", report.slot.name(), describe(report)),
+                }
+                .into());
+            }
+        }
+        let foreign = probe_foreign(io)?;
+        if !foreign.is_empty() {
+            return Err(Refusal::Foreign(foreign).into());
+        }
+    }
+    // Every valid copy counts, even beside one a newer version wrote.
+    let mut newest = 0;
+    for offset in [Some(PRIMARY_OFFSET), backup_offset_for(io.size())]
+        .into_iter()
+        .flatten()
+    {
+        if let Found::Valid(sb) = read_block(io, offset)? {
+            newest = newest.max(sb.generation);
+        }
+    }
+    if let Some(m) = &metadata {
+        for sb in [m.primary.decoded, m.backup.decoded].into_iter().flatten() {
+            newest = newest.max(sb.generation);
+        }
+    }
+    Ok(newest.saturating_add(1))
+}
+
+/// Write a new volume with `geometry`: backup first, then primary, each durable
+/// before the next. The caller has run [`check_format_allowed`].
+pub fn write_new_volume<M: MetadataIo + ?Sized>(
+    io: &M,
+    geometry: Geometry,
+    generation: u64,
+) -> Result<SuperBlock, MetadataError> {
+    let sb = SuperBlock {
+        version_minor: VERSION_MINOR,
+        compat_features: 0,
+        incompat_features: 0,
+        uuid: Uuid::random().map_err(MetadataError::Random)?,
+        parent_uuid: io.namespace_uuid().unwrap_or(Uuid::NIL),
+        generation,
+        geometry,
+    };
+    for slot in [Slot::Backup, Slot::Primary] {
+        io.write_durable_at(slot.offset(&geometry), &sb.encode(slot))?;
+    }
+    Ok(sb)
+}
+
+/// What `repair` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairOutcome {
+    /// Copies rewritten (empty when both were already ok).
+    pub rewritten: Vec<Slot>,
+    /// The metadata after the repair.
+    pub after: Metadata,
+}
+
+/// Rewrite every copy that is not `ok` from the newest valid one.
+pub fn repair<M: MetadataIo + ?Sized>(io: &M) -> Result<RepairOutcome, MetadataError> {
+    let before = read(io)?;
+    let Some(current) = before.current else {
+        return Err(if before.has_any_copy() {
+            MetadataError::NoValidCopy {
+                primary: describe(&before.primary),
+                backup: describe(&before.backup),
+            }
+        } else {
+            MetadataError::NotFormatted
+        });
+    };
+    if current.is_newer_minor() {
+        return Err(MetadataError::NewerMinor {
+            minor: current.version_minor,
+        });
+    }
+    check_fits(&current.geometry, io.size())?;
+    let mut rewritten = Vec::new();
+    for slot in [Slot::Primary, Slot::Backup] {
+        if before.copy(slot).state != CopyState::Ok {
+            io.write_durable_at(slot.offset(&current.geometry), &current.encode(slot))?;
+            rewritten.push(slot);
+        }
+    }
+    let after = read(io)?;
+    for slot in [Slot::Primary, Slot::Backup] {
+        let report = after.copy(slot);
+        if report.state != CopyState::Ok {
+            return Err(MetadataError::RepairUnverified {
+                slot,
+                detail: describe(report),
+            });
+        }
+    }
+    Ok(RepairOutcome { rewritten, after })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::format::{Alignment, LogicalBlockSize, ReserveMode};
+    use std::cell::{Cell, RefCell};
+    use std::path::PathBuf;
+
+    const MIB: u64 = 1 << 20;
+
+    /// An in-memory medium that stops writing (like a power cut) after
+    /// `writes_left` durable writes.
+    pub(crate) struct MemImage {
+        pub bytes: RefCell<Vec<u8>>,
+        pub writes_left: Cell<usize>,
+        pub writes: RefCell<Vec<u64>>,
+    }
+
+    impl MemImage {
+        pub(crate) fn new(size: usize) -> MemImage {
+            MemImage {
+                bytes: RefCell::new(vec![0; size]),
+                writes_left: Cell::new(usize::MAX),
+                writes: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl MetadataIo for MemImage {
+        fn size(&self) -> u64 {
+            self.bytes.borrow().len() as u64
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BackingError> {
+            let off = usize::try_from(offset).expect("small");
+            buf.copy_from_slice(&self.bytes.borrow()[off..off + buf.len()]);
+            Ok(())
+        }
+        fn write_durable_at(&self, offset: u64, buf: &[u8]) -> Result<(), BackingError> {
+            if self.writes_left.get() == 0 {
+                return Err(BackingError::Io {
+                    path: PathBuf::from("mem"),
+                    op: "write",
+                    source: std::io::Error::other("power cut"),
+                });
+            }
+            self.writes_left.set(self.writes_left.get() - 1);
+            self.writes.borrow_mut().push(offset);
+            let off = usize::try_from(offset).expect("small");
+            self.bytes.borrow_mut()[off..off + buf.len()].copy_from_slice(buf);
+            Ok(())
+        }
+        fn namespace_uuid(&self) -> Option<Uuid> {
+            None
+        }
+    }
+
+    fn geometry(size: u64, reserve: u64) -> Geometry {
+        let mode = if reserve == 0 {
+            ReserveMode::None
+        } else {
+            ReserveMode::Hypervisor
+        };
+        Geometry::derive(size, Alignment::M2, LogicalBlockSize::B512, mode, reserve).expect("valid")
+    }
+
+    fn formatted(size: usize) -> (MemImage, SuperBlock) {
+        let img = MemImage::new(size);
+        let generation = check_format_allowed(&img, false).expect("blank");
+        let sb =
+            write_new_volume(&img, geometry(size as u64, 4 * MIB), generation).expect("format");
+        (img, sb)
+    }
+
+    #[test]
+    fn blank_reads_as_not_formatted() {
+        let img = MemImage::new(16 << 20);
+        let m = read(&img).expect("read");
+        assert_eq!(m.current, None);
+        assert_eq!(m.primary.state, CopyState::Missing);
+        assert_eq!(m.backup.state, CopyState::Missing);
+        assert!(matches!(
+            open_volume(&img),
+            Err(MetadataError::NotFormatted)
+        ));
+    }
+
+    #[test]
+    fn format_writes_backup_then_primary_and_reads_healthy() {
+        let (img, sb) = formatted(16 << 20);
+        assert_eq!(*img.writes.borrow(), vec![(16 << 20) - 4096, 4096]);
+        assert_eq!(sb.generation, 1);
+        let m = read(&img).expect("read");
+        assert!(m.is_healthy());
+        assert_eq!(m.current, Some(sb));
+        assert!(
+            img.bytes.borrow()[..4096].iter().all(|&b| b == 0),
+            "head untouched"
+        );
+    }
+
+    #[test]
+    fn crash_between_the_two_writes_of_a_first_format() {
+        let img = MemImage::new(16 << 20);
+        img.writes_left.set(1);
+        let generation = check_format_allowed(&img, false).expect("blank");
+        assert!(write_new_volume(&img, geometry(16 << 20, 4 * MIB), generation).is_err());
+        let m = read(&img).expect("read");
+        let cur = m.current.expect("backup survives");
+        assert_eq!(m.primary.state, CopyState::Missing);
+        assert_eq!(m.backup.state, CopyState::Ok);
+        // A repeat format without --force refuses: the volume exists.
+        assert!(matches!(
+            check_format_allowed(&img, false),
+            Err(MetadataError::Refused(Refusal::ExistingVolume { .. }))
+        ));
+        img.writes_left.set(usize::MAX);
+        let out = repair(&img).expect("repair");
+        assert_eq!(out.rewritten, vec![Slot::Primary]);
+        assert!(out.after.is_healthy());
+        assert_eq!(out.after.current, Some(cur));
+    }
+
+    #[test]
+    fn crash_between_the_two_writes_of_a_reformat() {
+        let (img, old) = formatted(16 << 20);
+        img.writes_left.set(1);
+        let generation = check_format_allowed(&img, true).expect("forced");
+        assert_eq!(generation, 2);
+        let new_geometry = geometry(16 << 20, 0);
+        assert!(write_new_volume(&img, new_geometry, generation).is_err());
+        let m = read(&img).expect("read");
+        let cur = m.current.expect("a valid copy");
+        // The new backup wins over the old primary: a consistent (new) layout.
+        assert_eq!(cur.geometry, new_geometry);
+        assert_ne!(cur.uuid, old.uuid);
+        assert_eq!(m.primary.state, CopyState::Stale);
+        assert_eq!(m.backup.state, CopyState::Ok);
+        img.writes_left.set(usize::MAX);
+        repair(&img).expect("repair");
+        assert_eq!(read(&img).expect("read").current, Some(cur));
+    }
+
+    #[test]
+    fn each_copy_can_be_corrupted_and_repaired() {
+        for slot in [Slot::Primary, Slot::Backup] {
+            let (img, sb) = formatted(16 << 20);
+            let off = usize::try_from(slot.offset(&sb.geometry)).expect("small") + 0x90;
+            img.bytes.borrow_mut()[off] ^= 0xFF;
+            let m = read(&img).expect("read");
+            assert_eq!(m.current, Some(sb), "the other copy carries on");
+            assert_eq!(m.copy(slot).state, CopyState::Corrupt);
+            assert!(
+                m.copy(slot)
+                    .detail
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("checksum")
+            );
+            let out = repair(&img).expect("repair");
+            assert_eq!(out.rewritten, vec![slot]);
+            assert!(read(&img).expect("read").is_healthy());
+        }
+    }
+
+    #[test]
+    fn missing_backup_is_reported_and_repaired() {
+        let (img, sb) = formatted(16 << 20);
+        let off = usize::try_from(sb.geometry.backup_offset()).expect("small");
+        img.bytes.borrow_mut()[off..off + 4096].fill(0);
+        let m = read(&img).expect("read");
+        assert_eq!(m.backup.state, CopyState::Missing);
+        assert_eq!(m.primary.state, CopyState::Ok);
+        repair(&img).expect("repair");
+        assert!(read(&img).expect("read").is_healthy());
+    }
+
+    #[test]
+    fn both_copies_corrupt_cannot_be_repaired_and_are_left_alone() {
+        let (img, sb) = formatted(16 << 20);
+        for slot in [Slot::Primary, Slot::Backup] {
+            let off = usize::try_from(slot.offset(&sb.geometry)).expect("small") + 0x50;
+            img.bytes.borrow_mut()[off] ^= 1;
+        }
+        let before = img.bytes.borrow().clone();
+        assert!(matches!(
+            repair(&img),
+            Err(MetadataError::NoValidCopy { .. })
+        ));
+        assert!(matches!(
+            open_volume(&img),
+            Err(MetadataError::NoValidCopy { .. })
+        ));
+        assert!(matches!(
+            check_format_allowed(&img, false),
+            Err(MetadataError::Refused(Refusal::DamagedVolume { .. }))
+        ));
+        assert_eq!(*img.bytes.borrow(), before);
+    }
+
+    #[test]
+    fn newer_major_is_never_overwritten_without_force() {
+        let (img, _) = formatted(16 << 20);
+        img.bytes.borrow_mut()[4096 + 0x10] = 2;
+        let before = img.bytes.borrow().clone();
+        assert!(matches!(
+            read(&img),
+            Err(MetadataError::Unsupported {
+                slot: Slot::Primary,
+                ..
+            })
+        ));
+        assert!(matches!(
+            repair(&img),
+            Err(MetadataError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            check_format_allowed(&img, false),
+            Err(MetadataError::Unsupported { .. })
+        ));
+        assert_eq!(*img.bytes.borrow(), before);
+        assert_eq!(check_format_allowed(&img, true).expect("force"), 2);
+    }
+
+    #[test]
+    fn foreign_data_refuses_format() {
+        let img = MemImage::new(16 << 20);
+        img.bytes.borrow_mut()[0..4].copy_from_slice(b"XFSB");
+        let err = check_format_allowed(&img, false).expect_err("xfs");
+        assert_eq!(
+            err.to_string(),
+            "it holds an xfs file system; pass --force to overwrite it"
+        );
+        assert_eq!(check_format_allowed(&img, true).expect("force"), 1);
+    }
+
+    #[test]
+    fn grown_backing_still_finds_the_backup() {
+        let (img, sb) = formatted(16 << 20);
+        img.bytes.borrow_mut().resize(32 << 20, 0);
+        let m = read(&img).expect("read");
+        assert_eq!(m.current, Some(sb));
+        assert!(m.is_healthy(), "{m:?}");
+        assert_eq!(m.backup.offset, (16 << 20) - 4096);
+    }
+
+    #[test]
+    fn shrunk_backing_is_refused() {
+        let (img, _) = formatted(16 << 20);
+        img.bytes.borrow_mut().truncate(8 << 20);
+        assert!(matches!(
+            open_volume(&img),
+            Err(MetadataError::Shrunk { .. })
+        ));
+    }
+}
