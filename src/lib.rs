@@ -12,8 +12,12 @@
 //! 7. the CLI in `main.rs` and [`cli`].
 
 pub mod backing;
+pub mod daemon;
 pub mod engine;
 pub mod format;
 pub mod layout;
 pub mod metadata;
+pub mod registry;
 pub mod size;
+pub mod ublk;
+pub mod volume;

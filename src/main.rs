@@ -1,1 +1,66 @@
-fn main() {}
+//! `pmem-stack`: the command-line tool. Everything but argument syntax and
+//! messages lives in the library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+fn init_logging() {
+    // The filter lets everything through at info; the global level keeps the
+    // CLI quiet (warnings only) unless RUST_LOG says otherwise. A server
+    // raises the level for its log file.
+    let explicit = std::env::var_os("RUST_LOG").is_some();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    if !explicit {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+/// clap's usage errors span several lines; ours are one.
+fn usage_error(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    format!("{} (see 'pmem-stack --help')", message.join(" "))
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            let _ = err.print();
+            return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        Err(err) => {
+            eprintln!("{}", usage_error(&err));
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

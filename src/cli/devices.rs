@@ -1,0 +1,184 @@
+//! `list` and `del`: the devices pmem-stack serves.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+
+use pmem_stack::daemon;
+use pmem_stack::registry::{Entry, Registry};
+use pmem_stack::size::Human;
+use pmem_stack::ublk::control::{self, DeviceState};
+
+use super::args::{DelArgs, ListArgs, parse_device_id};
+use super::print_json;
+
+/// How long `del` waits for a server to flush and exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One device in `list --json` (and `add --json`).
+#[derive(Debug, Serialize)]
+pub struct DeviceJson {
+    pub id: u32,
+    pub device: String,
+    pub backing: Option<String>,
+    pub state: String,
+    pub pid: i32,
+    pub server_running: bool,
+    pub queues: u16,
+    pub depth: u16,
+    pub data_offset: Option<u64>,
+    pub data_size: Option<u64>,
+    pub reserve_offset: Option<u64>,
+    pub reserve_size: Option<u64>,
+    pub mode: Option<String>,
+    pub uuid: Option<String>,
+    pub user_copy: Option<bool>,
+    pub log: Option<String>,
+}
+
+impl DeviceJson {
+    /// When the record cannot be read (should not happen): what we know.
+    pub fn minimal(id: u32, pid: i32) -> DeviceJson {
+        DeviceJson {
+            id,
+            device: format!("/dev/ublkb{id}"),
+            backing: None,
+            state: "live".into(),
+            pid,
+            server_running: true,
+            queues: 0,
+            depth: 0,
+            data_offset: None,
+            data_size: None,
+            reserve_offset: None,
+            reserve_size: None,
+            mode: None,
+            uuid: None,
+            user_copy: None,
+            log: None,
+        }
+    }
+}
+
+/// A record combined with what the kernel says now.
+pub fn device_json(entry: &Entry) -> DeviceJson {
+    let info = control::device_info(entry.id).ok();
+    let pid = info.map_or(entry.pid, |i| i.pid);
+    DeviceJson {
+        id: entry.id,
+        device: format!("/dev/ublkb{}", entry.id),
+        backing: Some(entry.backing.display().to_string()),
+        state: info.map_or_else(|| "gone".to_string(), |i| i.state.name()),
+        pid,
+        server_running: !daemon::process_gone(pid),
+        queues: info.map_or(entry.queues, |i| i.queues),
+        depth: info.map_or(entry.depth, |i| i.depth),
+        data_offset: Some(entry.data_offset),
+        data_size: Some(entry.data_size),
+        reserve_offset: Some(entry.reserve_offset),
+        reserve_size: Some(entry.reserve_size),
+        mode: Some(entry.mode.clone()),
+        uuid: Some(entry.uuid.clone()),
+        user_copy: Some(entry.user_copy),
+        log: entry.log.as_ref().map(|p| p.display().to_string()),
+    }
+}
+
+/// Records of devices the kernel still has; records of vanished devices are
+/// stale (the server was killed and the device deleted by someone else, or
+/// the machine rebooted without clearing /run) and are removed.
+fn current_entries(registry: &Registry) -> Vec<Entry> {
+    let live = control::device_ids();
+    registry
+        .all()
+        .into_iter()
+        .filter(|e| {
+            let present = live.contains(&e.id);
+            if !present {
+                let _ = registry.remove(e.id);
+            }
+            present
+        })
+        .collect()
+}
+
+pub fn list(args: &ListArgs) -> Result<ExitCode> {
+    let registry = Registry::system();
+    let devices: Vec<DeviceJson> = current_entries(&registry).iter().map(device_json).collect();
+    if args.json {
+        print_json(&devices)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if devices.is_empty() {
+        println!("no pmem-stack devices");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<12} {:<10} {:<8} {:>7} {:>10}  {:<20} {:>14} {:>12}",
+        "DEVICE", "STATE", "SERVER", "PID", "QUEUES", "BACKING", "DATA OFFSET", "DATA SIZE"
+    );
+    for d in devices {
+        println!(
+            "{:<12} {:<10} {:<8} {:>7} {:>10}  {:<20} {:>14} {:>12}",
+            d.device,
+            d.state,
+            if d.server_running { "running" } else { "dead" },
+            d.pid,
+            format!("{}x{}", d.queues, d.depth),
+            d.backing.unwrap_or_default(),
+            d.data_offset.unwrap_or(0),
+            Human(d.data_size.unwrap_or(0)).to_string()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Delete one device: ask the kernel (which stops it, letting the server
+/// flush), wait for the server to exit, forget the record.
+fn delete_one(registry: &Registry, id: u32) -> Result<()> {
+    let info = control::device_info(id)?;
+    control::delete(id)?;
+    if info.state != DeviceState::Dead && !daemon::wait_gone(info.pid, STOP_TIMEOUT) {
+        bail!(
+            "/dev/ublkb{id} was removed but its server (pid {}) has not exited after {} s",
+            info.pid,
+            STOP_TIMEOUT.as_secs()
+        );
+    }
+    registry.remove(id).context("forgetting the device")?;
+    println!("removed /dev/ublkb{id}");
+    Ok(())
+}
+
+pub fn del(args: &DelArgs) -> Result<ExitCode> {
+    let registry = Registry::system();
+    control::check_driver()?;
+    if args.all {
+        let mut failed = false;
+        for entry in current_entries(&registry) {
+            if let Err(err) = delete_one(&registry, entry.id) {
+                eprintln!("error: {err:#}");
+                failed = true;
+            }
+        }
+        return Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let text = args.device.as_deref().unwrap_or_default();
+    let id = parse_device_id(text)
+        .ok_or_else(|| anyhow!("'{text}' is not a device: give N or /dev/ublkbN"))?;
+    if !control::device_ids().contains(&id) {
+        let _ = registry.remove(id);
+        bail!("/dev/ublkb{id} does not exist ('pmem-stack list' shows the devices)");
+    }
+    if registry.load(id)?.is_none() {
+        bail!("/dev/ublkb{id} is not a pmem-stack device; remove it with the tool that created it");
+    }
+    delete_one(&registry, id)?;
+    Ok(ExitCode::SUCCESS)
+}

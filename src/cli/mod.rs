@@ -1,0 +1,96 @@
+//! The command-line edge: parses arguments, calls the library, turns its typed
+//! errors into one-line messages and exit codes (0 ok, 1 failure or unhealthy,
+//! 2 usage).
+
+pub mod args;
+mod devices;
+mod render;
+mod serve;
+mod volume_cmds;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use pmem_stack::backing::{Access, Backing, BackingError};
+use pmem_stack::registry::{Entry, Registry};
+use pmem_stack::ublk::control;
+
+use args::{Cli, Command};
+
+/// Run one command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Format(a) => volume_cmds::format(&a),
+        Command::Info(a) => volume_cmds::info(&a),
+        Command::Check(a) => volume_cmds::check(&a),
+        Command::Add(a) => serve::add(&a),
+        Command::Recover(a) => serve::recover(&a),
+        Command::Del(a) => devices::del(&a),
+        Command::List(a) => devices::list(&a),
+    }
+}
+
+/// The registry record of a device the kernel still has that serves `backing`.
+fn attachment(registry: &Registry, backing: &Backing) -> Option<Entry> {
+    let key = backing.identity().to_key();
+    let live = control::device_ids();
+    registry
+        .all()
+        .into_iter()
+        .find(|e| e.identity == key && live.contains(&e.id))
+}
+
+/// Open `path` for writing, refusing it when anything else holds it — with a
+/// message naming the holder, including a pmem-stack device whose server died
+/// (the kernel no longer sees an exclusive opener then, but the backing is
+/// still attached to that device).
+fn open_exclusive(path: &Path, registry: &Registry) -> Result<Backing> {
+    match Backing::open(path, Access::Exclusive) {
+        Ok(backing) => {
+            if let Some(entry) = attachment(registry, &backing) {
+                bail!(
+                    "{}: is attached to /dev/ublkb{} whose server (pid {}) is not running; 'pmem-stack recover {}' re-attaches it, 'pmem-stack del {}' removes it",
+                    path.display(),
+                    entry.id,
+                    entry.pid,
+                    entry.id,
+                    entry.id
+                );
+            }
+            Ok(backing)
+        }
+        Err(BackingError::Busy { path, holder }) => {
+            // Name the pmem-stack device when it is ours.
+            let served = Backing::open(&path, Access::ReadOnly)
+                .ok()
+                .and_then(|b| attachment(registry, &b));
+            match served {
+                Some(entry) => bail!(
+                    "{}: is in use: served as /dev/ublkb{} (pid {}); 'pmem-stack del {}' stops it",
+                    path.display(),
+                    entry.id,
+                    entry.pid,
+                    entry.id
+                ),
+                None => Err(BackingError::Busy { path, holder }.into()),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The device serving `backing`, if any (for `info`).
+fn served_by(registry: &Registry, backing: &Backing) -> Option<String> {
+    attachment(registry, backing).map(|e| format!("/dev/ublkb{}", e.id))
+}
+
+/// Print `value` as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("encoding JSON")?
+    );
+    Ok(())
+}

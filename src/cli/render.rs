@@ -1,0 +1,361 @@
+//! How volumes look to people (a to-scale bar and a table) and to programs
+//! (the `info --json` object, whose keys are a contract).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use pmem_stack::backing::{Backing, BackingKind};
+use pmem_stack::format::geometry::{HEAD_SIZE, PRIMARY_OFFSET, SUPERBLOCK_SIZE};
+use pmem_stack::format::superblock::VERSION_MAJOR;
+use pmem_stack::format::{Geometry, ReserveMode, SuperBlock};
+use pmem_stack::metadata::{CopyReport, CopyState, Metadata, describe_copy};
+use pmem_stack::size::Human;
+
+/// One region of the bar.
+struct Region {
+    symbol: char,
+    name: &'static str,
+    offset: u64,
+    size: u64,
+}
+
+fn regions(g: &Geometry) -> Vec<Region> {
+    let backup = g.backup_offset();
+    let mut all = vec![
+        Region {
+            symbol: 'h',
+            name: "head",
+            offset: 0,
+            size: HEAD_SIZE,
+        },
+        Region {
+            symbol: 'S',
+            name: "primary",
+            offset: PRIMARY_OFFSET,
+            size: SUPERBLOCK_SIZE,
+        },
+        Region {
+            symbol: '.',
+            name: "padding",
+            offset: PRIMARY_OFFSET + SUPERBLOCK_SIZE,
+            size: g.reserve_offset - (PRIMARY_OFFSET + SUPERBLOCK_SIZE),
+        },
+        Region {
+            symbol: 'R',
+            name: "reserve",
+            offset: g.reserve_offset,
+            size: g.reserve_size,
+        },
+        Region {
+            symbol: 'D',
+            name: "data",
+            offset: g.data_offset,
+            size: g.data_size,
+        },
+        Region {
+            symbol: '.',
+            name: "padding",
+            offset: g.data_end(),
+            size: backup - g.data_end(),
+        },
+        Region {
+            symbol: 'B',
+            name: "backup",
+            offset: backup,
+            size: SUPERBLOCK_SIZE,
+        },
+    ];
+    let end = backup + SUPERBLOCK_SIZE;
+    if g.device_size > end {
+        all.push(Region {
+            symbol: '.',
+            name: "tail",
+            offset: end,
+            size: g.device_size - end,
+        });
+    }
+    all.retain(|r| r.size > 0);
+    all
+}
+
+/// The layout as `width` characters, each region proportional to its size
+/// (regions too small to show get one character, taken from the largest).
+pub fn layout_bar(g: &Geometry, width: usize) -> String {
+    let regions = regions(g);
+    let total = g.device_size.max(1);
+    let mut cells: Vec<usize> = regions
+        .iter()
+        .map(|r| {
+            let exact = u128::from(r.size) * width as u128 / u128::from(total);
+            usize::try_from(exact).unwrap_or(width).max(1)
+        })
+        .collect();
+    let sum: usize = cells.iter().sum();
+    if let Some((largest, _)) = cells.iter().enumerate().max_by_key(|(_, c)| **c) {
+        if sum > width {
+            cells[largest] = cells[largest].saturating_sub(sum - width).max(1);
+        } else {
+            cells[largest] += width - sum;
+        }
+    }
+    let mut bar = String::with_capacity(width + 2);
+    bar.push('[');
+    for (region, n) in regions.iter().zip(cells) {
+        bar.extend(std::iter::repeat_n(region.symbol, n));
+    }
+    bar.push(']');
+    bar
+}
+
+fn kind_name(kind: BackingKind) -> &'static str {
+    match kind {
+        BackingKind::Block => "block device",
+        BackingKind::Dax => "devdax device",
+        BackingKind::File => "image file",
+    }
+}
+
+fn state_name(state: CopyState) -> &'static str {
+    match state {
+        CopyState::Ok => "ok",
+        CopyState::Corrupt => "corrupt",
+        CopyState::Missing => "missing",
+        CopyState::Stale => "stale",
+    }
+}
+
+/// A copy in JSON.
+#[derive(Debug, Serialize)]
+pub struct CopyJson {
+    pub offset: u64,
+    pub state: CopyState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<&CopyReport> for CopyJson {
+    fn from(r: &CopyReport) -> CopyJson {
+        CopyJson {
+            offset: r.offset,
+            state: r.state,
+            detail: r.detail.clone(),
+        }
+    }
+}
+
+/// The `info --json` object.
+#[derive(Debug, Serialize)]
+pub struct InfoJson {
+    pub backing: String,
+    pub backing_kind: BackingKind,
+    pub backing_size: u64,
+    pub format_version: String,
+    pub uuid: String,
+    pub parent_uuid: Option<String>,
+    pub generation: u64,
+    pub device_size: u64,
+    pub align: u64,
+    pub mode: ReserveMode,
+    pub reserve_offset: u64,
+    pub reserve_size: u64,
+    pub data_offset: u64,
+    pub data_size: u64,
+    pub logical_block_size: u32,
+    pub primary: CopyJson,
+    pub backup: CopyJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserve_phys_start: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserve_phys_end: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserve_mfn_start: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserve_mfn_end: Option<u64>,
+    pub healthy: bool,
+    pub served_by: Option<String>,
+}
+
+/// Physical range of the reserve, `[start, end)`, when sysfs knows where the
+/// backing sits.
+pub fn reserve_phys(backing: &Backing, g: &Geometry) -> Option<(u64, u64)> {
+    let base = backing.phys_start()?;
+    let start = base.checked_add(g.reserve_offset)?;
+    Some((start, start.checked_add(g.reserve_size)?))
+}
+
+/// Build the JSON object.
+pub fn info_json(
+    backing: &Backing,
+    sb: &SuperBlock,
+    m: &Metadata,
+    served_by: Option<String>,
+) -> InfoJson {
+    let g = &sb.geometry;
+    let phys = reserve_phys(backing, g);
+    InfoJson {
+        backing: backing.path().display().to_string(),
+        backing_kind: backing.kind(),
+        backing_size: backing.size(),
+        format_version: format!("{VERSION_MAJOR}.{}", sb.version_minor),
+        uuid: sb.uuid.to_string(),
+        parent_uuid: (!sb.parent_uuid.is_nil()).then(|| sb.parent_uuid.to_string()),
+        generation: sb.generation,
+        device_size: g.device_size,
+        align: g.align.bytes(),
+        mode: g.mode,
+        reserve_offset: g.reserve_offset,
+        reserve_size: g.reserve_size,
+        data_offset: g.data_offset,
+        data_size: g.data_size,
+        logical_block_size: g.logical_block_size.bytes(),
+        primary: CopyJson::from(&m.primary),
+        backup: CopyJson::from(&m.backup),
+        reserve_phys_start: phys.map(|p| p.0),
+        reserve_phys_end: phys.map(|p| p.1),
+        reserve_mfn_start: phys.map(|p| p.0 >> 12),
+        reserve_mfn_end: phys.map(|p| p.1 >> 12),
+        healthy: m.is_healthy(),
+        served_by,
+    }
+}
+
+/// The human form of `info`.
+pub fn info_text(
+    backing: &Backing,
+    sb: &SuperBlock,
+    m: &Metadata,
+    served_by: Option<&str>,
+) -> String {
+    let g = &sb.geometry;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} ({}, {}): pmem-stack volume {VERSION_MAJOR}.{}, uuid {}, generation {}",
+        backing.path().display(),
+        kind_name(backing.kind()),
+        Human(backing.size()),
+        sb.version_minor,
+        sb.uuid,
+        sb.generation
+    );
+    if !sb.parent_uuid.is_nil() {
+        let _ = writeln!(out, "namespace uuid {}", sb.parent_uuid);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "  {}", layout_bar(g, 72));
+    let _ = writeln!(
+        out,
+        "  h head (never written)  S primary  R reserve  D data  B backup  . padding"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  {:<9} {:>16} {:>12}  notes",
+        "region", "offset", "size"
+    );
+    let phys = reserve_phys(backing, g);
+    for region in regions(g) {
+        let note = match region.name {
+            "head" => "never written by pmem-stack".to_string(),
+            "primary" => describe_copy(&m.primary),
+            "backup" => describe_copy(&m.backup),
+            "reserve" => {
+                let mut note = format!("mode {}, never touched by pmem-stack", g.mode);
+                if let Some((start, end)) = phys {
+                    let _ = write!(
+                        note,
+                        "; phys {start:#x}-{end:#x} (MFN {:#x}-{:#x})",
+                        start >> 12,
+                        end >> 12
+                    );
+                }
+                note
+            }
+            "data" => match served_by {
+                Some(dev) => format!("served as {dev}"),
+                None => "not served".to_string(),
+            },
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<9} {:>16} {:>12}  {}",
+            region.name,
+            region.offset,
+            Human(region.size).to_string(),
+            note
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n  align {}, logical block size {}, formatted for {} ({} bytes)",
+        g.align,
+        g.logical_block_size.bytes(),
+        Human(g.device_size),
+        g.device_size
+    );
+    if backing.size() > g.device_size {
+        let _ = writeln!(
+            out,
+            "  note: the backing grew by {} since it was formatted; that space is unused",
+            Human(backing.size() - g.device_size)
+        );
+    }
+    for report in [&m.primary, &m.backup] {
+        if report.state != CopyState::Ok {
+            let _ = writeln!(
+                out,
+                "  warning: the {} copy is {}; run 'pmem-stack check --repair {}'",
+                report.slot.name(),
+                state_name(report.state),
+                backing.path().display()
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pmem_stack::format::{Alignment, LogicalBlockSize};
+
+    fn geometry(size: u64, reserve: u64) -> Geometry {
+        let mode = if reserve == 0 {
+            ReserveMode::None
+        } else {
+            ReserveMode::Hypervisor
+        };
+        Geometry::derive(size, Alignment::M2, LogicalBlockSize::B512, mode, reserve).expect("valid")
+    }
+
+    #[test]
+    fn bar_is_to_scale_and_shows_every_region() {
+        let bar = layout_bar(&geometry(2 << 30, 512 << 20), 64);
+        assert_eq!(bar.chars().count(), 66);
+        for symbol in ['h', 'S', 'R', 'D', 'B'] {
+            assert!(bar.contains(symbol), "{bar}");
+        }
+        // 512 MiB of 2 GiB: a quarter of the width, give or take the tiny ones.
+        let r = bar.chars().filter(|&c| c == 'R').count();
+        assert!((15..=17).contains(&r), "{bar}");
+        let d = bar.chars().filter(|&c| c == 'D').count();
+        assert!((44..=48).contains(&d), "{bar}");
+        // Order: head, primary, padding, reserve, data, padding, backup.
+        let order: String = bar.chars().fold(String::new(), |mut acc, c| {
+            if acc.chars().last() != Some(c) {
+                acc.push(c);
+            }
+            acc
+        });
+        assert_eq!(order, "[hS.RD.B]");
+    }
+
+    #[test]
+    fn pass_through_bar_has_no_reserve() {
+        let bar = layout_bar(&geometry(64 << 20, 0), 40);
+        assert!(!bar.contains('R'), "{bar}");
+        assert_eq!(bar.chars().count(), 42);
+    }
+}

@@ -1,0 +1,403 @@
+//! `add` and `recover`: check everything, then fork a server (or stay in the
+//! foreground) and return once the device is live — or say why it is not.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use pmem_stack::backing::Backing;
+use pmem_stack::daemon::{self, Forked, Reporter, StartOutcome};
+use pmem_stack::engine::Engine;
+use pmem_stack::format::{Geometry, SuperBlock};
+use pmem_stack::metadata;
+use pmem_stack::registry::{Entry, Registry};
+use pmem_stack::ublk::control::{self, Attach, Granted, QueueConfig};
+use pmem_stack::volume::{self, AddPlan, FormatPlan};
+
+use super::args::{AddArgs, RecoverArgs, parse_device_id};
+use super::devices::{DeviceJson, device_json};
+use super::{open_exclusive, print_json};
+
+/// How long `add` waits for the server before giving up on it.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the server serves.
+enum Volume {
+    /// A formatted volume.
+    Existing(SuperBlock),
+    /// A blank backing to format once the kernel granted the device.
+    Format(FormatPlan),
+}
+
+pub fn add(args: &AddArgs) -> Result<ExitCode> {
+    let options = args.layout.options();
+    let context = || format!("cannot add {}", args.backing.display());
+    // Fail before touching the backing when ublk cannot work here.
+    control::check_driver().with_context(context)?;
+    let registry = Registry::system();
+    let backing = open_exclusive(&args.backing, &registry)?;
+    let volume = match volume::plan_add(&backing, &options, args.force).with_context(context)? {
+        AddPlan::Existing {
+            superblock,
+            metadata,
+        } => {
+            for report in [&metadata.primary, &metadata.backup] {
+                if report.state != metadata::CopyState::Ok {
+                    eprintln!(
+                        "warning: the {} super block copy is {}; run 'pmem-stack check --repair' once the device is deleted",
+                        report.slot.name(),
+                        metadata::describe_copy(report)
+                    );
+                }
+            }
+            Volume::Existing(superblock)
+        }
+        AddPlan::Format(plan) => {
+            for warning in &plan.plan.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Volume::Format(plan)
+        }
+    };
+    let defaults = QueueConfig::default_for_host();
+    let cfg = QueueConfig {
+        queues: args.queues.unwrap_or(defaults.queues),
+        depth: args.depth.unwrap_or(defaults.depth),
+    };
+    launch(
+        Attach::Add { id: args.id },
+        backing,
+        volume,
+        cfg,
+        args.foreground,
+        args.json,
+        &registry,
+    )
+    .with_context(context)
+}
+
+pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
+    let id = parse_device_id(&args.device)
+        .ok_or_else(|| anyhow!("'{}' is not a device: give N or /dev/ublkbN", args.device))?;
+    let context = || format!("cannot recover /dev/ublkb{id}");
+    control::check_driver().with_context(context)?;
+    let registry = Registry::system();
+    let entry = registry
+        .load(id)
+        .with_context(context)?
+        .ok_or_else(|| anyhow!("no pmem-stack record of /dev/ublkb{id} in {}: recover only re-attaches devices pmem-stack served", registry.dir().display()))
+        .with_context(context)?;
+    let info = control::device_info(id).with_context(context)?;
+    if info.state == control::DeviceState::Live && !daemon::process_gone(info.pid) {
+        bail!(
+            "/dev/ublkb{id}: its server (pid {}) is running; there is nothing to recover",
+            info.pid
+        );
+    }
+    let backing = Backing::open(&entry.backing, pmem_stack::backing::Access::Exclusive)
+        .with_context(context)?;
+    if backing.identity().to_key() != entry.identity {
+        bail!(
+            "cannot recover /dev/ublkb{id}: {} is no longer the backing it served ({})",
+            entry.backing.display(),
+            entry.identity
+        );
+    }
+    let (sb, _) = metadata::open_volume(&backing).with_context(context)?;
+    if sb.uuid.to_string() != entry.uuid || sb.geometry.data_size != entry.data_size {
+        bail!(
+            "cannot recover /dev/ublkb{id}: {} now holds volume {} (served: {}); refusing to serve different data",
+            entry.backing.display(),
+            sb.uuid,
+            entry.uuid
+        );
+    }
+    let cfg = QueueConfig {
+        queues: info.queues,
+        depth: info.depth,
+    };
+    launch(
+        Attach::Recover { id },
+        backing,
+        Volume::Existing(sb),
+        cfg,
+        args.foreground,
+        args.json,
+        &registry,
+    )
+    .with_context(context)
+}
+
+/// Run the server here (foreground) or in a forked child, and report.
+fn launch(
+    attach: Attach,
+    backing: Backing,
+    volume: Volume,
+    cfg: QueueConfig,
+    foreground: bool,
+    json: bool,
+    registry: &Registry,
+) -> Result<ExitCode> {
+    if foreground {
+        run_server(
+            attach,
+            backing,
+            volume,
+            cfg,
+            Reporter::foreground(),
+            registry.clone(),
+            Some(json),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match daemon::fork_server().context("starting the server")? {
+        Forked::Child(reporter) => {
+            // The server: its outcome was reported through the pipe; the exit
+            // status is for the log only.
+            match run_server(
+                attach,
+                backing,
+                volume,
+                cfg,
+                reporter,
+                registry.clone(),
+                None,
+            ) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(err) => {
+                    log::error!("{err:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Forked::Parent(handshake) => {
+            // The child holds the backing now.
+            drop(backing);
+            let child = handshake.child();
+            let outcome = handshake
+                .wait(START_TIMEOUT)
+                .context("waiting for the server")?;
+            match outcome {
+                StartOutcome::Live { id } => {
+                    if json {
+                        let entry = registry.load(id).ok().flatten();
+                        match entry {
+                            Some(entry) => print_json(&device_json(&entry))?,
+                            None => print_json(&DeviceJson::minimal(id, child))?,
+                        }
+                    } else {
+                        println!("/dev/ublkb{id}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                StartOutcome::Failed { id, reason } => {
+                    cleanup(attach, id);
+                    Err(anyhow!("{reason}"))
+                }
+                StartOutcome::Died { id } => {
+                    cleanup(attach, id);
+                    Err(anyhow!(
+                        "the server exited before the device was live{}",
+                        log_hint(registry, id)
+                    ))
+                }
+                StartOutcome::TimedOut { id } => {
+                    cleanup(attach, id);
+                    Err(anyhow!(
+                        "the server did not bring the device up within {} s and was stopped{}",
+                        START_TIMEOUT.as_secs(),
+                        log_hint(registry, id)
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn log_hint(registry: &Registry, id: Option<u32>) -> String {
+    match id {
+        Some(id) => format!(" (see {})", registry.log_path(id).display()),
+        None => String::new(),
+    }
+}
+
+/// A new device that never went live must not stay behind. (A device being
+/// recovered stays: it is the user's, and quiesced again.)
+fn cleanup(attach: Attach, id: Option<u32>) {
+    if let (Attach::Add { .. }, Some(id)) = (attach, id) {
+        if control::device_ids().contains(&id) {
+            if let Err(err) = control::delete(id) {
+                eprintln!("warning: could not remove the half-made /dev/ublkb{id}: {err}");
+            }
+        }
+    }
+}
+
+fn registry_entry(
+    backing: &Backing,
+    sb: &SuperBlock,
+    granted: &Granted,
+    log: Option<PathBuf>,
+) -> Entry {
+    let g: &Geometry = &sb.geometry;
+    Entry {
+        id: granted.id,
+        backing: backing.path().to_path_buf(),
+        identity: backing.identity().to_key(),
+        uuid: sb.uuid.to_string(),
+        pid: i32::try_from(std::process::id()).unwrap_or(0),
+        queues: granted.queues,
+        depth: granted.depth,
+        user_copy: granted.user_copy,
+        recovery: granted.recovery,
+        mode: g.mode.to_string(),
+        reserve_offset: g.reserve_offset,
+        reserve_size: g.reserve_size,
+        data_offset: g.data_offset,
+        data_size: g.data_size,
+        log,
+    }
+}
+
+/// The server itself. `print_when_live`: foreground mode prints the device
+/// (as JSON when `Some(true)`).
+fn run_server(
+    attach: Attach,
+    backing: Backing,
+    volume: Volume,
+    cfg: QueueConfig,
+    reporter: Reporter,
+    registry: Registry,
+    print_when_live: Option<bool>,
+) -> Result<()> {
+    let detached = print_when_live.is_none();
+    if detached && std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+    let recovering = match attach {
+        Attach::Recover { id } => Some(id),
+        Attach::Add { .. } => None,
+    };
+    let device = recovering.and_then(block_dev_numbers);
+    if let Err(err) = daemon::private_mount_namespace(device) {
+        log::warn!(
+            "no private mount namespace ({err}); do not let this server outlive a mount of its device"
+        );
+    }
+
+    let lbs = match &volume {
+        Volume::Existing(sb) => sb.geometry.logical_block_size,
+        Volume::Format(plan) => plan.plan.geometry.logical_block_size,
+    };
+    let backing = Arc::new(backing);
+    let reporter = Arc::new(Mutex::new(reporter));
+    // Filled in once the kernel granted the device and the volume is ready.
+    let served: Arc<Mutex<Option<(u32, SuperBlock)>>> = Arc::new(Mutex::new(None));
+
+    let prepare = {
+        let backing = Arc::clone(&backing);
+        let reporter = Arc::clone(&reporter);
+        let served = Arc::clone(&served);
+        let registry = registry.clone();
+        move |granted: &Granted| -> Result<Arc<Engine>, Box<dyn std::error::Error + Send + Sync>> {
+            let mut rep = reporter.lock().unwrap_or_else(PoisonError::into_inner);
+            rep.added(granted.id);
+            if detached {
+                if let Err(err) = rep.log_to(&registry.log_path(granted.id)) {
+                    log::warn!("cannot open the log file: {err}");
+                }
+            }
+            drop(rep);
+            let sb = match volume {
+                Volume::Existing(sb) => sb,
+                Volume::Format(plan) => {
+                    let sb =
+                        metadata::write_new_volume(&*backing, plan.plan.geometry, plan.generation)?;
+                    log::info!("formatted {}: volume {}", backing.path().display(), sb.uuid);
+                    sb
+                }
+            };
+            let engine = Engine::new(Arc::clone(&backing), &sb.geometry)?;
+            *served.lock().unwrap_or_else(PoisonError::into_inner) = Some((granted.id, sb));
+            log::info!(
+                "/dev/ublkb{}: serving {} bytes at offset {} of {} ({} queues x {}, {})",
+                granted.id,
+                sb.geometry.data_size,
+                sb.geometry.data_offset,
+                backing.path().display(),
+                granted.queues,
+                granted.depth,
+                if granted.user_copy {
+                    "user copy"
+                } else {
+                    "bounce buffers"
+                }
+            );
+            Ok(Arc::new(engine))
+        }
+    };
+
+    let on_live = {
+        let backing = Arc::clone(&backing);
+        let reporter = Arc::clone(&reporter);
+        let served = Arc::clone(&served);
+        let registry = registry.clone();
+        move |granted: &Granted| {
+            let volume = *served.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, sb)) = volume {
+                let log = detached.then(|| registry.log_path(granted.id));
+                let entry = registry_entry(&backing, &sb, granted, log);
+                if let Err(err) = registry.save(&entry) {
+                    log::error!(
+                        "cannot record /dev/ublkb{} in {}: {err}",
+                        granted.id,
+                        registry.dir().display()
+                    );
+                }
+                if let Some(json) = print_when_live {
+                    if json {
+                        let _ = print_json(&device_json(&entry));
+                    } else {
+                        println!("/dev/ublkb{}", granted.id);
+                    }
+                }
+            }
+            log::info!("/dev/ublkb{}: live", granted.id);
+            reporter
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .live(granted.id);
+        }
+    };
+
+    let result = control::serve(attach, cfg, lbs, prepare, on_live);
+    let id = served
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .map(|(id, _)| id);
+    match result {
+        Ok(()) => {
+            if let Some(id) = id {
+                let _ = registry.remove(id);
+            }
+            Ok(())
+        }
+        Err(err) => {
+            reporter
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .failed(&err.to_string());
+            Err(err.into())
+        }
+    }
+}
+
+/// `major:minor` of `/dev/ublkbN`, from sysfs.
+fn block_dev_numbers(id: u32) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(format!("/sys/block/ublkb{id}/dev")).ok()?;
+    let (major, minor) = text.trim().split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}

@@ -1,0 +1,169 @@
+//! `format`, `info`, `check`: the offline commands.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use pmem_stack::backing::{Access, Backing};
+use pmem_stack::format::geometry::SUPERBLOCK_SIZE;
+use pmem_stack::metadata::{self, MetadataError};
+use pmem_stack::registry::Registry;
+use pmem_stack::size::Human;
+use pmem_stack::volume;
+
+use super::args::{CheckArgs, FormatArgs, InfoArgs};
+use super::render::{CopyJson, info_json, info_text};
+use super::{open_exclusive, print_json, served_by};
+
+pub fn format(args: &FormatArgs) -> Result<ExitCode> {
+    let registry = Registry::system();
+    let options = args.layout.options();
+    // Check the options before opening anything, so a typo never costs a
+    // device open (or a refusal message about the device).
+    if options.request().is_none() {
+        return Err(volume::VolumeError::FormatNeedsReserve.into());
+    }
+    let backing = open_exclusive(&args.backing, &registry)?;
+    let plan = volume::plan_format(&backing, &options, args.force)
+        .with_context(|| format!("cannot format {}", args.backing.display()))?;
+    for warning in &plan.plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let sb = metadata::write_new_volume(&backing, plan.plan.geometry, plan.generation)
+        .with_context(|| format!("formatting {}", args.backing.display()))?;
+    let m = metadata::read(&backing)?;
+    if args.json {
+        print_json(&info_json(&backing, &sb, &m, None))?;
+    } else {
+        print!("{}", info_text(&backing, &sb, &m, None));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn info(args: &InfoArgs) -> Result<ExitCode> {
+    let backing = Backing::open(&args.backing, Access::ReadOnly)?;
+    let (sb, m) = match metadata::open_volume(&backing) {
+        Ok(found) => found,
+        // A backing that shrank still has a readable layout worth showing.
+        Err(MetadataError::Shrunk { .. }) => {
+            let m = metadata::read(&backing)?;
+            let sb = m.current.context("no valid super block")?;
+            eprintln!(
+                "warning: the backing is smaller than the volume ({} < {}); it cannot be served",
+                Human(backing.size()),
+                Human(sb.geometry.backup_offset() + SUPERBLOCK_SIZE)
+            );
+            (sb, m)
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("{}", args.backing.display()));
+        }
+    };
+    let served = served_by(&Registry::system(), &backing);
+    if args.json {
+        print_json(&info_json(&backing, &sb, &m, served))?;
+    } else {
+        print!("{}", info_text(&backing, &sb, &m, served.as_deref()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Serialize)]
+struct CheckJson {
+    backing: String,
+    healthy: bool,
+    uuid: Option<String>,
+    generation: Option<u64>,
+    primary: CopyJson,
+    backup: CopyJson,
+    repaired: Vec<&'static str>,
+    problems: Vec<String>,
+}
+
+/// Everything wrong with the metadata, one line each.
+fn problems(m: &metadata::Metadata, backing_size: u64) -> Vec<String> {
+    let mut problems: Vec<String> = [&m.primary, &m.backup]
+        .iter()
+        .filter(|r| r.state != metadata::CopyState::Ok)
+        .map(|r| {
+            format!(
+                "{} copy at byte {}: {}",
+                r.slot.name(),
+                r.offset,
+                metadata::describe_copy(r)
+            )
+        })
+        .collect();
+    if let Some(sb) = m.current {
+        let needed = sb.geometry.backup_offset() + SUPERBLOCK_SIZE;
+        if backing_size < needed {
+            problems.push(format!(
+                "the backing ({}) is smaller than the volume ({}): it cannot be served",
+                Human(backing_size),
+                Human(needed)
+            ));
+        }
+    }
+    problems
+}
+
+pub fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let registry = Registry::system();
+    let backing = if args.repair {
+        open_exclusive(&args.backing, &registry)?
+    } else {
+        Backing::open(&args.backing, Access::ReadOnly)?
+    };
+    let path = args.backing.display().to_string();
+    let before = metadata::read(&backing).with_context(|| path.clone())?;
+    if before.current.is_none() && !before.has_any_copy() {
+        return Err(MetadataError::NotFormatted).with_context(|| path.clone());
+    }
+    let mut after = before.clone();
+    let mut repaired = Vec::new();
+    if args.repair && !before.is_healthy() {
+        let outcome =
+            metadata::repair(&backing).with_context(|| format!("cannot repair {path}"))?;
+        repaired = outcome.rewritten.iter().map(|s| s.name()).collect();
+        after = outcome.after;
+    }
+    let problems = problems(&after, backing.size());
+    let healthy = problems.is_empty();
+
+    if args.json {
+        print_json(&CheckJson {
+            backing: path,
+            healthy,
+            uuid: after.current.map(|sb| sb.uuid.to_string()),
+            generation: after.current.map(|sb| sb.generation),
+            primary: CopyJson::from(&after.primary),
+            backup: CopyJson::from(&after.backup),
+            repaired,
+            problems,
+        })?;
+    } else {
+        for slot in &repaired {
+            println!("{path}: rewrote the {slot} copy from the good one");
+        }
+        if healthy {
+            let sb = after.current.context("healthy implies a super block")?;
+            println!(
+                "{path}: ok: both super block copies are valid and agree (uuid {}, generation {})",
+                sb.uuid, sb.generation
+            );
+        } else {
+            for problem in &problems {
+                println!("{path}: {problem}");
+            }
+            if !args.repair {
+                println!("{path}: run 'pmem-stack check --repair {path}' to rewrite the bad copy");
+            }
+        }
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,399 @@
+//! Running the server in the background and telling the caller how it went.
+//!
+//! libublk does not daemonize, and its known failure is a start-up handshake
+//! that hangs when the server dies before reporting. Here the parent forks
+//! (while it is still single-threaded) and reads a pipe whose only write end
+//! the child holds. The child reports `ADDED <id>` as soon as the kernel has
+//! the device, then `LIVE <id>` or `ERROR <reason>`. The parent therefore
+//! always learns something: a report, end-of-file when the child dies (the
+//! kernel closes the pipe), or its own timeout — and in every failure case it
+//! knows which device id to clean up.
+//!
+//! The child also leaves the caller's world: a new session, `/` as working
+//! directory (it must not pin a mount), stdin/stdout on `/dev/null`, stderr on
+//! a log file. And it gets a private mount namespace, because a ublk server
+//! that ends up holding the last reference to a mount of its own device
+//! deadlocks on exit (see libublk-rs#51): mounts made later in the caller's
+//! namespace do not propagate into a private copy, and when re-attaching to a
+//! device that is already mounted, the copies of those mounts are detached.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The parent's end.
+#[derive(Debug)]
+pub struct Handshake {
+    pipe: File,
+    child: libc::pid_t,
+}
+
+/// The child's end.
+#[derive(Debug)]
+pub struct Reporter {
+    pipe: Option<File>,
+}
+
+/// Result of forking.
+#[derive(Debug)]
+pub enum Forked {
+    /// We are the caller.
+    Parent(Handshake),
+    /// We are the server.
+    Child(Reporter),
+}
+
+/// How a server start ended, seen from the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The device is live.
+    Live { id: u32 },
+    /// The server reported an error.
+    Failed { id: Option<u32>, reason: String },
+    /// The server exited without a report.
+    Died { id: Option<u32> },
+    /// No report in time; the server was killed.
+    TimedOut { id: Option<u32> },
+}
+
+fn pipe() -> io::Result<(File, File)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((File::from(read), File::from(write)))
+}
+
+/// Fork the server. Must be called while the process has a single thread.
+pub fn fork_server() -> io::Result<Forked> {
+    let (read, write) = pipe()?;
+    // SAFETY: the caller guarantees a single-threaded process, so the child
+    // cannot inherit a lock held by another thread; both sides continue with
+    // ordinary Rust code.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            drop(read);
+            detach()?;
+            Ok(Forked::Child(Reporter { pipe: Some(write) }))
+        }
+        child => {
+            drop(write);
+            Ok(Forked::Parent(Handshake { pipe: read, child }))
+        }
+    }
+}
+
+fn redirect(fd: libc::c_int, file: &File) -> io::Result<()> {
+    // SAFETY: dup2 between two open fds; `fd` is a standard stream number.
+    if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn detach() -> io::Result<()> {
+    // SAFETY: setsid has no memory-safety preconditions; in a fresh child it
+    // cannot fail with EPERM (the child is never a group leader).
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::env::set_current_dir("/")?;
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    redirect(libc::STDIN_FILENO, &null)?;
+    redirect(libc::STDOUT_FILENO, &null)?;
+    Ok(())
+}
+
+/// Give this process a private mount namespace and detach its copies of any
+/// mount of block device `major:minor` (the device being re-attached).
+pub fn private_mount_namespace(device: Option<(u32, u32)>) -> io::Result<()> {
+    // SAFETY: unshare with CLONE_NEWNS only affects this process's view of
+    // mounts; no memory is involved.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let root = c"/";
+    let none = c"none";
+    // SAFETY: valid NUL-terminated strings; a null data pointer is allowed.
+    let rc = unsafe {
+        libc::mount(
+            none.as_ptr(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let Some((major, minor)) = device else {
+        return Ok(());
+    };
+    let want = format!("{major}:{minor}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    // Innermost mounts last in mountinfo: detach in reverse order.
+    for line in mountinfo.lines().rev() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.get(2) == Some(&want.as_str()) {
+            if let Some(point) = fields.get(4) {
+                let point = unescape_mount_point(point);
+                let c_point = std::ffi::CString::new(point.clone()).map_err(io::Error::other)?;
+                // SAFETY: a valid NUL-terminated path; MNT_DETACH only affects
+                // this (private) namespace.
+                if unsafe { libc::umount2(c_point.as_ptr(), libc::MNT_DETACH) } != 0 {
+                    log::warn!(
+                        "could not detach {point} in the server's namespace: {}",
+                        io::Error::last_os_error()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mount_point(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Reporter {
+    /// A reporter for a server running in the foreground (reports go nowhere;
+    /// the caller prints the device itself).
+    pub fn foreground() -> Reporter {
+        Reporter { pipe: None }
+    }
+
+    fn send(&mut self, line: &str) {
+        if let Some(pipe) = self.pipe.as_mut() {
+            let one_line = line.replace('\n', " ");
+            if let Err(err) = writeln!(pipe, "{one_line}") {
+                log::warn!("could not report to the starting command: {err}");
+            }
+        }
+    }
+
+    /// The kernel has added (or handed back) device `id`.
+    pub fn added(&mut self, id: u32) {
+        self.send(&format!("ADDED {id}"));
+    }
+
+    /// Device `id` serves I/O; the starting command may return.
+    pub fn live(&mut self, id: u32) {
+        self.send(&format!("LIVE {id}"));
+        // Nothing more to say: close so the parent is never kept waiting.
+        self.pipe = None;
+    }
+
+    /// The server cannot start.
+    pub fn failed(&mut self, reason: &str) {
+        self.send(&format!("ERROR {reason}"));
+        self.pipe = None;
+    }
+
+    /// Send stderr (and so the log) to `path` from now on.
+    pub fn log_to(&self, path: &Path) -> io::Result<()> {
+        if self.pipe.is_none() {
+            return Ok(());
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let log = OpenOptions::new().create(true).append(true).open(path)?;
+        redirect(libc::STDERR_FILENO, &log)
+    }
+}
+
+/// Parse the handshake lines read so far: (device id, live?, error).
+fn parse_reports(text: &str) -> (Option<u32>, bool, Option<String>) {
+    let mut id = None;
+    let mut live = false;
+    let mut error = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("ADDED ") {
+            id = rest.trim().parse().ok().or(id);
+        } else if let Some(rest) = line.strip_prefix("LIVE ") {
+            id = rest.trim().parse().ok().or(id);
+            live = true;
+        } else if let Some(rest) = line.strip_prefix("ERROR ") {
+            error = Some(rest.to_string());
+        }
+    }
+    (id, live, error)
+}
+
+impl Handshake {
+    /// Pid of the server.
+    pub fn child(&self) -> libc::pid_t {
+        self.child
+    }
+
+    /// Wait for the server's verdict, at most `timeout`. On timeout the server
+    /// is killed; the caller removes any device it had added.
+    pub fn wait(mut self, timeout: Duration) -> io::Result<StartOutcome> {
+        let deadline = Instant::now() + timeout;
+        let mut text = String::new();
+        let mut buf = [0u8; 512];
+        loop {
+            let (id, live, error) = parse_reports(&text);
+            if live {
+                if let Some(id) = id {
+                    return Ok(StartOutcome::Live { id });
+                }
+            }
+            if let Some(reason) = error {
+                self.reap();
+                return Ok(StartOutcome::Failed { id, reason });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.kill();
+                return Ok(StartOutcome::TimedOut { id });
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.pipe.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+            // SAFETY: one valid pollfd, count 1.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            if rc == 0 {
+                continue;
+            }
+            match self.pipe.read(&mut buf) {
+                Ok(0) => {
+                    let (id, live, error) = parse_reports(&text);
+                    self.reap();
+                    return Ok(match (live, id, error) {
+                        (true, Some(id), _) => StartOutcome::Live { id },
+                        (_, id, Some(reason)) => StartOutcome::Failed { id, reason },
+                        (_, id, None) => StartOutcome::Died { id },
+                    });
+                }
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    fn kill(&self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child, libc::SIGKILL) };
+        self.reap();
+    }
+
+    fn reap(&self) {
+        let mut status = 0;
+        // SAFETY: waiting for our own child; `status` is a valid out pointer.
+        // Blocking is fine: the child has reported failure, closed its end,
+        // or been killed, so it is exiting.
+        unsafe { libc::waitpid(self.child, &mut status, 0) };
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+pub fn process_gone(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// Wait until process `pid` is gone, at most `timeout`.
+pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !process_gone(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_parse() {
+        assert_eq!(parse_reports(""), (None, false, None));
+        assert_eq!(parse_reports("ADDED 3\n"), (Some(3), false, None));
+        assert_eq!(parse_reports("ADDED 3\nLIVE 3\n"), (Some(3), true, None));
+        assert_eq!(
+            parse_reports("ADDED 3\nERROR no space\n"),
+            (Some(3), false, Some("no space".to_string()))
+        );
+        // A partial line is not a report yet.
+        assert_eq!(parse_reports("ADDED 1\nLIV"), (Some(1), false, None));
+    }
+
+    #[test]
+    fn mount_points_unescape() {
+        assert_eq!(unescape_mount_point("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mount_point("/plain"), "/plain");
+        assert_eq!(unescape_mount_point("/x\\134y"), "/x\\y");
+    }
+
+    #[test]
+    fn processes_come_and_go() {
+        assert!(!process_gone(
+            i32::try_from(std::process::id()).expect("pid")
+        ));
+        assert!(process_gone(0));
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = i32::try_from(child.id()).expect("pid");
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "zombie counts as gone"
+        );
+        child.wait().expect("reap");
+        assert!(process_gone(pid));
+    }
+}

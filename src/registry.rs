@@ -1,0 +1,205 @@
+//! What pmem-stack serves, for `list`, `del`, `recover` and the refusals of a
+//! second `add` of the same backing.
+//!
+//! The kernel knows a device's state, queues and server pid but not which
+//! backing or layout it serves, so each server records that in
+//! `/run/pmem-stack/ublkbN.json` (tmpfs: it dies with the devices at reboot).
+//! Files are written to a temporary name, synced and renamed into place, so a
+//! reader never sees half a record — unlike libublk's own JSON, which is
+//! written in place. A record whose device the kernel no longer has is stale
+//! and ignored (and swept by `list`).
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable that moves the registry (tests use it).
+pub const RUN_DIR_ENV: &str = "PMEM_STACK_RUN_DIR";
+
+/// One served device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// N of `/dev/ublkbN`.
+    pub id: u32,
+    /// The backing as the user named it.
+    pub backing: PathBuf,
+    /// [`crate::backing::Identity::to_key`] of the backing.
+    pub identity: String,
+    /// Volume uuid.
+    pub uuid: String,
+    /// Server pid.
+    pub pid: i32,
+    /// Queues.
+    pub queues: u16,
+    /// Queue depth.
+    pub depth: u16,
+    /// Whether requests are copied with user copy.
+    pub user_copy: bool,
+    /// Whether a dead server can be recovered.
+    pub recovery: bool,
+    /// Reserve mode.
+    pub mode: String,
+    /// Reserve offset in the backing.
+    pub reserve_offset: u64,
+    /// Reserve size.
+    pub reserve_size: u64,
+    /// Data area offset in the backing.
+    pub data_offset: u64,
+    /// Data area size (= device size).
+    pub data_size: u64,
+    /// The server's log file.
+    pub log: Option<PathBuf>,
+}
+
+/// The directory of records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registry {
+    dir: PathBuf,
+}
+
+impl Registry {
+    /// `/run/pmem-stack`, or `$PMEM_STACK_RUN_DIR`.
+    pub fn system() -> Registry {
+        Registry {
+            dir: std::env::var_os(RUN_DIR_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/run/pmem-stack")),
+        }
+    }
+
+    /// A registry in `dir`.
+    pub fn at(dir: impl Into<PathBuf>) -> Registry {
+        Registry { dir: dir.into() }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    fn entry_path(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("ublkb{id}.json"))
+    }
+
+    /// The server log file for device `id`.
+    pub fn log_path(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("ublkb{id}.log"))
+    }
+
+    /// Write (or replace) the record atomically.
+    pub fn save(&self, entry: &Entry) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let final_path = self.entry_path(entry.id);
+        let tmp = self
+            .dir
+            .join(format!(".ublkb{}.json.{}", entry.id, std::process::id()));
+        let mut file = fs::File::create(&tmp)?;
+        let text = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &final_path)?;
+        fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// The record for device `id`, if any.
+    pub fn load(&self, id: u32) -> io::Result<Option<Entry>> {
+        match fs::read(self.entry_path(id)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Every readable record, by id.
+    pub fn all(&self) -> Vec<Entry> {
+        let mut entries: Vec<Entry> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|dirent| {
+                let name = dirent.file_name();
+                let id: u32 = name
+                    .to_str()?
+                    .strip_prefix("ublkb")?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()?;
+                match self.load(id) {
+                    Ok(entry) => entry,
+                    Err(err) => {
+                        log::warn!(
+                            "ignoring unreadable record {}: {err}",
+                            dirent.path().display()
+                        );
+                        None
+                    }
+                }
+            })
+            .collect();
+        entries.sort_by_key(|e| e.id);
+        entries
+    }
+
+    /// Forget device `id` (its record; the log is kept for post-mortems).
+    pub fn remove(&self, id: u32) -> io::Result<()> {
+        match fs::remove_file(self.entry_path(id)) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: u32) -> Entry {
+        Entry {
+            id,
+            backing: PathBuf::from("/dev/pmem0"),
+            identity: "dev:259:0".into(),
+            uuid: "0f2d4c1e-9a3b-4c5d-8e7f-102132435465".into(),
+            pid: 42,
+            queues: 2,
+            depth: 128,
+            user_copy: true,
+            recovery: true,
+            mode: "hypervisor".into(),
+            reserve_offset: 2 << 20,
+            reserve_size: 512 << 20,
+            data_offset: 514 << 20,
+            data_size: 1532 << 20,
+            log: None,
+        }
+    }
+
+    #[test]
+    fn save_load_list_remove() {
+        let dir = tempfile::tempdir().expect("dir");
+        let reg = Registry::at(dir.path());
+        reg.save(&sample(3)).expect("save");
+        reg.save(&sample(1)).expect("save");
+        fs::write(dir.path().join("ublkb7.json"), b"{not json").expect("junk");
+        fs::write(dir.path().join("other.txt"), b"x").expect("junk");
+        assert_eq!(reg.load(3).expect("load"), Some(sample(3)));
+        assert_eq!(reg.load(9).expect("load"), None);
+        assert!(reg.load(7).is_err());
+        let ids: Vec<u32> = reg.all().iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![1, 3]);
+        reg.remove(3).expect("remove");
+        reg.remove(3).expect("idempotent");
+        assert_eq!(reg.load(3).expect("load"), None);
+        // No temporary files left behind.
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty());
+        assert_eq!(reg.log_path(3), dir.path().join("ublkb3.log"));
+    }
+}

@@ -1,0 +1,513 @@
+//! The control plane: adding, recovering, stopping and describing devices
+//! through `/dev/ublk-control`.
+//!
+//! Facts this code is built around (libublk 0.4.8 on Linux 6.x):
+//! * The kernel silently drops `UBLK_F_*` flags it does not support, so the
+//!   flags actually granted are read back after the device is added, and
+//!   missing user copy falls back to bounce buffers (logged), missing recovery
+//!   is logged as "recover will not work".
+//! * Control commands may return `Ok(-errno)`; every result is checked.
+//! * With `UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE` a server that
+//!   dies leaves the device quiesced, I/O waits, and a new server re-attaches;
+//!   requests the dead one held are re-issued (our writes are idempotent).
+//!   A server that stops on purpose (signal, `del`) removes its device.
+//! * libublk's control object deletes the device it added when dropped, and a
+//!   panic would unwind into that: release builds abort on panic instead.
+
+use std::error::Error as StdError;
+use std::path::Path;
+use std::sync::Arc;
+
+use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
+use libublk::io::UblkDev;
+use libublk::{UblkError, UblkFlags, sys};
+
+use crate::engine::{Engine, IoError};
+use crate::format::LogicalBlockSize;
+
+use super::queue::serve_queue;
+
+/// Target name recorded with the kernel and in libublk's JSON.
+pub const TARGET_NAME: &str = "pmem-stack";
+/// Largest request, in bytes.
+pub const IO_BUF_BYTES: u32 = 512 << 10;
+/// Queue count cap (the default is one per CPU up to this).
+pub const MAX_QUEUES: u16 = 16;
+/// Default queue depth.
+pub const DEFAULT_DEPTH: u16 = 128;
+/// ublk's largest queue depth.
+pub const MAX_DEPTH: u16 = 4096;
+/// The flags pmem-stack asks for.
+pub const WANTED_FLAGS: u64 =
+    (sys::UBLK_F_USER_COPY | sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE) as u64;
+/// Largest discard / write-zeroes request: 1 GiB, in sectors.
+const MAX_ZERO_SECTORS: u32 = 1 << 21;
+/// The control device.
+pub const CONTROL_PATH: &str = "/dev/ublk-control";
+
+/// Queue shape of a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Hardware queues (one server thread each).
+    pub queues: u16,
+    /// Requests in flight per queue.
+    pub depth: u16,
+}
+
+impl QueueConfig {
+    /// One queue per CPU (capped at [`MAX_QUEUES`]), depth [`DEFAULT_DEPTH`].
+    pub fn default_for_host() -> QueueConfig {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        QueueConfig {
+            queues: u16::try_from(cpus)
+                .unwrap_or(MAX_QUEUES)
+                .clamp(1, MAX_QUEUES),
+            depth: DEFAULT_DEPTH,
+        }
+    }
+}
+
+/// Whether to create a device or re-attach to one whose server died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// A new device, with this id or the next free one.
+    Add { id: Option<u32> },
+    /// Re-attach to the quiesced device `id`.
+    Recover { id: u32 },
+}
+
+/// What the kernel gave us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Granted {
+    /// Device number N of `/dev/ublkbN`.
+    pub id: u32,
+    /// Requests are copied with `UBLK_F_USER_COPY`.
+    pub user_copy: bool,
+    /// A dead server can be replaced without I/O errors.
+    pub recovery: bool,
+    /// Queues.
+    pub queues: u16,
+    /// Depth.
+    pub depth: u16,
+}
+
+/// Kernel state of a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Stopped (or not started yet).
+    Dead,
+    /// Serving I/O.
+    Live,
+    /// Its server died; I/O waits for `recover`.
+    Quiesced,
+    /// Its server died and I/O fails.
+    FailIo,
+    /// A state this code does not know.
+    Other(u16),
+}
+
+impl DeviceState {
+    fn from_raw(raw: u16) -> DeviceState {
+        match u32::from(raw) {
+            sys::UBLK_S_DEV_DEAD => DeviceState::Dead,
+            sys::UBLK_S_DEV_LIVE => DeviceState::Live,
+            sys::UBLK_S_DEV_QUIESCED => DeviceState::Quiesced,
+            sys::UBLK_S_DEV_FAIL_IO => DeviceState::FailIo,
+            _ => DeviceState::Other(raw),
+        }
+    }
+
+    /// Lower-case name for output.
+    pub fn name(self) -> String {
+        match self {
+            DeviceState::Dead => "dead".into(),
+            DeviceState::Live => "live".into(),
+            DeviceState::Quiesced => "quiesced".into(),
+            DeviceState::FailIo => "fail_io".into(),
+            DeviceState::Other(raw) => format!("state-{raw}"),
+        }
+    }
+}
+
+/// What the kernel says about a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// N of `/dev/ublkbN`.
+    pub id: u32,
+    /// Its state.
+    pub state: DeviceState,
+    /// Pid of the server that started it (or last recovered it).
+    pub pid: i32,
+    /// Queues.
+    pub queues: u16,
+    /// Depth.
+    pub depth: u16,
+    /// Granted `UBLK_F_*` flags.
+    pub flags: u64,
+}
+
+/// Errors of the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "the ublk driver is not available ({CONTROL_PATH} is missing): load it with 'modprobe ublk_drv' (Linux 6.0+; user copy needs 6.5+)"
+    )]
+    NoDriver,
+    #[error("ublk {what} failed: {detail}")]
+    Ublk { what: &'static str, detail: String },
+    #[error("device id {0} is already taken; pick another --id or leave it out")]
+    IdTaken(u32),
+    #[error("/dev/ublkb{0} does not exist")]
+    NoSuchDevice(u32),
+    #[error("/dev/ublkb{id} is {state}, not quiesced: {hint}")]
+    NotRecoverable {
+        id: u32,
+        state: String,
+        hint: &'static str,
+    },
+    #[error("{0}")]
+    Prepare(#[source] Box<dyn StdError + Send + Sync>),
+    #[error("final flush failed: {0}")]
+    Flush(#[source] IoError),
+}
+
+fn errno_text(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno.abs()).to_string()
+}
+
+fn ublk_error(what: &'static str) -> impl FnOnce(UblkError) -> ServeError {
+    move |err| ServeError::Ublk {
+        what,
+        detail: match err {
+            UblkError::OtherError(errno) | UblkError::UringIOError(errno) => errno_text(errno),
+            UblkError::IOError(io) => io.to_string(),
+            other => format!("{other:?}"),
+        },
+    }
+}
+
+/// Treat a control command's `Ok(-errno)` as the error it is.
+fn checked(what: &'static str, result: Result<i32, UblkError>) -> Result<i32, ServeError> {
+    match result {
+        Ok(rc) if rc < 0 => Err(ServeError::Ublk {
+            what,
+            detail: errno_text(rc),
+        }),
+        Ok(rc) => Ok(rc),
+        Err(err) => Err(ublk_error(what)(err)),
+    }
+}
+
+fn require_driver() -> Result<(), ServeError> {
+    if Path::new(CONTROL_PATH).exists() {
+        Ok(())
+    } else {
+        Err(ServeError::NoDriver)
+    }
+}
+
+/// Fail early, before anything is written, when ublk cannot work here.
+pub fn check_driver() -> Result<(), ServeError> {
+    require_driver()
+}
+
+/// Ids of all ublk devices the kernel has.
+pub fn device_ids() -> Vec<u32> {
+    let mut ids: Vec<u32> = std::fs::read_dir("/sys/class/ublk-char")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix("ublkc"))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn open_existing(id: u32) -> Result<UblkCtrl, ServeError> {
+    require_driver()?;
+    if !device_ids().contains(&id) {
+        return Err(ServeError::NoSuchDevice(id));
+    }
+    let signed = i32::try_from(id).map_err(|_| ServeError::NoSuchDevice(id))?;
+    UblkCtrl::new_simple(signed).map_err(|err| match err {
+        UblkError::OtherError(e) if e == -libc::ENODEV || e == -libc::ENOENT => {
+            ServeError::NoSuchDevice(id)
+        }
+        other => ublk_error("GET_DEV_INFO")(other),
+    })
+}
+
+/// What the kernel says about device `id`.
+pub fn device_info(id: u32) -> Result<DeviceInfo, ServeError> {
+    let ctrl = open_existing(id)?;
+    let info = ctrl.dev_info();
+    Ok(DeviceInfo {
+        id,
+        state: DeviceState::from_raw(info.state),
+        pid: info.ublksrv_pid,
+        queues: info.nr_hw_queues,
+        depth: info.queue_depth,
+        flags: info.flags,
+    })
+}
+
+/// Stop and remove device `id` (its server, if alive, flushes and exits).
+pub fn delete(id: u32) -> Result<(), ServeError> {
+    let ctrl = open_existing(id)?;
+    checked("DEL_DEV", ctrl.del_dev()).map(|_| ())
+}
+
+/// Ask device `id` to stop; its server's queues end and it cleans up.
+pub fn stop(id: u32) -> Result<(), ServeError> {
+    let ctrl = open_existing(id)?;
+    checked("STOP_DEV", ctrl.kill_dev()).map(|_| ())
+}
+
+fn set_params(dev: &mut UblkDev, size: u64, lbs: LogicalBlockSize) {
+    let max_sectors = dev.dev_info.max_io_buf_bytes >> 9;
+    dev.tgt.dev_size = size;
+    dev.tgt.params = sys::ublk_params {
+        types: sys::UBLK_PARAM_TYPE_BASIC | sys::UBLK_PARAM_TYPE_DISCARD,
+        basic: sys::ublk_param_basic {
+            attrs: sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA,
+            logical_bs_shift: lbs.shift(),
+            physical_bs_shift: 12,
+            io_opt_shift: 12,
+            io_min_shift: 12,
+            max_sectors,
+            dev_sectors: size >> 9,
+            ..Default::default()
+        },
+        discard: sys::ublk_param_discard {
+            discard_alignment: 0,
+            discard_granularity: 4096,
+            max_discard_sectors: MAX_ZERO_SECTORS,
+            max_write_zeroes_sectors: MAX_ZERO_SECTORS,
+            max_discard_segments: 1,
+            reserved0: 0,
+        },
+        ..Default::default()
+    };
+}
+
+fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeError> {
+    require_driver()?;
+    match attach {
+        Attach::Add { id } => {
+            let signed = match id {
+                Some(id) => i32::try_from(id).map_err(|_| ServeError::IdTaken(id))?,
+                None => -1,
+            };
+            UblkCtrlBuilder::default()
+                .name(TARGET_NAME)
+                .id(signed)
+                .nr_queues(cfg.queues)
+                .depth(cfg.depth)
+                .io_buf_bytes(IO_BUF_BYTES)
+                .ctrl_flags(WANTED_FLAGS)
+                .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+                .build()
+                .map_err(|err| match (err, id) {
+                    (UblkError::OtherError(e), Some(id)) if e == -libc::EEXIST => {
+                        ServeError::IdTaken(id)
+                    }
+                    (err, _) => ublk_error("ADD_DEV")(err),
+                })
+        }
+        Attach::Recover { id } => {
+            let old = open_existing(id)?;
+            let info = old.dev_info();
+            let state = DeviceState::from_raw(info.state);
+            if !matches!(state, DeviceState::Quiesced | DeviceState::Live) {
+                return Err(ServeError::NotRecoverable {
+                    id,
+                    state: state.name(),
+                    hint: "only a device whose server died can be recovered; 'pmem-stack del' removes it",
+                });
+            }
+            if info.flags & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
+                return Err(ServeError::NotRecoverable {
+                    id,
+                    state: state.name(),
+                    hint: "the kernel did not grant user recovery for it",
+                });
+            }
+            // Waits (up to 30 s) while the kernel still tears the old server down.
+            checked("START_USER_RECOVERY", old.start_user_recover())?;
+            drop(old);
+            let signed = i32::try_from(id).map_err(|_| ServeError::NoSuchDevice(id))?;
+            UblkCtrlBuilder::default()
+                .name(TARGET_NAME)
+                .id(signed)
+                .nr_queues(info.nr_hw_queues)
+                .depth(info.queue_depth)
+                .io_buf_bytes(info.max_io_buf_bytes)
+                .ctrl_flags(info.flags)
+                .dev_flags(UblkFlags::UBLK_DEV_F_RECOVER_DEV)
+                .build()
+                .map_err(ublk_error("recovery attach"))
+        }
+    }
+}
+
+/// Serve a device until it is stopped (by `del`, or SIGINT/SIGTERM here).
+///
+/// `prepare` runs once the kernel has granted the device, before any I/O can
+/// arrive: it formats the backing if needed and builds the engine, so a device
+/// that cannot be created never costs a write to the backing. `on_live` runs
+/// once `/dev/ublkbN` serves I/O. On return the device is removed and every
+/// write the server acknowledged is durable.
+pub fn serve<P, L>(
+    attach: Attach,
+    cfg: QueueConfig,
+    lbs: LogicalBlockSize,
+    prepare: P,
+    on_live: L,
+) -> Result<(), ServeError>
+where
+    P: FnOnce(&Granted) -> Result<Arc<Engine>, Box<dyn StdError + Send + Sync>>,
+    L: FnOnce(&Granted) + Send + Sync + 'static,
+{
+    let ctrl = build_control(attach, cfg)?;
+    let info = ctrl.dev_info();
+    let granted = Granted {
+        id: info.dev_id,
+        user_copy: info.flags & u64::from(sys::UBLK_F_USER_COPY) != 0,
+        recovery: info.flags & u64::from(sys::UBLK_F_USER_RECOVERY) != 0
+            && info.flags & u64::from(sys::UBLK_F_USER_RECOVERY_REISSUE) != 0,
+        queues: info.nr_hw_queues,
+        depth: info.queue_depth,
+    };
+    if !granted.user_copy {
+        log::warn!(
+            "/dev/ublkb{}: the kernel has no UBLK_F_USER_COPY (Linux < 6.5?); copying through bounce buffers",
+            granted.id
+        );
+    }
+    if !granted.recovery {
+        log::warn!(
+            "/dev/ublkb{}: the kernel did not grant user recovery with reissue; 'pmem-stack recover' will not work",
+            granted.id
+        );
+    }
+
+    let engine = prepare(&granted).map_err(ServeError::Prepare)?;
+    let size = engine.size();
+
+    let signals = StopOnSignal::install(granted.id);
+
+    let queue_engine = Arc::clone(&engine);
+    let user_copy = granted.user_copy;
+    let result = ctrl.run_target(
+        move |dev: &mut UblkDev| {
+            set_params(dev, size, lbs);
+            Ok(())
+        },
+        move |qid, dev: &UblkDev| serve_queue(qid, dev, &queue_engine, user_copy),
+        move |_ctrl: &UblkCtrl| on_live(&granted),
+    );
+    drop(signals);
+    // Whatever ended the queues, the data acknowledged so far goes to media.
+    let flushed = engine.shutdown_flush();
+    // A server that stops on purpose removes its device; `del` may have done
+    // so already, which is fine.
+    let _ = ctrl.del_dev();
+    checked("serving", result)?;
+    flushed.map_err(ServeError::Flush)?;
+    log::info!("/dev/ublkb{}: stopped", granted.id);
+    Ok(())
+}
+
+/// Stops the device when SIGINT or SIGTERM arrives, from a helper thread.
+struct StopOnSignal {
+    handle: Option<signal_hook::iterator::Handle>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StopOnSignal {
+    fn install(id: u32) -> StopOnSignal {
+        let mut signals = match signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ]) {
+            Ok(signals) => signals,
+            Err(err) => {
+                log::warn!("cannot watch SIGINT/SIGTERM: {err}");
+                return StopOnSignal {
+                    handle: None,
+                    thread: None,
+                };
+            }
+        };
+        let handle = signals.handle();
+        let thread = std::thread::spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                log::info!("/dev/ublkb{id}: signal {signal}, stopping");
+                if let Err(err) = stop(id) {
+                    log::error!("/dev/ublkb{id}: stop failed: {err}");
+                }
+            }
+        });
+        StopOnSignal {
+            handle: Some(handle),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StopOnSignal {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.close();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_queue_config_is_capped() {
+        let cfg = QueueConfig::default_for_host();
+        assert!(cfg.queues >= 1 && cfg.queues <= MAX_QUEUES);
+        assert_eq!(cfg.depth, DEFAULT_DEPTH);
+    }
+
+    #[test]
+    fn states_have_names() {
+        assert_eq!(DeviceState::from_raw(1).name(), "live");
+        assert_eq!(DeviceState::from_raw(2).name(), "quiesced");
+        assert_eq!(DeviceState::from_raw(0).name(), "dead");
+        assert_eq!(DeviceState::from_raw(3).name(), "fail_io");
+        assert_eq!(DeviceState::from_raw(9).name(), "state-9");
+    }
+
+    #[test]
+    fn ok_negative_is_an_error() {
+        let err = checked("X", Ok(-libc::EBUSY)).expect_err("negative");
+        assert!(err.to_string().contains("busy"), "{err}");
+        assert_eq!(checked("X", Ok(0)).expect("ok"), 0);
+    }
+
+    #[test]
+    fn without_the_driver_nothing_is_attempted() {
+        if Path::new(CONTROL_PATH).exists() {
+            // On a host with ublk this test has nothing to show.
+            assert!(check_driver().is_ok());
+        } else {
+            assert!(matches!(check_driver(), Err(ServeError::NoDriver)));
+            assert!(matches!(device_info(0), Err(ServeError::NoDriver)));
+            assert!(matches!(delete(0), Err(ServeError::NoDriver)));
+        }
+    }
+}

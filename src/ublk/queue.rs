@@ -1,0 +1,175 @@
+//! The data plane: one thread per hardware queue, each with its own io_uring
+//! (libublk's `UblkQueue` is thread-local and not `Send`), all sharing one
+//! [`Engine`] through an `Arc`.
+//!
+//! A queue thread turns each ublk I/O descriptor into an engine [`Request`],
+//! runs it with the transfer the device supports, and commits the result; the
+//! commit also fetches the next request for that tag.
+
+use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
+use libublk::{BufDesc, BufDescList, UblkIORes, sys};
+
+use crate::engine::{Engine, IoError, Op, Request};
+
+use super::user_copy::{Bounce, UserCopy};
+
+/// Bytes per ublk sector (the unit of `start_sector` and `nr_sectors`,
+/// whatever the logical block size).
+const SECTOR: u64 = 512;
+
+/// Translate a ublk I/O descriptor into an engine request.
+pub fn decode(op_flags: u32, start_sector: u64, nr_sectors: u32) -> Result<Request, IoError> {
+    let op = match op_flags & 0xff {
+        sys::UBLK_IO_OP_READ => Op::Read,
+        sys::UBLK_IO_OP_WRITE => Op::Write {
+            fua: op_flags & sys::UBLK_IO_F_FUA != 0,
+        },
+        sys::UBLK_IO_OP_FLUSH => Op::Flush,
+        sys::UBLK_IO_OP_DISCARD => Op::Discard,
+        sys::UBLK_IO_OP_WRITE_ZEROES => Op::WriteZeroes,
+        other => return Err(IoError::Unsupported(other)),
+    };
+    let overflow = || IoError::OutOfRange {
+        offset: start_sector,
+        len: u64::from(nr_sectors),
+        size: 0,
+    };
+    Ok(Request {
+        op,
+        offset: start_sector.checked_mul(SECTOR).ok_or_else(overflow)?,
+        len: u64::from(nr_sectors) * SECTOR,
+    })
+}
+
+/// The completion value for a result: bytes done, or a negative errno.
+pub fn completion(result: Result<u64, IoError>) -> i32 {
+    match result {
+        Ok(bytes) => i32::try_from(bytes).unwrap_or(i32::MAX),
+        Err(err) => {
+            log::warn!("request failed: {err}");
+            -err.errno()
+        }
+    }
+}
+
+fn handle(
+    engine: &Engine,
+    queue: &UblkQueue,
+    tag: u16,
+    transfer: &mut dyn crate::engine::Transfer,
+) -> i32 {
+    let iod = queue.get_iod(tag);
+    let result = decode(iod.op_flags, iod.start_sector, iod.nr_sectors)
+        .and_then(|req| engine.execute(&req, transfer));
+    completion(result)
+}
+
+/// Serve queue `qid` until the device stops. Runs on the queue's own thread.
+pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, user_copy: bool) {
+    let queue = match UblkQueue::new(qid, dev) {
+        Ok(queue) => queue,
+        Err(err) => {
+            log::error!("queue {qid}: setup failed: {err}");
+            return;
+        }
+    };
+    if user_copy {
+        let cdev = dev.tgt.fds[0];
+        let queue = match queue.submit_fetch_commands_unified(BufDescList::Slices(None)) {
+            Ok(queue) => queue,
+            Err(err) => {
+                log::error!("queue {qid}: fetch failed: {err}");
+                return;
+            }
+        };
+        queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
+            if ctx.is_tgt_io() {
+                return;
+            }
+            let res = handle(engine, q, tag, &mut UserCopy::new(cdev, qid, tag));
+            if let Err(err) =
+                q.complete_io_cmd_unified(tag, BufDesc::Slice(&[]), Ok(UblkIORes::Result(res)))
+            {
+                log::error!("queue {qid} tag {tag}: commit failed: {err}");
+            }
+        });
+    } else {
+        let mut bufs = dev.alloc_queue_io_bufs();
+        let queue = match queue.submit_fetch_commands_unified(BufDescList::Slices(Some(&bufs))) {
+            Ok(queue) => queue,
+            Err(err) => {
+                log::error!("queue {qid}: fetch failed: {err}");
+                return;
+            }
+        };
+        queue.wait_and_handle_io(move |q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
+            if ctx.is_tgt_io() {
+                return;
+            }
+            let Some(buf) = bufs.get_mut(usize::from(tag)) else {
+                log::error!("queue {qid}: tag {tag} has no buffer");
+                return;
+            };
+            let res = handle(engine, q, tag, &mut Bounce(buf.as_mut_slice()));
+            if let Err(err) = q.complete_io_cmd_unified(
+                tag,
+                BufDesc::Slice(buf.as_slice()),
+                Ok(UblkIORes::Result(res)),
+            ) {
+                log::error!("queue {qid} tag {tag}: commit failed: {err}");
+            }
+        });
+    }
+    log::info!("queue {qid}: stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_supported_op() {
+        assert_eq!(
+            decode(sys::UBLK_IO_OP_READ, 8, 16).expect("read"),
+            Request {
+                op: Op::Read,
+                offset: 4096,
+                len: 8192
+            }
+        );
+        assert_eq!(
+            decode(sys::UBLK_IO_OP_WRITE, 0, 1).expect("write").op,
+            Op::Write { fua: false }
+        );
+        assert_eq!(
+            decode(sys::UBLK_IO_OP_WRITE | sys::UBLK_IO_F_FUA, 0, 1)
+                .expect("fua")
+                .op,
+            Op::Write { fua: true }
+        );
+        assert_eq!(
+            decode(sys::UBLK_IO_OP_FLUSH, 0, 0).expect("flush").op,
+            Op::Flush
+        );
+        assert_eq!(
+            decode(sys::UBLK_IO_OP_DISCARD, 0, 8).expect("discard").op,
+            Op::Discard
+        );
+        assert_eq!(
+            decode(sys::UBLK_IO_OP_WRITE_ZEROES | sys::UBLK_IO_F_NOUNMAP, 0, 8)
+                .expect("zeroes")
+                .op,
+            Op::WriteZeroes
+        );
+    }
+
+    #[test]
+    fn unsupported_ops_and_overflow_fail_cleanly() {
+        let err = decode(sys::UBLK_IO_OP_ZONE_APPEND, 0, 8).expect_err("zoned");
+        assert_eq!(err.errno(), libc::EOPNOTSUPP);
+        assert_eq!(completion(Err(err)), -libc::EOPNOTSUPP);
+        let err = decode(sys::UBLK_IO_OP_READ, u64::MAX / 2, 8).expect_err("overflow");
+        assert_eq!(completion(Err(err)), -libc::EIO);
+        assert_eq!(completion(Ok(4096)), 4096);
+    }
+}
