@@ -221,7 +221,8 @@ impl Backing {
         if access == Access::Exclusive && !try_lock_exclusive(&file).map_err(io_err("flock"))? {
             return Err(BackingError::Busy {
                 path: path.to_path_buf(),
-                holder: "locked by another pmem-stack process".to_string(),
+                holder: "locked by another process: a pmem-stack serving or formatting it"
+                    .to_string(),
             });
         }
 

@@ -1,0 +1,173 @@
+//! Helpers for tests that run the `pmem-stack` binary on image files.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch directory with its own registry, so tests never touch /run.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A sparse image of `size` bytes.
+    pub fn image(&self, name: &str, size: u64) -> PathBuf {
+        let path = self.path(name);
+        let file = fs::File::create(&path).expect("create image");
+        file.set_len(size).expect("size image");
+        path
+    }
+
+    /// Run pmem-stack with these arguments.
+    pub fn run<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let output = Command::new(env!("CARGO_BIN_EXE_pmem-stack"))
+            .args(args)
+            .env("PMEM_STACK_RUN_DIR", self.path("run"))
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run pmem-stack");
+        Run(output)
+    }
+}
+
+/// A finished run.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().expect("exit code")
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.0.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout()))
+    }
+    /// Assert success and return self.
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code(),
+            0,
+            "expected success\nstdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    /// Assert failure with `code`, a one-line error on stderr containing every
+    /// fragment, and return self.
+    pub fn fails(self, code: i32, fragments: &[&str]) -> Run {
+        assert_eq!(
+            self.code(),
+            code,
+            "expected exit {code}\nstdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
+        let err = self.stderr();
+        let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("warning:")).collect();
+        assert_eq!(lines.len(), 1, "expected a one-line error, got: {err:?}");
+        assert!(lines[0].starts_with("error: "), "{err}");
+        for fragment in fragments {
+            assert!(err.contains(fragment), "{fragment:?} not in {err:?}");
+        }
+        self
+    }
+}
+
+/// CRC32C of a whole file's content, with its length. Holes are hashed as the
+/// zeros they read as, without reading them (images are large and sparse).
+pub fn digest(path: &Path) -> (u64, u32) {
+    use std::io::{Seek, SeekFrom};
+    use std::os::fd::AsRawFd;
+    let mut file = fs::File::open(path).expect("open for digest");
+    let len = file.metadata().expect("stat").len();
+    let zeros = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = 0u32;
+    let mut pos = 0u64;
+    let fd = file.as_raw_fd();
+    let seek = |whence: libc::c_int, from: u64| -> u64 {
+        // SAFETY: lseek on an open fd.
+        let r = unsafe { libc::lseek(fd, i64::try_from(from).expect("i64"), whence) };
+        if r < 0 {
+            len
+        } else {
+            u64::try_from(r).expect("u64")
+        }
+    };
+    while pos < len {
+        let data = seek(libc::SEEK_DATA, pos).min(len);
+        while pos < data {
+            let n = usize::try_from((data - pos).min(zeros.len() as u64)).expect("usize");
+            crc = crc32c::crc32c_append(crc, &zeros[..n]);
+            pos += n as u64;
+        }
+        let hole = seek(libc::SEEK_HOLE, pos).min(len);
+        file.seek(SeekFrom::Start(pos)).expect("seek");
+        while pos < hole {
+            let n = usize::try_from((hole - pos).min(buf.len() as u64)).expect("usize");
+            file.read_exact(&mut buf[..n]).expect("read for digest");
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            pos += n as u64;
+        }
+    }
+    (len, crc)
+}
+
+/// Read `len` bytes at `offset`.
+pub fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    fs::File::open(path)
+        .expect("open")
+        .read_exact_at(&mut buf, offset)
+        .expect("read_at");
+    buf
+}
+
+/// Write `data` at `offset`.
+pub fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .write_all_at(data, offset)
+        .expect("write_at");
+}
+
+/// Run an external tool the test depends on; a missing tool fails the test
+/// (the project's setup script installs them), it never skips it.
+pub fn tool(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is required (run tests/setup-host.sh): {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
