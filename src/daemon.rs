@@ -111,12 +111,23 @@ fn detach() -> io::Result<()> {
         .open("/dev/null")?;
     redirect(libc::STDIN_FILENO, &null)?;
     redirect(libc::STDOUT_FILENO, &null)?;
+    // Until the device has a log file, what the server has to say travels
+    // over the pipe; nothing may land on the caller's terminal.
+    redirect(libc::STDERR_FILENO, &null)?;
     Ok(())
 }
 
-/// Give this process a private mount namespace and detach its copies of any
-/// mount of block device `major:minor` (the device being re-attached).
-pub fn private_mount_namespace(device: Option<(u32, u32)>) -> io::Result<()> {
+/// Give this process a private mount namespace without any mount of a ublk
+/// device in it.
+///
+/// The copy `unshare` makes contains every mount that exists now; a copied
+/// mount keeps its file system alive after the user unmounts the original,
+/// and if that file system sits on a ublk device — ours (when re-attaching)
+/// or another server's — deleting that device pulls it from under a file
+/// system nobody can see, and a server holding a mount of its own device
+/// deadlocks on exit. So every such copy is detached right away, and because
+/// the namespace is private, later mounts never propagate into it.
+pub fn private_mount_namespace() -> io::Result<()> {
     // SAFETY: unshare with CLONE_NEWNS only affects this process's view of
     // mounts; no memory is involved.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
@@ -137,30 +148,46 @@ pub fn private_mount_namespace(device: Option<(u32, u32)>) -> io::Result<()> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let Some((major, minor)) = device else {
-        return Ok(());
-    };
-    let want = format!("{major}:{minor}");
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    // Innermost mounts last in mountinfo: detach in reverse order.
-    for line in mountinfo.lines().rev() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.get(2) == Some(&want.as_str()) {
-            if let Some(point) = fields.get(4) {
-                let point = unescape_mount_point(point);
-                let c_point = std::ffi::CString::new(point.clone()).map_err(io::Error::other)?;
-                // SAFETY: a valid NUL-terminated path; MNT_DETACH only affects
-                // this (private) namespace.
-                if unsafe { libc::umount2(c_point.as_ptr(), libc::MNT_DETACH) } != 0 {
-                    log::warn!(
-                        "could not detach {point} in the server's namespace: {}",
-                        io::Error::last_os_error()
-                    );
-                }
+    for point in ublk_mount_points(&mountinfo, is_ublk_block_device) {
+        let c_point = std::ffi::CString::new(point.clone()).map_err(io::Error::other)?;
+        // SAFETY: a valid NUL-terminated path; MNT_DETACH only affects this
+        // (private) namespace.
+        if unsafe { libc::umount2(c_point.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let err = io::Error::last_os_error();
+            // Already gone with a parent that was detached first.
+            if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOENT)
+            {
+                log::warn!("could not detach {point} in the server's namespace: {err}");
             }
         }
     }
     Ok(())
+}
+
+/// Whether block device `major:minor` is a ublk disk or one of its partitions.
+fn is_ublk_block_device(major_minor: &str) -> bool {
+    std::fs::canonicalize(format!("/sys/dev/block/{major_minor}"))
+        .map(|path| {
+            path.components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with("ublkb"))
+        })
+        .unwrap_or(false)
+}
+
+/// Mount points (innermost first) of the mounts in `mountinfo` whose device
+/// `is_ublk` says is a ublk device.
+fn ublk_mount_points(mountinfo: &str, is_ublk: impl Fn(&str) -> bool) -> Vec<String> {
+    mountinfo
+        .lines()
+        .rev()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let device = fields.get(2)?;
+            let point = fields.get(4)?;
+            is_ublk(device).then(|| unescape_mount_point(point))
+        })
+        .collect()
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -372,6 +399,18 @@ mod tests {
         );
         // A partial line is not a report yet.
         assert_eq!(parse_reports("ADDED 1\nLIV"), (Some(1), false, None));
+    }
+
+    #[test]
+    fn only_ublk_mounts_are_picked_innermost_first() {
+        let mountinfo = "\
+22 1 0:21 / / rw - 9p host rw
+30 22 259:1 / /mnt/a rw - xfs /dev/ublkb0 rw
+31 30 259:2 / /mnt/a/b\\040c rw - ext4 /dev/ublkb1 rw
+32 22 7:0 / /mnt/loop rw - ext4 /dev/loop0 rw
+";
+        let points = ublk_mount_points(mountinfo, |dev| dev.starts_with("259:"));
+        assert_eq!(points, vec!["/mnt/a/b c".to_string(), "/mnt/a".to_string()]);
     }
 
     #[test]

@@ -50,6 +50,7 @@ impl LayoutOptions {
     fn describe(&self) -> String {
         let mut parts = Vec::new();
         match self.reserve {
+            Some(ReserveRequest::Bytes(0)) => parts.push("--reserve 0".to_string()),
             Some(ReserveRequest::Bytes(n)) => parts.push(format!("--reserve {}", Human(n))),
             Some(ReserveRequest::Auto) => parts.push("--reserve auto".to_string()),
             None => {}

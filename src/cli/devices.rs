@@ -6,10 +6,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
+use pmem_stack::backing::sysfs;
 use pmem_stack::daemon;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::size::Human;
-use pmem_stack::ublk::control::{self, DeviceState};
+use pmem_stack::ublk::control;
 
 use super::args::{DelArgs, ListArgs, parse_device_id};
 use super::print_json;
@@ -139,8 +140,20 @@ pub fn list(args: &ListArgs) -> Result<ExitCode> {
 /// flush), wait for the server to exit, forget the record.
 fn delete_one(registry: &Registry, id: u32) -> Result<()> {
     let info = control::device_info(id)?;
+    let server_running = !daemon::process_gone(info.pid);
+    // Pulling a device from under a mounted file system loses its unwritten
+    // data; refuse while the server can still serve the unmount. (With the
+    // server dead, I/O waits forever, so unmounting hangs until the device is
+    // gone: then deleting is the way out.)
+    if server_running {
+        if let Some(holder) = control::block_device_numbers(id)
+            .and_then(|(major, minor)| sysfs::block_holder(major, minor))
+        {
+            bail!("/dev/ublkb{id} is in use ({holder}); unmount or release it first");
+        }
+    }
     control::delete(id)?;
-    if info.state != DeviceState::Dead && !daemon::wait_gone(info.pid, STOP_TIMEOUT) {
+    if server_running && !daemon::wait_gone(info.pid, STOP_TIMEOUT) {
         bail!(
             "/dev/ublkb{id} was removed but its server (pid {}) has not exited after {} s",
             info.pid,

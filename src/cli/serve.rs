@@ -194,18 +194,18 @@ fn launch(
                     Ok(ExitCode::SUCCESS)
                 }
                 StartOutcome::Failed { id, reason } => {
-                    cleanup(attach, id);
+                    cleanup(attach, id, child);
                     Err(anyhow!("{reason}"))
                 }
                 StartOutcome::Died { id } => {
-                    cleanup(attach, id);
+                    cleanup(attach, id, child);
                     Err(anyhow!(
                         "the server exited before the device was live{}",
                         log_hint(registry, id)
                     ))
                 }
                 StartOutcome::TimedOut { id } => {
-                    cleanup(attach, id);
+                    cleanup(attach, id, child);
                     Err(anyhow!(
                         "the server did not bring the device up within {} s and was stopped{}",
                         START_TIMEOUT.as_secs(),
@@ -225,10 +225,11 @@ fn log_hint(registry: &Registry, id: Option<u32>) -> String {
 }
 
 /// A new device that never went live must not stay behind. (A device being
-/// recovered stays: it is the user's, and quiesced again.)
-fn cleanup(attach: Attach, id: Option<u32>) {
+/// recovered stays: it is the user's, and quiesced again.) Only a device the
+/// kernel records as added by our server is removed.
+fn cleanup(attach: Attach, id: Option<u32>, server: i32) {
     if let (Attach::Add { .. }, Some(id)) = (attach, id) {
-        if control::device_ids().contains(&id) {
+        if control::device_info(id).is_ok_and(|info| info.pid == server) {
             if let Err(err) = control::delete(id) {
                 eprintln!("warning: could not remove the half-made /dev/ublkb{id}: {err}");
             }
@@ -274,15 +275,7 @@ fn run_server(
     print_when_live: Option<bool>,
 ) -> Result<()> {
     let detached = print_when_live.is_none();
-    if detached && std::env::var_os("RUST_LOG").is_none() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
-    let recovering = match attach {
-        Attach::Recover { id } => Some(id),
-        Attach::Add { .. } => None,
-    };
-    let device = recovering.and_then(block_dev_numbers);
-    if let Err(err) = daemon::private_mount_namespace(device) {
+    if let Err(err) = daemon::private_mount_namespace() {
         log::warn!(
             "no private mount namespace ({err}); do not let this server outlive a mount of its device"
         );
@@ -306,8 +299,14 @@ fn run_server(
             let mut rep = reporter.lock().unwrap_or_else(PoisonError::into_inner);
             rep.added(granted.id);
             if detached {
-                if let Err(err) = rep.log_to(&registry.log_path(granted.id)) {
-                    log::warn!("cannot open the log file: {err}");
+                // From here on stderr is the device's log file, which records
+                // the server's life at info level (unless RUST_LOG says more).
+                match rep.log_to(&registry.log_path(granted.id)) {
+                    Ok(()) if std::env::var_os("RUST_LOG").is_none() => {
+                        log::set_max_level(log::LevelFilter::Info);
+                    }
+                    Ok(()) => {}
+                    Err(err) => log::warn!("cannot open the log file: {err}"),
                 }
             }
             drop(rep);
@@ -393,11 +392,4 @@ fn run_server(
             Err(err.into())
         }
     }
-}
-
-/// `major:minor` of `/dev/ublkbN`, from sysfs.
-fn block_dev_numbers(id: u32) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string(format!("/sys/block/ublkb{id}/dev")).ok()?;
-    let (major, minor) = text.trim().split_once(':')?;
-    Some((major.parse().ok()?, minor.parse().ok()?))
 }

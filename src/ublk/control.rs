@@ -257,10 +257,19 @@ pub fn device_info(id: u32) -> Result<DeviceInfo, ServeError> {
     })
 }
 
+/// `major:minor` of `/dev/ublkbN`, from sysfs (while it exists).
+pub fn block_device_numbers(id: u32) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(format!("/sys/block/ublkb{id}/dev")).ok()?;
+    let (major, minor) = text.trim().split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
 /// Stop and remove device `id` (its server, if alive, flushes and exits).
+/// Does not wait for openers of `/dev/ublkbN` to close it: the kernel frees
+/// the device when the last one does.
 pub fn delete(id: u32) -> Result<(), ServeError> {
     let ctrl = open_existing(id)?;
-    checked("DEL_DEV", ctrl.del_dev()).map(|_| ())
+    checked("DEL_DEV_ASYNC", ctrl.del_dev_async()).map(|_| ())
 }
 
 /// Ask device `id` to stop; its server's queues end and it cleans up.
@@ -304,7 +313,12 @@ fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeErro
                 Some(id) => i32::try_from(id).map_err(|_| ServeError::IdTaken(id))?,
                 None => -1,
             };
-            UblkCtrlBuilder::default()
+            if let Some(id) = id {
+                if device_ids().contains(&id) {
+                    return Err(ServeError::IdTaken(id));
+                }
+            }
+            let ctrl = UblkCtrlBuilder::default()
                 .name(TARGET_NAME)
                 .id(signed)
                 .nr_queues(cfg.queues)
@@ -314,11 +328,31 @@ fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeErro
                 .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
                 .build()
                 .map_err(|err| match (err, id) {
-                    (UblkError::OtherError(e), Some(id)) if e == -libc::EEXIST => {
+                    (UblkError::OtherError(e) | UblkError::UringIOError(e), Some(id))
+                        if e == -libc::EEXIST || e == -libc::EBUSY || e == -libc::ENOSPC =>
+                    {
                         ServeError::IdTaken(id)
                     }
                     (err, _) => ublk_error("ADD_DEV")(err),
-                })
+                })?;
+            // libublk reports ADD_DEV's -EBUSY as success and leaves our own
+            // request in dev_info (with our pid as ublksrv_pid). A real ADD
+            // copies the kernel's record back, in which the server pid is -1
+            // until START_DEV. Without this check a failed add would treat
+            // somebody else's device as ours — and dropping the control
+            // object would delete it.
+            let info = ctrl.dev_info();
+            if info.ublksrv_pid != -1 {
+                ctrl.disown();
+                return Err(match id {
+                    Some(id) => ServeError::IdTaken(id),
+                    None => ServeError::Ublk {
+                        what: "ADD_DEV",
+                        detail: "the kernel did not create a device (busy)".to_string(),
+                    },
+                });
+            }
+            Ok(ctrl)
         }
         Attach::Recover { id } => {
             let old = open_existing(id)?;
@@ -416,8 +450,10 @@ where
     // Whatever ended the queues, the data acknowledged so far goes to media.
     let flushed = engine.shutdown_flush();
     // A server that stops on purpose removes its device; `del` may have done
-    // so already, which is fine.
-    let _ = ctrl.del_dev();
+    // so already, which is fine. Asynchronously: the kernel frees the device
+    // once its last opener (perhaps a file system that is still mounted) lets
+    // go, and this server must not wait for that.
+    let _ = ctrl.del_dev_async();
     checked("serving", result)?;
     flushed.map_err(ServeError::Flush)?;
     log::info!("/dev/ublkb{}: stopped", granted.id);

@@ -29,6 +29,14 @@ pub fn decode(op_flags: u32, start_sector: u64, nr_sectors: u32) -> Result<Reque
         sys::UBLK_IO_OP_WRITE_ZEROES => Op::WriteZeroes,
         other => return Err(IoError::Unsupported(other)),
     };
+    if op == Op::Flush {
+        // The block layer gives a flush no position: start_sector is -1.
+        return Ok(Request {
+            op,
+            offset: 0,
+            len: 0,
+        });
+    }
     let overflow = || IoError::OutOfRange {
         offset: start_sector,
         len: u64::from(nr_sectors),

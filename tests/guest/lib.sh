@@ -1,0 +1,151 @@
+# Shared helpers for guest scenarios (sourced; runs inside the QEMU guest).
+#
+# Conventions: every check prints one "PASS: name" or "FAIL: name: why" line;
+# `finish` prints a summary and exits non-zero if anything failed. A scenario
+# that cannot run (missing device, missing tool) fails — it never passes
+# vacuously.
+
+set -euo pipefail
+
+P=${PMEM_STACK_BIN:-$PMEM_STACK_REPO/target/release/pmem-stack}
+FAILS=0
+CHECKS=0
+
+pass() { CHECKS=$((CHECKS + 1)); echo "PASS: $*"; }
+fail() { CHECKS=$((CHECKS + 1)); FAILS=$((FAILS + 1)); echo "FAIL: $*"; }
+note() { echo "NOTE: $*"; }
+
+# require CONDITION-COMMAND... : abort the scenario (as a failure) if false.
+require() {
+	if ! "$@"; then
+		echo "FAIL: prerequisite: $*"
+		echo "summary: cannot run"
+		exit 1
+	fi
+}
+
+# check NAME COMMAND...: run a command, PASS if it succeeds.
+check() {
+	local name=$1
+	shift
+	local out
+	if out=$("$@" 2>&1); then
+		pass "$name"
+	else
+		fail "$name: $(echo "$out" | tail -3 | tr '\n' ' ')"
+	fi
+}
+
+# expect_eq NAME GOT WANT
+expect_eq() {
+	if [ "$2" == "$3" ]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi
+}
+
+# jq-lite: jget EXPR < json   (EXPR is Python on `d`, e.g. 'd["data_size"]')
+jget() {
+	python3 -c 'import json,sys; d=json.load(sys.stdin); v=eval(sys.argv[1]); print(json.dumps(v) if isinstance(v,(dict,list,bool)) or v is None else v)' "$1"
+}
+
+# refused NAME FRAGMENT COMMAND...: the command must fail (non-zero) with a
+# one-line "error: ..." on stderr containing FRAGMENT.
+refused() {
+	local name=$1 fragment=$2
+	shift 2
+	local err rc=0
+	err=$("$@" 2>&1 >/dev/null) || rc=$?
+	local lines
+	lines=$(echo "$err" | grep -vc '^warning:' || true)
+	if [ "$rc" -eq 0 ]; then
+		fail "$name: succeeded, should have been refused"
+	elif [ "$lines" -ne 1 ] || [[ "$err" != error:* ]]; then
+		fail "$name: expected a one-line error, got: $err"
+	elif [[ "$err" != *"$fragment"* ]]; then
+		fail "$name: '$fragment' not in: $err"
+	else
+		pass "$name ($err)"
+	fi
+}
+
+# Digest of the parts of a backing that any pmem-stack command could write:
+# the head, both super block slots, and the first and last MiB of where a data
+# area starts/ends. Reading the whole namespace under TCG takes too long for
+# every refusal check; these are the bytes a wrong write would hit.
+meta_digest() {
+	local dev=$1 size
+	size=$(blockdev --getsize64 "$dev" 2>/dev/null || stat -c %s "$dev")
+	{
+		dd if="$dev" bs=4096 count=2 status=none
+		dd if="$dev" bs=1M skip=0 count=4 status=none
+		dd if="$dev" bs=4096 skip=$((size / 4096 - 1)) count=1 status=none
+		dd if="$dev" bs=1M skip=$((size / 1048576 - 4)) count=4 status=none
+	} | sha256sum | cut -d' ' -f1
+}
+
+# fio_verify NAME DEVICE OFFSET SIZE [extra fio args]: write with crc32c
+# verification and read everything back; PASS when fio reports no error and
+# verified every byte it wrote.
+fio_verify() {
+	local name=$1 dev=$2 offset=$3 size=$4
+	shift 4
+	local out
+	out=$(fio --name="$name" --filename="$dev" --offset="$offset" --size="$size" \
+		--rw=randwrite --bs=4k --iodepth=16 --ioengine=io_uring --direct=1 \
+		--verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
+		--output-format=json "$@" 2>&1) || {
+		fail "$name: fio failed: $(echo "$out" | tail -5 | tr '\n' ' ')"
+		return
+	}
+	local verdict
+	verdict=$(echo "$out" | python3 -c '
+import json,sys
+text=sys.stdin.read(); d=json.loads(text[text.index("{"):])
+j=d["jobs"][0]
+w=j["write"]["io_bytes"]; r=j["read"]["io_bytes"]
+print("ok" if j["error"]==0 and w>0 and r==w else "error=%s written=%s verified=%s" % (j["error"],w,r))')
+	if [ "$verdict" == ok ]; then pass "$name"; else fail "$name: $verdict"; fi
+}
+
+# write_files DIR N: N files of random data plus DIR/SHA256SUMS.
+write_files() {
+	local dir=$1 n=$2 i
+	for i in $(seq "$n"); do
+		head -c $((i * 37 * 1024 + 4096)) /dev/urandom >"$dir/f$i"
+	done
+	(cd "$dir" && sha256sum f* >SHA256SUMS)
+	sync
+}
+
+verify_files() { (cd "$1" && sha256sum --quiet -c SHA256SUMS); }
+
+# ublk_count: how many ublk devices the kernel has.
+ublk_count() { find /sys/class/ublk-char -maxdepth 1 -name 'ublkc*' 2>/dev/null | wc -l; }
+
+# server_pid ID: the pid pmem-stack list reports for /dev/ublkbID.
+server_pid() { "$P" list --json | jget "[x['pid'] for x in d if x['id']==$1][0]"; }
+
+# On failure, leave what a developer needs next to the results.
+diagnostics() {
+	{
+		echo "== dmesg (tail)"
+		dmesg | tail -60
+		for log in /run/pmem-stack/*.log; do
+			[ -e "$log" ] || continue
+			echo "== $log"
+			tail -40 "$log"
+		done
+		echo "== pmem-stack list"
+		"$P" list 2>&1 || true
+	} >"$RESULTS/diagnostics-$(basename "$0" .sh).txt" 2>&1
+}
+
+finish() {
+	[ "$FAILS" -eq 0 ] || diagnostics
+	echo "summary: $CHECKS checks, $FAILS failures"
+	[ "$CHECKS" -gt 0 ] && [ "$FAILS" -eq 0 ]
+}
+
+# Any command failing outside a check aborts the scenario — as a failure,
+# with diagnostics, never silently.
+trap 'echo "FAIL: unexpected error (status $?) at line $LINENO: $BASH_COMMAND"; FAILS=$((FAILS + 1)); diagnostics; echo "summary: aborted after $CHECKS checks"' ERR
+
+require test -x "$P"
