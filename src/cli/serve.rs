@@ -84,6 +84,9 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
         .ok_or_else(|| anyhow!("'{}' is not a device: give N or /dev/ublkbN", args.device))?;
     let context = || format!("cannot recover /dev/ublkb{id}");
     control::check_driver().with_context(context)?;
+    if !control::device_ids().contains(&id) {
+        bail!("cannot recover /dev/ublkb{id}: it does not exist ('pmem-stack list' shows the devices)");
+    }
     let registry = Registry::system();
     let entry = registry
         .load(id)

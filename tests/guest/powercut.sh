@@ -1,0 +1,109 @@
+#!/bin/bash
+# Guest scenario, two boots on one image: acknowledged writes survive a power
+# cut (QEMU killed from the host) and a fresh boot.
+#
+#   PHASE=cut     format, serve, write every kind of acknowledged data, then
+#                 create $RESULTS/cut-now and wait (the host kills QEMU);
+#   PHASE=verify  a fresh boot: check the metadata, add without --reserve,
+#                 verify everything acknowledged is there.
+#
+# Writers keep /dev/ublkb0 open until the cut: the last close of a block
+# device writes its page cache back, which would hide a missing flush.
+#
+# Two negative controls make the test able to fail: data written without any
+# sync (E: left in /dev/ublkb0's page cache; F: O_DIRECT, so it reached the
+# server but was never flushed) must NOT survive. If they did, the cut would
+# not be a real power cut and the positive checks would prove nothing.
+source "$PMEM_STACK_REPO/tests/guest/lib.sh"
+
+MIB=1048576
+# Deterministic data, so the verify boot can regenerate what the cut boot wrote.
+gen() { python3 -c 'import random,sys; random.seed(int(sys.argv[1])); sys.stdout.buffer.write(random.randbytes(int(sys.argv[2])))' "$1" "$2"; }
+
+# Regions of the data area (MiB offsets), after a 512 MiB ext4 at the start.
+A=1024 # buffered + O_DSYNC      -> FLUSH
+B=1040 # O_DIRECT + O_DSYNC      -> FUA writes
+C=1056 # buffered, then fsync    -> writeback + FLUSH
+D=1072 # O_DIRECT, then fsync    -> FLUSH
+E=1088 # buffered, no sync       -> must be lost
+F=1104 # O_DIRECT, no sync       -> must be lost (the server's volatile cache)
+LEN=$((8 * MIB))
+
+region() { dd if=/dev/ublkb0 bs=1M skip="$1" count=8 iflag=direct status=none | sha256sum | cut -d' ' -f1; }
+expected() { gen "$1" "$LEN" | sha256sum | cut -d' ' -f1; }
+
+require test -b /dev/pmem0
+case "${PHASE:?PHASE=cut or PHASE=verify}" in
+cut)
+	dev=$("$P" add /dev/pmem0 --reserve 512M | tail -1)
+	expect_eq "added" "$dev" /dev/ublkb0
+	exec 3</dev/ublkb0
+
+	gen $A $LEN | dd of=/dev/ublkb0 bs=1M seek=$A oflag=dsync iflag=fullblock status=none
+	gen $B $LEN | dd of=/dev/ublkb0 bs=1M seek=$B oflag=direct,dsync iflag=fullblock status=none
+	gen $C $LEN | dd of=/dev/ublkb0 bs=1M seek=$C conv=fsync iflag=fullblock status=none
+	gen $D $LEN | dd of=/dev/ublkb0 bs=1M seek=$D oflag=direct conv=fsync iflag=fullblock status=none
+	check "all sync writes acknowledged" true
+
+	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 /dev/ublkb0 512M
+	mkdir -p /tmp/mnt
+	mount -o noatime /dev/ublkb0 /tmp/mnt
+	python3 - <<-'PY'
+		import os, random
+		for i in range(16):
+		    random.seed(1000 + i)
+		    data = random.randbytes(64 * 1024 * (i + 1))
+		    fd = os.open(f"/tmp/mnt/file{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+		    os.write(fd, data)
+		    os.fsync(fd)
+		    os.close(fd)
+		dfd = os.open("/tmp/mnt", os.O_RDONLY)
+		os.fsync(dfd)
+		os.close(dfd)
+	PY
+	check "ext4 files written and fsynced" test -s /tmp/mnt/file15
+
+	# The negative controls go last, so no later flush covers them.
+	gen $E $LEN | dd of=/dev/ublkb0 bs=1M seek=$E iflag=fullblock status=none
+	gen $F $LEN | dd of=/dev/ublkb0 bs=1M seek=$F oflag=direct iflag=fullblock status=none
+	echo "acknowledged; cutting power" >"$RESULTS/cut-now"
+	sleep 600
+	fail "the host did not cut the power"
+	;;
+verify)
+	check "both super block copies survived" "$P" check /dev/pmem0
+	dev=$("$P" add /dev/pmem0 | tail -1)
+	expect_eq "re-added without --reserve" "$dev" /dev/ublkb0
+	expect_eq "A: buffered O_DSYNC writes survived" "$(region $A)" "$(expected $A)"
+	expect_eq "B: O_DIRECT|O_DSYNC (FUA) writes survived" "$(region $B)" "$(expected $B)"
+	expect_eq "C: buffered writes + fsync survived" "$(region $C)" "$(expected $C)"
+	expect_eq "D: O_DIRECT writes + fsync survived" "$(region $D)" "$(expected $D)"
+	mkdir -p /tmp/mnt
+	check "ext4 mounts (journal replay)" mount /dev/ublkb0 /tmp/mnt
+	check "fsynced ext4 files survived" python3 - <<-'PY'
+		import random, sys
+		for i in range(16):
+		    random.seed(1000 + i)
+		    want = random.randbytes(64 * 1024 * (i + 1))
+		    if open(f"/tmp/mnt/file{i}", "rb").read() != want:
+		        sys.exit(f"file{i} differs")
+	PY
+	check "umount" umount /tmp/mnt
+	check "e2fsck clean" e2fsck -fn /dev/ublkb0
+	if [ "$(region $E)" != "$(expected $E)" ]; then
+		pass "control E (never synced, in the page cache) was lost, as it must be"
+	else
+		fail "control E survived: the cut did not discard volatile data"
+	fi
+	if [ "$(region $F)" != "$(expected $F)" ]; then
+		pass "control F (reached the server, never flushed) was lost: the cache is volatile"
+	else
+		fail "control F survived: the cut did not discard the server's unflushed data"
+	fi
+	check "del" "$P" del 0
+	;;
+*)
+	fail "unknown PHASE=$PHASE"
+	;;
+esac
+finish

@@ -1,0 +1,76 @@
+#!/bin/bash
+# Guest scenario: the server is killed with SIGKILL while fio writes with
+# crc32c verification; `pmem-stack recover` re-attaches a new server and fio
+# finishes with zero errors, having verified everything it wrote.
+source "$PMEM_STACK_REPO/tests/guest/lib.sh"
+
+require test -b /dev/pmem0
+dev=$("$P" add /dev/pmem0 --reserve 512M | tail -1)
+expect_eq "added" "$dev" /dev/ublkb0
+old_pid=$(server_pid 0)
+expect_eq "recovery granted" "$("$P" list --json | jget 'd[0]["server_running"]')" true
+
+writes() { awk '$3 == "ublkb0" { print $8 }' /proc/diskstats; }
+
+fio --name=recover --filename=/dev/ublkb0 --size=96M --rw=randwrite --bs=4k \
+	--iodepth=32 --ioengine=io_uring --direct=1 --verify=crc32c --do_verify=1 \
+	--verify_fatal=1 --verify_state_save=0 --output-format=json >/tmp/fio.json 2>/tmp/fio.err &
+fio_pid=$!
+
+# Kill the server once fio is well into its writes.
+for _ in $(seq 200); do
+	[ "$(writes)" -gt 2000 ] && break
+	sleep 0.05
+done
+note "writes completed before the kill: $(writes)"
+kill -9 "$old_pid"
+for _ in $(seq 100); do
+	[ -e "/proc/$old_pid" ] || break
+	sleep 0.05
+done
+check "server is gone" test ! -e "/proc/$old_pid"
+for _ in $(seq 100); do
+	[ "$("$P" list --json | jget 'd[0]["state"]')" == quiesced ] && break
+	sleep 0.05
+done
+list=$("$P" list --json)
+expect_eq "device is quiesced" "$(echo "$list" | jget 'd[0]["state"]')" quiesced
+expect_eq "list says the server is dead" "$(echo "$list" | jget 'd[0]["server_running"]')" false
+check "fio is still running (its I/O waits)" kill -0 "$fio_pid"
+
+before=$(meta_digest /dev/pmem0)
+refused "add of a backing whose server died" "pmem-stack recover 0" "$P" add /dev/pmem0
+refused "format of a backing whose server died" "pmem-stack recover 0" "$P" format /dev/pmem0 --reserve 0 --force
+refused "recover of a device that does not exist" "does not exist" "$P" recover 7
+expect_eq "refusals changed nothing" "$(meta_digest /dev/pmem0)" "$before"
+
+out=$("$P" recover 0)
+expect_eq "recover prints the device" "$(echo "$out" | tail -1)" /dev/ublkb0
+new_pid=$(server_pid 0)
+check "a new server serves it" test "$new_pid" != "$old_pid" -a -e "/proc/$new_pid"
+expect_eq "device is live again" "$("$P" list --json | jget 'd[0]["state"]')" live
+refused "recover of a live device" "is running" "$P" recover 0
+
+rc=0
+wait "$fio_pid" || rc=$?
+expect_eq "fio exit status" "$rc" 0
+verdict=$(python3 -c '
+import json
+t=open("/tmp/fio.json").read(); d=json.loads(t[t.index("{"):]); j=d["jobs"][0]
+w=j["write"]["io_bytes"]; r=j["read"]["io_bytes"]
+print("ok" if j["error"]==0 and w==96<<20 and r==w else "error=%s written=%s verified=%s" % (j["error"],w,r))' 2>&1)
+expect_eq "fio wrote 96 MiB across the kill and verified all of it" "$verdict" ok
+[ "$verdict" == ok ] || cat /tmp/fio.err
+
+# The recovered server is an ordinary one: file systems work, del works.
+check "mkfs.ext4 after recovery" mkfs.ext4 -q -F /dev/ublkb0
+mkdir -p /tmp/mnt
+check "mount" mount /dev/ublkb0 /tmp/mnt
+write_files /tmp/mnt 8
+check "files verify" verify_files /tmp/mnt
+check "umount" umount /tmp/mnt
+check "del after recovery" "$P" del 0
+expect_eq "no devices left" "$(ublk_count)" 0
+check "metadata healthy" "$P" check /dev/pmem0
+
+finish
