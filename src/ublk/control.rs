@@ -269,7 +269,12 @@ pub fn block_device_numbers(id: u32) -> Option<(u32, u32)> {
 /// the device when the last one does.
 pub fn delete(id: u32) -> Result<(), ServeError> {
     let ctrl = open_existing(id)?;
-    checked("DEL_DEV_ASYNC", ctrl.del_dev_async()).map(|_| ())
+    match ctrl.del_dev_async() {
+        // libublk removes its JSON file after the command succeeded, racing
+        // the stopping server that removes the same file: the device is gone.
+        Err(UblkError::IOError(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        result => checked("DEL_DEV_ASYNC", result).map(|_| ()),
+    }
 }
 
 /// Ask device `id` to stop; its server's queues end and it cleans up.
