@@ -128,7 +128,7 @@ pub enum AddPlan {
         /// The newest valid super block.
         superblock: SuperBlock,
         /// Health of both copies (a warning when not both ok).
-        metadata: Metadata,
+        metadata: Box<Metadata>,
     },
     /// Format first, then serve.
     Format(FormatPlan),
@@ -147,7 +147,7 @@ pub fn plan_add<M: MetadataIo + ?Sized>(
             }
             Ok(AddPlan::Existing {
                 superblock,
-                metadata,
+                metadata: Box::new(metadata),
             })
         }
         Err(MetadataError::NotFormatted) => {

@@ -39,25 +39,55 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "serve",
         what: "add on 2 GiB pmem, fio verify, ext4, xfs, discard, refusals, del and re-add",
-        boots: &[Boot { script: "tests/guest/serve.sh", size: "2G", label_size: None, env: &[], kill_on: None }],
+        boots: &[Boot {
+            script: "tests/guest/serve.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
     },
     Scenario {
         name: "recover",
         what: "kill -9 of the server under fio, recover, fio ends with zero errors",
-        boots: &[Boot { script: "tests/guest/recover.sh", size: "2G", label_size: None, env: &[], kill_on: None }],
+        boots: &[Boot {
+            script: "tests/guest/recover.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
     },
     Scenario {
         name: "powercut",
         what: "O_DSYNC / FUA / fsync'd writes survive QEMU being killed, unsynced ones do not",
         boots: &[
-            Boot { script: "tests/guest/powercut.sh", size: "2G", label_size: None, env: &["PHASE=cut"], kill_on: Some("cut-now") },
-            Boot { script: "tests/guest/powercut.sh", size: "2G", label_size: None, env: &["PHASE=verify"], kill_on: None },
+            Boot {
+                script: "tests/guest/powercut.sh",
+                size: "2G",
+                label_size: None,
+                env: &["PHASE=cut"],
+                kill_on: Some("cut-now"),
+            },
+            Boot {
+                script: "tests/guest/powercut.sh",
+                size: "2G",
+                label_size: None,
+                env: &["PHASE=verify"],
+                kill_on: None,
+            },
         ],
     },
     Scenario {
         name: "devdax",
         what: "a devdax namespace as the backing (CPU cache write-back), physical address, namespace uuid",
-        boots: &[Boot { script: "tests/guest/devdax.sh", size: "1G", label_size: Some("128K"), env: &[], kill_on: None }],
+        boots: &[Boot {
+            script: "tests/guest/devdax.sh",
+            size: "1G",
+            label_size: Some("128K"),
+            env: &[],
+            kill_on: None,
+        }],
     },
 ];
 
@@ -68,7 +98,10 @@ fn newest_mtime(dir: &Path) -> SystemTime {
         let time = if path.is_dir() {
             newest_mtime(&path)
         } else {
-            entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
         };
         newest = newest.max(time);
     }
@@ -90,9 +123,17 @@ fn preflight(repo: &Path) -> Result<(), String> {
     let binary = repo.join("target/release/pmem-stack");
     let built = fs::metadata(&binary)
         .and_then(|m| m.modified())
-        .map_err(|_| format!("{} is missing: run 'cargo build --release' (scripts/test does)", binary.display()))?;
-    let sources = newest_mtime(&repo.join("src"))
-        .max(fs::metadata(repo.join("Cargo.toml")).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH));
+        .map_err(|_| {
+            format!(
+                "{} is missing: run 'cargo build --release' (scripts/test does)",
+                binary.display()
+            )
+        })?;
+    let sources = newest_mtime(&repo.join("src")).max(
+        fs::metadata(repo.join("Cargo.toml"))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+    );
     if built < sources {
         return Err(format!(
             "{} is older than the sources: run 'cargo build --release' (scripts/test does)",
@@ -116,7 +157,13 @@ struct Outcome {
     failures: Vec<String>,
 }
 
-fn run_boot(repo: &Path, dir: &Path, index: usize, boot: &Boot, image: &Path) -> Result<Outcome, String> {
+fn run_boot(
+    repo: &Path,
+    dir: &Path,
+    index: usize,
+    boot: &Boot,
+    image: &Path,
+) -> Result<Outcome, String> {
     let results = dir.join(format!("boot{index}"));
     let mut cmd = Command::new(repo.join("tests/vm/boot.sh"));
     cmd.current_dir(repo)
@@ -139,7 +186,9 @@ fn run_boot(repo: &Path, dir: &Path, index: usize, boot: &Boot, image: &Path) ->
     if let Some(marker) = boot.kill_on {
         cmd.arg("--kill-on").arg(marker);
     }
-    let status = cmd.status().map_err(|e| format!("cannot run tests/vm/boot.sh: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run tests/vm/boot.sh: {e}"))?;
     let log = fs::read_to_string(results.join("guest.log")).unwrap_or_default();
     let mut outcome = Outcome {
         passed: 0,
@@ -159,31 +208,39 @@ fn run_boot(repo: &Path, dir: &Path, index: usize, boot: &Boot, image: &Path) ->
     if boot.kill_on.is_some() {
         // The boot ends with the power cut; its checks are those before it.
         if code != 0 {
-            outcome
-                .failures
-                .push(format!("the power cut did not happen (boot.sh exit {code}); see {}", results.display()));
+            outcome.failures.push(format!(
+                "the power cut did not happen (boot.sh exit {code}); see {}",
+                results.display()
+            ));
         }
     } else {
         if code != 0 && outcome.failures.is_empty() {
-            outcome
-                .failures
-                .push(format!("guest run failed (boot.sh exit {code}); see {}", results.display()));
+            outcome.failures.push(format!(
+                "guest run failed (boot.sh exit {code}); see {}",
+                results.display()
+            ));
         }
         if !log.lines().any(|l| l.starts_with("summary: ")) {
-            outcome
-                .failures
-                .push(format!("the scenario did not finish; see {}", results.display()));
+            outcome.failures.push(format!(
+                "the scenario did not finish; see {}",
+                results.display()
+            ));
         }
     }
     if outcome.passed == 0 {
-        outcome.failures.push("no check passed: the scenario did not run".into());
+        outcome
+            .failures
+            .push("no check passed: the scenario did not run".into());
     }
     Ok(outcome)
 }
 
 fn main() -> ExitCode {
     let repo = PathBuf::from(REPO);
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     if let Err(why) = preflight(&repo) {
         eprintln!("real_kernel: cannot run: {why}");
         return ExitCode::FAILURE;
@@ -223,9 +280,16 @@ fn main() -> ExitCode {
         total_passed += passed;
         let secs = started.elapsed().as_secs_f64();
         if failures.is_empty() {
-            println!("scenario {}: ok ({passed} checks, {secs:.0} s)", scenario.name);
+            println!(
+                "scenario {}: ok ({passed} checks, {secs:.0} s)",
+                scenario.name
+            );
         } else {
-            println!("scenario {}: FAILED ({} failures, {secs:.0} s)", scenario.name, failures.len());
+            println!(
+                "scenario {}: FAILED ({} failures, {secs:.0} s)",
+                scenario.name,
+                failures.len()
+            );
             for f in &failures {
                 println!("    {f}");
             }

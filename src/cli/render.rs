@@ -344,7 +344,7 @@ mod tests {
         assert!((42..=48).contains(&d), "{bar}");
         // Order: head, primary, padding, reserve, data, padding, backup.
         let order: String = bar.chars().fold(String::new(), |mut acc, c| {
-            if acc.chars().last() != Some(c) {
+            if !acc.ends_with(c) {
                 acc.push(c);
             }
             acc

@@ -85,7 +85,9 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
     let context = || format!("cannot recover /dev/ublkb{id}");
     control::check_driver().with_context(context)?;
     if !control::device_ids().contains(&id) {
-        bail!("cannot recover /dev/ublkb{id}: it does not exist ('pmem-stack list' shows the devices)");
+        bail!(
+            "cannot recover /dev/ublkb{id}: it does not exist ('pmem-stack list' shows the devices)"
+        );
     }
     let registry = Registry::system();
     let entry = registry

@@ -77,7 +77,7 @@ impl fmt::Display for Foreign {
     }
 }
 
-fn at<'a>(head: &'a [u8], offset: usize, len: usize) -> Option<&'a [u8]> {
+fn at(head: &[u8], offset: usize, len: usize) -> Option<&[u8]> {
     head.get(offset..offset.checked_add(len)?)
 }
 
@@ -196,7 +196,9 @@ mod tests {
     fn blank_and_random_looking_data_is_not_foreign() {
         assert!(find_foreign(&head()).is_empty());
         assert!(find_foreign(&[]).is_empty());
-        let noise: Vec<u8> = (0..PROBE_LEN).map(|i| (i * 131 % 251) as u8).collect();
+        let noise: Vec<u8> = (0..PROBE_LEN)
+            .map(|i| u8::try_from(i * 131 % 251).expect("below 251"))
+            .collect();
         assert!(find_foreign(&noise).is_empty());
     }
 
