@@ -105,6 +105,29 @@ img_id=$(echo "$out" | jget 'd["id"]')
 expect_eq "add --json names the device" "$(echo "$out" | jget 'd["device"]')" "/dev/ublkb$img_id"
 fio_verify "fio verify on an image-file backing" "/dev/ublkb$img_id" 0 8M
 
+# --- --foreground: stays attached; SIGTERM and SIGINT flush, stop, remove ---
+truncate -s 128M /tmp/fg.img
+head -c 1048576 /dev/urandom >/tmp/fg.marker
+for sig in TERM INT; do
+	"$P" add /tmp/fg.img --reserve 0 --foreground >/tmp/fg.out 2>/tmp/fg.err &
+	fg=$!
+	for _ in $(seq 300); do
+		grep -q '^/dev/ublkb' /tmp/fg.out 2>/dev/null && break
+		sleep 0.1
+	done
+	fgdev=$(tail -1 /tmp/fg.out)
+	check "foreground add prints the device ($sig)" test -b "$fgdev"
+	dd if=/tmp/fg.marker of="$fgdev" bs=1M seek=3 oflag=direct status=none
+	kill "-$sig" "$fg"
+	rc=0
+	wait "$fg" || rc=$?
+	expect_eq "foreground server exits 0 on SIG$sig" "$rc" 0
+	check "its device is gone after SIG$sig" test ! -e "$fgdev"
+	again=$("$P" add /tmp/fg.img | tail -1)
+	check "data written before SIG$sig is there" cmp /tmp/fg.marker <(dd if="$again" bs=1M skip=3 count=1 iflag=direct status=none)
+	"$P" del "$again" >/dev/null
+done
+
 # --- del, then add again without --reserve: layout reused, files intact ---
 refused "del of a mounted device" "mounted at /tmp/mnt" "$P" del 0
 umount /tmp/mnt
