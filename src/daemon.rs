@@ -348,12 +348,28 @@ impl Handshake {
         self.reap();
     }
 
+    /// Collect the child, which has reported failure, closed its end or been
+    /// killed. A child still tearing down after `REAP_GRACE` is killed: the
+    /// starting command must never hang on it.
     fn reap(&self) {
-        let mut status = 0;
-        // SAFETY: waiting for our own child; `status` is a valid out pointer.
-        // Blocking is fine: the child has reported failure, closed its end,
-        // or been killed, so it is exiting.
-        unsafe { libc::waitpid(self.child, &mut status, 0) };
+        const REAP_GRACE: Duration = Duration::from_secs(30);
+        let deadline = Instant::now() + REAP_GRACE;
+        loop {
+            let mut status = 0;
+            // SAFETY: polling our own child; `status` is a valid out pointer.
+            let rc = unsafe { libc::waitpid(self.child, &mut status, libc::WNOHANG) };
+            if rc != 0 {
+                return; // reaped, or not our child any more
+            }
+            if Instant::now() >= deadline {
+                // SAFETY: signalling our own child by pid.
+                unsafe { libc::kill(self.child, libc::SIGKILL) };
+                // SAFETY: as above; after SIGKILL the wait is short.
+                unsafe { libc::waitpid(self.child, &mut status, 0) };
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

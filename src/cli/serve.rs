@@ -325,6 +325,17 @@ fn run_server(
                 }
             };
             let engine = Engine::new(Arc::clone(&backing), &sb.geometry)?;
+            // Recorded before the device goes live, so `list`, `del` and
+            // `recover` know it from the first moment; failing to record is
+            // a failed start, not a device nobody can manage.
+            let log = detached.then(|| registry.log_path(granted.id));
+            let entry = registry_entry(&backing, &sb, granted, log);
+            registry.save(&entry).map_err(|err| {
+                format!(
+                    "cannot record the device in {}: {err}",
+                    registry.dir().display()
+                )
+            })?;
             *served.lock().unwrap_or_else(PoisonError::into_inner) = Some((granted.id, sb));
             log::info!(
                 "/dev/ublkb{}: serving {} bytes at offset {} of {} ({} queues x {}, {})",
@@ -345,28 +356,19 @@ fn run_server(
     };
 
     let on_live = {
-        let backing = Arc::clone(&backing);
         let reporter = Arc::clone(&reporter);
-        let served = Arc::clone(&served);
         let registry = registry.clone();
         move |granted: &Granted| {
-            let volume = *served.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((_, sb)) = volume {
-                let log = detached.then(|| registry.log_path(granted.id));
-                let entry = registry_entry(&backing, &sb, granted, log);
-                if let Err(err) = registry.save(&entry) {
-                    log::error!(
-                        "cannot record /dev/ublkb{} in {}: {err}",
-                        granted.id,
-                        registry.dir().display()
-                    );
-                }
-                if let Some(json) = print_when_live {
-                    if json {
-                        let _ = print_json(&device_json(&entry));
-                    } else {
-                        println!("/dev/ublkb{}", granted.id);
+            if let Some(json) = print_when_live {
+                if json {
+                    match registry.load(granted.id) {
+                        Ok(Some(entry)) => {
+                            let _ = print_json(&device_json(&entry));
+                        }
+                        _ => println!("/dev/ublkb{}", granted.id),
                     }
+                } else {
+                    println!("/dev/ublkb{}", granted.id);
                 }
             }
             log::info!("/dev/ublkb{}: live", granted.id);
@@ -382,13 +384,14 @@ fn run_server(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .map(|(id, _)| id);
+    // A stopped server's device is gone (or going): forget it. A recovered
+    // device whose new server failed to start stays quiesced and recorded.
+    let forget = result.is_ok() || matches!(attach, Attach::Add { .. });
+    if let (Some(id), true) = (id, forget) {
+        let _ = registry.remove(id);
+    }
     match result {
-        Ok(()) => {
-            if let Some(id) = id {
-                let _ = registry.remove(id);
-            }
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err(err) => {
             reporter
                 .lock()

@@ -77,8 +77,8 @@ pub enum IoError {
     Transfer(#[source] io::Error),
     #[error("making data durable failed: {0}")]
     Persist(#[source] io::Error),
-    #[error("zeroing failed: {0}")]
-    Zero(#[source] BackingError),
+    #[error("{0}")]
+    Backing(#[source] BackingError),
     #[error("an earlier write-back failed; flushes are refused until the device is restarted")]
     Failed,
 }
@@ -187,7 +187,7 @@ impl Engine {
                         req.len,
                         req.op == Op::Discard,
                     )
-                    .map_err(IoError::Zero)?;
+                    .map_err(IoError::Backing)?;
                 if !below {
                     range.zero().map_err(IoError::Transfer)?;
                 }
@@ -241,7 +241,7 @@ impl Engine {
     /// server does.
     pub fn shutdown_flush(&self) -> Result<(), IoError> {
         self.flush()?;
-        self.backing.sync_all().map_err(IoError::Zero)
+        self.backing.sync_all().map_err(IoError::Backing)
     }
 }
 

@@ -454,6 +454,17 @@ where
     drop(signals);
     // Whatever ended the queues, the data acknowledged so far goes to media.
     let flushed = engine.shutdown_flush();
+    let stats = engine.stats();
+    log::info!(
+        "/dev/ublkb{}: served {} reads, {} writes, {} flushes ({} with nothing to do)",
+        granted.id,
+        stats.reads.load(std::sync::atomic::Ordering::Relaxed),
+        stats.writes.load(std::sync::atomic::Ordering::Relaxed),
+        stats.flushes.load(std::sync::atomic::Ordering::Relaxed),
+        stats
+            .empty_flushes
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     // A server that stops on purpose removes its device; `del` may have done
     // so already, which is fine. Asynchronously: the kernel frees the device
     // once its last opener (perhaps a file system that is still mounted) lets

@@ -82,13 +82,14 @@ truncate -s 64M /tmp/loop.img
 loopdev=$(losetup -f --show /tmp/loop.img)
 mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$loopdev"
 mkdir -p /tmp/lmnt
-mount "$loopdev" /tmp/lmnt
-sync
-lbefore=$(sha256sum <"$loopdev")
+# Read-only: a mounted, writable ext4 rewrites its super block on its own.
+mount -o ro,noload "$loopdev" /tmp/lmnt
+dd if="$loopdev" of=/tmp/loop.before bs=1M status=none
 refused "add of a mounted device" "mounted at /tmp/lmnt" "$P" add "$loopdev" --reserve 8M --force
 refused "format of a mounted device" "mounted at /tmp/lmnt" "$P" format "$loopdev" --reserve 8M --force
-sync
-expect_eq "mounted device unchanged" "$(sha256sum <"$loopdev")" "$lbefore"
+dd if="$loopdev" of=/tmp/loop.after bs=1M status=none
+changed=$(cmp -l /tmp/loop.before /tmp/loop.after | awk '{printf "0x%x ", $1 - 1}' | head -c 300 || true)
+expect_eq "mounted device unchanged (differing offsets: ${changed:-none})" "$changed" ""
 umount /tmp/lmnt
 losetup -d "$loopdev"
 
