@@ -478,7 +478,7 @@ pub fn repair<M: MetadataIo + ?Sized>(io: &M) -> Result<RepairOutcome, MetadataE
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::format::{Alignment, LogicalBlockSize, ReserveMode};
+    use crate::layout::{LayoutRequest, ReserveRequest, plan};
     use std::cell::{Cell, RefCell};
     use std::path::PathBuf;
 
@@ -530,13 +530,14 @@ pub(crate) mod tests {
         }
     }
 
+    /// The layout `add --reserve` gives with every other option at its default.
     fn geometry(size: u64, reserve: u64) -> Geometry {
-        let mode = if reserve == 0 {
-            ReserveMode::None
-        } else {
-            ReserveMode::Hypervisor
-        };
-        Geometry::derive(size, Alignment::M2, LogicalBlockSize::B512, mode, reserve).expect("valid")
+        plan(
+            size,
+            &LayoutRequest::new(ReserveRequest::Bytes(reserve), None),
+        )
+        .expect("fits")
+        .geometry
     }
 
     fn formatted(size: usize) -> (MemImage, SuperBlock) {

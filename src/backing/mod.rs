@@ -575,26 +575,19 @@ mod tests {
     fn map_exposes_only_the_window() {
         let img = image(64 << 10);
         let b = Backing::open(img.path(), Access::Exclusive).expect("open");
-        let m = b.map(12288, 8192).expect("map");
-        assert_eq!(m.len(), 8192);
-        m.range(0, 4)
-            .expect("in")
-            .write_from(b"data")
-            .expect("write");
-        m.persist_all().expect("msync");
-        let mut buf = [0u8; 4];
-        b.read_at(12288, &mut buf).expect("read");
-        assert_eq!(&buf, b"data");
-        assert!(b.map(60 << 10, 8192).is_err());
-        // A window that does not start on a page.
-        let m = b.map(5000, 100).expect("unaligned window");
-        m.range(0, 3)
-            .expect("in")
-            .write_from(b"xyz")
-            .expect("write");
-        m.persist_all().expect("msync");
-        let mut buf = [0u8; 3];
-        b.read_at(5000, &mut buf).expect("read");
-        assert_eq!(&buf, b"xyz");
+        assert!(b.map(60 << 10, 8192).is_err(), "beyond the end");
+        // Page-aligned, and a window that does not start on a page.
+        for (offset, len, data) in [(12288u64, 8192u64, &b"data"[..]), (5000, 100, &b"xyz"[..])] {
+            let m = b.map(offset, len).expect("map");
+            assert_eq!(m.len(), len);
+            m.range(0, data.len() as u64)
+                .expect("in")
+                .write_from(data)
+                .expect("write");
+            m.persist_all().expect("msync");
+            let mut buf = vec![0u8; data.len()];
+            b.read_at(offset, &mut buf).expect("read");
+            assert_eq!(buf, data);
+        }
     }
 }

@@ -319,15 +319,16 @@ pub fn info_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pmem_stack::format::{Alignment, LogicalBlockSize};
+    use pmem_stack::layout::{LayoutRequest, ReserveRequest, plan};
 
+    /// The layout `add --reserve` gives with every other option at its default.
     fn geometry(size: u64, reserve: u64) -> Geometry {
-        let mode = if reserve == 0 {
-            ReserveMode::None
-        } else {
-            ReserveMode::Hypervisor
-        };
-        Geometry::derive(size, Alignment::M2, LogicalBlockSize::B512, mode, reserve).expect("valid")
+        plan(
+            size,
+            &LayoutRequest::new(ReserveRequest::Bytes(reserve), None),
+        )
+        .expect("fits")
+        .geometry
     }
 
     #[test]

@@ -33,75 +33,69 @@ impl UserCopy {
     }
 }
 
-fn offset(pos: u64) -> io::Result<libc::off_t> {
-    libc::off_t::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+/// Run `step(done)` until `len` bytes are moved: `step` is one `pread` or
+/// `pwrite` of the remaining bytes, returning its raw result. Short transfers
+/// continue, `EINTR` retries, anything else (including 0) fails.
+fn transfer_all(len: usize, mut step: impl FnMut(usize) -> isize) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        match usize::try_from(step(done)) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the request's buffer ended early",
+                ));
+            }
+            Ok(n) => done += n,
+            Err(_) => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl UserCopy {
+    /// The char device position of byte `done` of the request.
+    fn position(&self, done: usize) -> libc::off_t {
+        // Positions stay below 2^63: UBLKSRV_IO_BUF_OFFSET plus queue, tag and
+        // a 25-bit offset; an out-of-range value makes the syscall fail.
+        libc::off_t::try_from(self.pos + done as u64).unwrap_or(-1)
+    }
 }
 
 impl Transfer for UserCopy {
     fn deliver(&mut self, src: &MediaRange<'_>) -> io::Result<()> {
-        let mut done = 0usize;
-        while done < src.len() {
-            let pos = offset(self.pos + done as u64)?;
+        transfer_all(src.len(), |done| {
             // SAFETY: `src.as_ptr() + done .. src.as_ptr() + src.len()` lies in
             // the live mapping `src` borrows; the kernel only reads from it.
-            let n = unsafe {
+            unsafe {
                 libc::pwrite(
                     self.cdev,
                     src.as_ptr().add(done).cast::<libc::c_void>(),
                     src.len() - done,
-                    pos,
+                    self.position(done),
                 )
-            };
-            match usize::try_from(n) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "request buffer full",
-                    ));
-                }
-                Ok(n) => done += n,
-                Err(_) => {
-                    let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(err);
-                    }
-                }
             }
-        }
-        Ok(())
+        })
     }
 
     fn fetch(&mut self, dst: &MediaRange<'_>) -> io::Result<()> {
-        let mut done = 0usize;
-        while done < dst.len() {
-            let pos = offset(self.pos + done as u64)?;
+        transfer_all(dst.len(), |done| {
             // SAFETY: the destination lies in the live, writable mapping `dst`
             // borrows, and the kernel writes at most `dst.len() - done` bytes.
-            let n = unsafe {
+            unsafe {
                 libc::pread(
                     self.cdev,
                     dst.as_ptr().add(done).cast::<libc::c_void>(),
                     dst.len() - done,
-                    pos,
+                    self.position(done),
                 )
-            };
-            match usize::try_from(n) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "request data ended early",
-                    ));
-                }
-                Ok(n) => done += n,
-                Err(_) => {
-                    let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(err);
-                    }
-                }
             }
-        }
-        Ok(())
+        })
     }
 }
 
@@ -129,5 +123,27 @@ impl Transfer for Bounce<'_> {
             )
         })?;
         dst.write_from(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_transfers_continue_and_errors_stop() {
+        let mut steps = vec![3isize, 5, 2].into_iter();
+        assert!(transfer_all(10, |_| steps.next().unwrap_or(0)).is_ok());
+        let mut steps = vec![3isize, 0].into_iter();
+        let err = transfer_all(10, |_| steps.next().unwrap_or(0)).expect_err("eof");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let mut seen = Vec::new();
+        let mut steps = vec![4isize, 4, 2].into_iter();
+        transfer_all(10, |done| {
+            seen.push(done);
+            steps.next().unwrap_or(0)
+        })
+        .expect("all");
+        assert_eq!(seen, vec![0, 4, 8]);
     }
 }
