@@ -117,6 +117,8 @@ SCRIPT=$(realpath "$SCRIPT")
 CWD=$(realpath "$CWD")
 [[ -d $CWD ]] || die "--cwd $CWD is not a directory"
 for p in "$SCRIPT" "$CWD"; do
+    # The repo itself is shared separately (at its own path), wherever it is.
+    [[ $p/ == "$REPO"/* ]] && continue
     case $p/ in
         /tmp/* | /run/* | /proc/* | /sys/* | /dev/*)
             die "$p is under /tmp, /run, /proc, /sys or /dev, which the guest does not share with the host; put it elsewhere"
@@ -189,6 +191,8 @@ RESULTS=$(realpath "$RESULTS")
         printf 'export %s=%q\n' "$k" "${kv#*=}"
     done
 } >"$RESULTS/guest.env"
+# The repo's path, raw, for init.sh (busybox sh) to mount the repo share at.
+printf '%s\n' "$REPO" >"$RESULTS/repo-path"
 
 NVDIMM=nvdimm,id=nvdimm0,memdev=nv0
 [[ $LABEL_BYTES -gt 0 ]] && NVDIMM+=",label-size=$LABEL_BYTES"
@@ -205,6 +209,7 @@ QEMU=(
     -serial "file:$RESULTS/console.log"
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap
     -virtfs "local,path=$RESULTS,mount_tag=work,security_model=none"
+    -virtfs "local,path=$REPO,mount_tag=repo,security_model=none,readonly=on,multidevs=remap"
 )
 printf '%q ' "${QEMU[@]}" >"$RESULTS/qemu-cmdline"
 echo >>"$RESULTS/qemu-cmdline"

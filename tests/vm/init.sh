@@ -64,6 +64,14 @@ mkdir -p "$R" /host/run/lock
 mount -t 9p -o "$O9,cache=none" work "$R" || fatal "mount 9p results share"
 
 [ -f "$R/guest.env" ] || fatal "results/guest.env missing (boot.sh writes it)"
+
+# The repo (sources, target/release/pmem-stack) is shared on its own, read-only,
+# and mounted at its host path: that works even where the host root is hidden
+# by the guest's own /tmp or /run (a CI checkout under /tmp).
+[ -f "$R/repo-path" ] || fatal "results/repo-path missing (boot.sh writes it)"
+read -r REPO_PATH <"$R/repo-path"
+mkdir -p "/host$REPO_PATH" 2>/dev/null || true
+mount -t 9p -o "$O9,ro,cache=loose" repo "/host$REPO_PATH" || fatal "mount 9p repo share at $REPO_PATH"
 [ -x /host/bin/bash ] || fatal "host has no /bin/bash"
 
 read -r up _ </proc/uptime
