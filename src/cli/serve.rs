@@ -24,6 +24,17 @@ use super::{open_exclusive, print_json};
 /// How long `add` waits for the server before giving up on it.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Where the server runs and how it announces the live device.
+#[derive(Clone, Copy)]
+enum ServerMode {
+    /// Forked into the background: reports through the handshake pipe and
+    /// logs to the device's log file.
+    Detached,
+    /// Attached to the terminal: prints the device itself (as JSON with
+    /// `--json`) and logs to stderr.
+    Foreground { json: bool },
+}
+
 /// What the server serves.
 enum Volume {
     /// A formatted volume.
@@ -102,6 +113,8 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
             info.pid
         );
     }
+    // Not open_exclusive(): that refuses exactly this case, a backing attached
+    // to a device whose server died.
     let backing = Backing::open(&entry.backing, pmem_stack::backing::Access::Exclusive)
         .with_context(context)?;
     if backing.identity().to_key() != entry.identity {
@@ -154,7 +167,7 @@ fn launch(
             cfg,
             Reporter::foreground(),
             registry.clone(),
-            Some(json),
+            ServerMode::Foreground { json },
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -169,7 +182,7 @@ fn launch(
                 cfg,
                 reporter,
                 registry.clone(),
-                None,
+                ServerMode::Detached,
             ) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(err) => {
@@ -187,15 +200,7 @@ fn launch(
                 .context("waiting for the server")?;
             match outcome {
                 StartOutcome::Live { id } => {
-                    if json {
-                        let entry = registry.load(id).ok().flatten();
-                        match entry {
-                            Some(entry) => print_json(&device_json(&entry))?,
-                            None => print_json(&DeviceJson::minimal(id, child))?,
-                        }
-                    } else {
-                        println!("/dev/ublkb{id}");
-                    }
+                    announce(registry, id, child, json)?;
                     Ok(ExitCode::SUCCESS)
                 }
                 StartOutcome::Failed { id, reason } => {
@@ -219,6 +224,18 @@ fn launch(
                 }
             }
         }
+    }
+}
+
+/// Print the live device: its path, or with `--json` its `list` object.
+fn announce(registry: &Registry, id: u32, pid: i32, json: bool) -> Result<()> {
+    if !json {
+        println!("/dev/ublkb{id}");
+        return Ok(());
+    }
+    match registry.load(id) {
+        Ok(Some(entry)) => print_json(&device_json(&entry)),
+        _ => print_json(&DeviceJson::minimal(id, pid)),
     }
 }
 
@@ -268,8 +285,7 @@ fn registry_entry(
     }
 }
 
-/// The server itself. `print_when_live`: foreground mode prints the device
-/// (as JSON when `Some(true)`).
+/// The server itself, until its device stops.
 fn run_server(
     attach: Attach,
     backing: Backing,
@@ -277,9 +293,9 @@ fn run_server(
     cfg: QueueConfig,
     reporter: Reporter,
     registry: Registry,
-    print_when_live: Option<bool>,
+    mode: ServerMode,
 ) -> Result<()> {
-    let detached = print_when_live.is_none();
+    let detached = matches!(mode, ServerMode::Detached);
     if let Err(err) = daemon::private_mount_namespace() {
         log::warn!(
             "no private mount namespace ({err}); do not let this server outlive a mount of its device"
@@ -292,8 +308,8 @@ fn run_server(
     };
     let backing = Arc::new(backing);
     let reporter = Arc::new(Mutex::new(reporter));
-    // Filled in once the kernel granted the device and the volume is ready.
-    let served: Arc<Mutex<Option<(u32, SuperBlock)>>> = Arc::new(Mutex::new(None));
+    // The device id, once the kernel granted it and the volume is ready.
+    let served: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
 
     let prepare = {
         let backing = Arc::clone(&backing);
@@ -336,7 +352,7 @@ fn run_server(
                     registry.dir().display()
                 )
             })?;
-            *served.lock().unwrap_or_else(PoisonError::into_inner) = Some((granted.id, sb));
+            *served.lock().unwrap_or_else(PoisonError::into_inner) = Some(granted.id);
             log::info!(
                 "/dev/ublkb{}: serving {} bytes at offset {} of {} ({} queues x {}, {})",
                 granted.id,
@@ -359,16 +375,10 @@ fn run_server(
         let reporter = Arc::clone(&reporter);
         let registry = registry.clone();
         move |granted: &Granted| {
-            if let Some(json) = print_when_live {
-                if json {
-                    match registry.load(granted.id) {
-                        Ok(Some(entry)) => {
-                            let _ = print_json(&device_json(&entry));
-                        }
-                        _ => println!("/dev/ublkb{}", granted.id),
-                    }
-                } else {
-                    println!("/dev/ublkb{}", granted.id);
+            if let ServerMode::Foreground { json } = mode {
+                let pid = i32::try_from(std::process::id()).unwrap_or(0);
+                if let Err(err) = announce(&registry, granted.id, pid, json) {
+                    log::error!("cannot print the device: {err:#}");
                 }
             }
             log::info!("/dev/ublkb{}: live", granted.id);
@@ -380,10 +390,7 @@ fn run_server(
     };
 
     let result = control::serve(attach, cfg, lbs, prepare, on_live);
-    let id = served
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .map(|(id, _)| id);
+    let id = *served.lock().unwrap_or_else(PoisonError::into_inner);
     // A stopped server's device is gone (or going): forget it. A recovered
     // device whose new server failed to start stays quiesced and recorded.
     let forget = result.is_ok() || matches!(attach, Attach::Add { .. });

@@ -106,6 +106,19 @@ pub struct Stats {
     pub empty_flushes: AtomicU64,
 }
 
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} reads, {} writes, {} flushes ({} with nothing to do)",
+            self.reads.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+            self.flushes.load(Ordering::Relaxed),
+            self.empty_flushes.load(Ordering::Relaxed)
+        )
+    }
+}
+
 /// The engine for one served data area, shared by all queue threads.
 #[derive(Debug)]
 pub struct Engine {

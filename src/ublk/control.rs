@@ -17,6 +17,7 @@
 use std::error::Error as StdError;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
 use libublk::io::UblkDev;
@@ -443,33 +444,32 @@ where
 
     let queue_engine = Arc::clone(&engine);
     let user_copy = granted.user_copy;
+    let went_live = Arc::new(AtomicBool::new(false));
+    let live_flag = Arc::clone(&went_live);
     let result = ctrl.run_target(
         move |dev: &mut UblkDev| {
             set_params(dev, size, lbs);
             Ok(())
         },
         move |qid, dev: &UblkDev| serve_queue(qid, dev, &queue_engine, user_copy),
-        move |_ctrl: &UblkCtrl| on_live(&granted),
+        move |_ctrl: &UblkCtrl| {
+            live_flag.store(true, Ordering::Release);
+            on_live(&granted);
+        },
     );
     drop(signals);
     // Whatever ended the queues, the data acknowledged so far goes to media.
     let flushed = engine.shutdown_flush();
-    let stats = engine.stats();
-    log::info!(
-        "/dev/ublkb{}: served {} reads, {} writes, {} flushes ({} with nothing to do)",
-        granted.id,
-        stats.reads.load(std::sync::atomic::Ordering::Relaxed),
-        stats.writes.load(std::sync::atomic::Ordering::Relaxed),
-        stats.flushes.load(std::sync::atomic::Ordering::Relaxed),
-        stats
-            .empty_flushes
-            .load(std::sync::atomic::Ordering::Relaxed),
-    );
-    // A server that stops on purpose removes its device; `del` may have done
-    // so already, which is fine. Asynchronously: the kernel frees the device
-    // once its last opener (perhaps a file system that is still mounted) lets
-    // go, and this server must not wait for that.
-    let _ = ctrl.del_dev_async();
+    log::info!("/dev/ublkb{}: served {}", granted.id, engine.stats());
+    // A server that stops on purpose removes its device (`del` may have done
+    // so already, which is fine), and so does a failed add. A recovery that
+    // failed before the device was live again leaves it quiesced for another
+    // attempt. Asynchronously: the kernel frees the device once its last
+    // opener (perhaps a mounted file system) lets go; the server must not
+    // wait for that.
+    if went_live.load(Ordering::Acquire) || matches!(attach, Attach::Add { .. }) {
+        let _ = ctrl.del_dev_async();
+    }
     checked("serving", result)?;
     flushed.map_err(ServeError::Flush)?;
     log::info!("/dev/ublkb{}: stopped", granted.id);
