@@ -67,6 +67,18 @@ pub enum CopyState {
     Stale,
 }
 
+impl CopyState {
+    /// The name used in messages and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CopyState::Ok => "ok",
+            CopyState::Corrupt => "corrupt",
+            CopyState::Missing => "missing",
+            CopyState::Stale => "stale",
+        }
+    }
+}
+
 /// What was found at one copy's location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CopyReport {
@@ -297,8 +309,8 @@ pub fn open_volume<M: MetadataIo + ?Sized>(
     let Some(current) = metadata.current else {
         if metadata.has_any_copy() {
             return Err(MetadataError::NoValidCopy {
-                primary: describe(&metadata.primary),
-                backup: describe(&metadata.backup),
+                primary: describe_copy(&metadata.primary),
+                backup: describe_copy(&metadata.backup),
             });
         }
         return Err(MetadataError::NotFormatted);
@@ -318,22 +330,12 @@ fn check_fits(geometry: &Geometry, actual: u64) -> Result<(), MetadataError> {
     Ok(())
 }
 
-fn describe(report: &CopyReport) -> String {
-    let state = match report.state {
-        CopyState::Ok => "ok",
-        CopyState::Corrupt => "corrupt",
-        CopyState::Missing => "missing",
-        CopyState::Stale => "stale",
-    };
-    match &report.detail {
-        Some(detail) => format!("{state} ({detail})"),
-        None => state.to_string(),
-    }
-}
-
 /// Human summary of a copy's state, e.g. `corrupt (checksum mismatch ...)`.
 pub fn describe_copy(report: &CopyReport) -> String {
-    describe(report)
+    match &report.detail {
+        Some(detail) => format!("{} ({detail})", report.state.name()),
+        None => report.state.name().to_string(),
+    }
 }
 
 /// Read the first bytes of the backing for the foreign-signature probe.
@@ -377,7 +379,7 @@ pub fn check_format_allowed<M: MetadataIo + ?Sized>(
                     &m.primary
                 };
                 return Err(Refusal::DamagedVolume {
-                    detail: format!("{} {}", report.slot.name(), describe(report)),
+                    detail: format!("{} {}", report.slot.name(), describe_copy(report)),
                 }
                 .into());
             }
@@ -442,8 +444,8 @@ pub fn repair<M: MetadataIo + ?Sized>(io: &M) -> Result<RepairOutcome, MetadataE
     let Some(current) = before.current else {
         return Err(if before.has_any_copy() {
             MetadataError::NoValidCopy {
-                primary: describe(&before.primary),
-                backup: describe(&before.backup),
+                primary: describe_copy(&before.primary),
+                backup: describe_copy(&before.backup),
             }
         } else {
             MetadataError::NotFormatted
@@ -468,7 +470,7 @@ pub fn repair<M: MetadataIo + ?Sized>(io: &M) -> Result<RepairOutcome, MetadataE
         if report.state != CopyState::Ok {
             return Err(MetadataError::RepairUnverified {
                 slot,
-                detail: describe(report),
+                detail: describe_copy(report),
             });
         }
     }

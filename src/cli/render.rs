@@ -116,15 +116,6 @@ fn kind_name(kind: BackingKind) -> &'static str {
     }
 }
 
-fn state_name(state: CopyState) -> &'static str {
-    match state {
-        CopyState::Ok => "ok",
-        CopyState::Corrupt => "corrupt",
-        CopyState::Missing => "missing",
-        CopyState::Stale => "stale",
-    }
-}
-
 /// A copy in JSON.
 #[derive(Debug, Serialize)]
 pub struct CopyJson {
@@ -308,7 +299,7 @@ pub fn info_text(
                 out,
                 "  warning: the {} copy is {}; run 'pmem-stack check --repair {}'",
                 report.slot.name(),
-                state_name(report.state),
+                report.state.name(),
                 backing.path().display()
             );
         }

@@ -163,28 +163,22 @@ impl Engine {
 
     /// Serve one request; returns the byte count to complete it with.
     pub fn execute(&self, req: &Request, xfer: &mut dyn Transfer) -> Result<u64, IoError> {
-        if req.op == Op::Flush {
-            self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-            self.flush()?;
-            return Ok(0);
-        }
-        let range = self
-            .mapping
-            .range(req.offset, req.len)
-            .map_err(|_| IoError::OutOfRange {
-                offset: req.offset,
-                len: req.len,
-                size: self.size(),
-            })?;
         match req.op {
+            Op::Flush => {
+                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                self.flush()?;
+                Ok(0)
+            }
             Op::Read => {
                 self.stats.reads.fetch_add(1, Ordering::Relaxed);
-                xfer.deliver(&range).map_err(IoError::Transfer)?;
+                xfer.deliver(&self.range_of(req)?)
+                    .map_err(IoError::Transfer)?;
                 Ok(req.len)
             }
             Op::Write { fua } => {
                 self.stats.writes.fetch_add(1, Ordering::Relaxed);
-                xfer.fetch(&range).map_err(IoError::Transfer)?;
+                xfer.fetch(&self.range_of(req)?)
+                    .map_err(IoError::Transfer)?;
                 if fua {
                     self.persist_now(req.offset, req.len)?;
                 } else {
@@ -193,13 +187,15 @@ impl Engine {
                 Ok(req.len)
             }
             Op::Discard | Op::WriteZeroes => {
+                let range = self.range_of(req)?;
+                // Inside the data area (range_of checked), so inside the backing.
+                let media_offset = self
+                    .data_offset
+                    .checked_add(req.offset)
+                    .ok_or_else(|| self.out_of_range(req))?;
                 let below = self
                     .backing
-                    .zero_range(
-                        self.data_offset + req.offset,
-                        req.len,
-                        req.op == Op::Discard,
-                    )
+                    .zero_range(media_offset, req.len, req.op == Op::Discard)
                     .map_err(IoError::Backing)?;
                 if !below {
                     range.zero().map_err(IoError::Transfer)?;
@@ -207,8 +203,22 @@ impl Engine {
                 self.dirty.mark(req.offset, req.len);
                 Ok(0)
             }
-            Op::Flush => Ok(0),
         }
+    }
+
+    fn out_of_range(&self, req: &Request) -> IoError {
+        IoError::OutOfRange {
+            offset: req.offset,
+            len: req.len,
+            size: self.size(),
+        }
+    }
+
+    /// The mapped bytes a request addresses, or `EIO` outside the data area.
+    fn range_of(&self, req: &Request) -> Result<MediaRange<'_>, IoError> {
+        self.mapping
+            .range(req.offset, req.len)
+            .map_err(|_| self.out_of_range(req))
     }
 
     fn persist_now(&self, offset: u64, len: u64) -> Result<(), IoError> {

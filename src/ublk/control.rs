@@ -199,17 +199,13 @@ fn checked(what: &'static str, result: Result<i32, UblkError>) -> Result<i32, Se
     }
 }
 
-fn require_driver() -> Result<(), ServeError> {
+/// Fail early, before anything is written, when ublk cannot work here.
+pub fn check_driver() -> Result<(), ServeError> {
     if Path::new(CONTROL_PATH).exists() {
         Ok(())
     } else {
         Err(ServeError::NoDriver)
     }
-}
-
-/// Fail early, before anything is written, when ublk cannot work here.
-pub fn check_driver() -> Result<(), ServeError> {
-    require_driver()
 }
 
 /// Ids of all ublk devices the kernel has.
@@ -231,7 +227,7 @@ pub fn device_ids() -> Vec<u32> {
 }
 
 fn open_existing(id: u32) -> Result<UblkCtrl, ServeError> {
-    require_driver()?;
+    check_driver()?;
     if !device_ids().contains(&id) {
         return Err(ServeError::NoSuchDevice(id));
     }
@@ -312,7 +308,7 @@ fn set_params(dev: &mut UblkDev, size: u64, lbs: LogicalBlockSize) {
 }
 
 fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeError> {
-    require_driver()?;
+    check_driver()?;
     match attach {
         Attach::Add { id } => {
             let signed = match id {
