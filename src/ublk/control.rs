@@ -384,12 +384,22 @@ fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeErro
                 .nr_queues(info.nr_hw_queues)
                 .depth(info.queue_depth)
                 .io_buf_bytes(info.max_io_buf_bytes)
-                .ctrl_flags(info.flags)
+                .ctrl_flags(recovery_flags(info.flags))
                 .dev_flags(UblkFlags::UBLK_DEV_F_RECOVER_DEV)
                 .build()
                 .map_err(ublk_error("recovery attach"))
         }
     }
+}
+
+/// The flags a re-attaching server passes back: the ones pmem-stack asks for
+/// that the kernel granted the device. The kernel also reports flags it sets
+/// on its own (`UBLK_F_CMD_IOCTL_ENCODE`, and since 6.16 `PER_IO_DAEMON` and
+/// `BUF_REG_OFF_DAEMON`), which libublk 0.4.8's builder rejects as unknown
+/// (`InvalidVal`): passing `dev_info().flags` back whole broke `recover` on
+/// Linux 7.x.
+fn recovery_flags(granted: u64) -> u64 {
+    granted & WANTED_FLAGS
 }
 
 /// Serve a device until it is stopped (by `del`, or SIGINT/SIGTERM here).
@@ -538,6 +548,20 @@ mod tests {
         assert_eq!(DeviceState::from_raw(0).name(), "dead");
         assert_eq!(DeviceState::from_raw(3).name(), "fail_io");
         assert_eq!(DeviceState::from_raw(9).name(), "state-9");
+    }
+
+    #[test]
+    fn recovery_passes_back_only_requested_flags() {
+        // What 7.3 reports for a device added with WANTED_FLAGS: the kernel's
+        // own flags on top.
+        let reported = WANTED_FLAGS
+            | u64::from(sys::UBLK_F_CMD_IOCTL_ENCODE)
+            | u64::from(sys::UBLK_F_PER_IO_DAEMON)
+            | u64::from(sys::UBLK_F_BUF_REG_OFF_DAEMON);
+        assert_eq!(recovery_flags(reported), WANTED_FLAGS);
+        // A kernel that granted less is not asked for more.
+        let partial = u64::from(sys::UBLK_F_USER_RECOVERY);
+        assert_eq!(recovery_flags(partial), partial);
     }
 
     #[test]
