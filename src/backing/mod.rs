@@ -1,35 +1,42 @@
 //! The thing pmem-stack sits on: a pmem block device, a devdax character
 //! device, or a regular image file.
 //!
-//! One type, [`Backing`], hides the three kinds from everything above it. It
-//! knows how to open them (read-only and shared for `info`, exclusive for
-//! everything that writes or serves), how big they are, how to read and durably
-//! write a few metadata blocks, and how to map a window of them for the I/O
-//! engine. Exclusivity is enforced twice: `O_EXCL` on block devices (the kernel
+//! [`Backing`] hides the three kinds from everything above it. What they
+//! share lives here: opening (read-only and shared for `info`, exclusive for
+//! everything that writes or serves), bounds checks, and shaping a mapping
+//! window. What differs — size, identity, mapping granule, persistence,
+//! zeroing, metadata I/O and sync — each kind answers in its own type behind
+//! the [`kind::Kind`] trait (`block.rs`, `devdax.rs`, `image.rs`), so no
+//! method here branches on the kind.
+//!
+//! Exclusivity is enforced twice: `O_EXCL` on block devices (the kernel
 //! refuses it while the device is mounted or claimed by dm/md or another
 //! `O_EXCL` opener) and an `flock` on every kind (two pmem-stack processes
 //! never serve the same image file or devdax device).
-//!
-//! Metadata I/O on block devices and files uses `pread`/`pwrite` + `fdatasync`,
-//! so a media error comes back as an error rather than a `SIGBUS` through a
-//! mapping; devdax has no read/write syscalls, so its metadata goes through a
-//! mapping of the whole device.
 
+mod block;
+mod data_area;
+mod devdax;
+mod image;
+mod kind;
 pub mod mapping;
 pub mod sysfs;
 
-use std::fs::{File, OpenOptions};
+use std::fs::{Metadata, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde::Serialize;
 
+pub use data_area::DataArea;
 pub use mapping::{FlushInstruction, Mapping, MediaRange, OutOfWindow, Persistence};
 
 use crate::format::Uuid;
+use block::BlockDevice;
+use devdax::DaxDevice;
+use image::ImageFile;
+use kind::{Handle, Kind};
 
 /// What kind of file the backing is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -109,342 +116,188 @@ pub enum BackingError {
 /// An open backing.
 #[derive(Debug)]
 pub struct Backing {
-    path: PathBuf,
-    file: File,
-    kind: BackingKind,
-    access: Access,
-    size: u64,
-    identity: Identity,
-    /// sysfs directory of the device node (`/sys/dev/{block,char}/M:m`).
-    sysfs_dir: Option<PathBuf>,
-    /// devdax only: the whole device mapped, for metadata I/O.
-    dax_window: OnceLock<Mapping>,
+    handle: Handle,
+    kind: Box<dyn Kind>,
 }
 
-/// `BLKGETSIZE64` from `<linux/fs.h>`: `_IOR(0x12, 114, size_t)`.
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-
-fn block_device_size(file: &File) -> io::Result<u64> {
-    let mut size: u64 = 0;
-    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points to
-    // a live local of that type; the fd is open for the duration of the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
-    if rc == 0 {
-        Ok(size)
-    } else {
-        Err(io::Error::last_os_error())
+/// The error a failed open or stat becomes: a missing path and a refused
+/// permission are the user's to fix and say so.
+fn open_error<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> BackingError + 'a {
+    move |source| match source.kind() {
+        io::ErrorKind::NotFound => BackingError::NotFound(path.to_path_buf()),
+        io::ErrorKind::PermissionDenied => BackingError::PermissionDenied(path.to_path_buf()),
+        _ => BackingError::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        },
     }
 }
 
-fn try_lock_exclusive(file: &File) -> io::Result<bool> {
-    // SAFETY: flock on a valid, open fd has no memory-safety preconditions.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
+/// The kind of the file at `path`, from its metadata, or why it is none.
+fn probe_kind(path: &Path, meta: &Metadata) -> Result<Box<dyn Kind>, BackingError> {
+    let unsupported = |what| BackingError::Unsupported {
+        path: path.to_path_buf(),
+        what,
+    };
+    let file_type = meta.file_type();
+    if file_type.is_block_device() {
+        Ok(Box::new(BlockDevice::new(meta.rdev())))
+    } else if file_type.is_char_device() {
+        match DaxDevice::probe(meta.rdev()) {
+            Some(dax) => Ok(Box::new(dax)),
+            None => Err(unsupported(
+                "a character device that is not a devdax device",
+            )),
+        }
+    } else if file_type.is_file() {
+        Ok(Box::new(ImageFile::from_metadata(meta)))
+    } else if file_type.is_dir() {
+        Err(unsupported("a directory"))
     } else {
-        Err(err)
+        Err(unsupported("neither a device nor a regular file"))
+    }
+}
+
+/// Take the advisory lock every pmem-stack writer holds; `false` when another
+/// process has it.
+fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(err) => Err(err.into()),
     }
 }
 
 impl Backing {
     /// Open `path` for `access`.
     pub fn open(path: &Path, access: Access) -> Result<Backing, BackingError> {
-        let io_err = |op: &'static str| {
-            move |source: io::Error| match source.kind() {
-                io::ErrorKind::NotFound => BackingError::NotFound(path.to_path_buf()),
-                io::ErrorKind::PermissionDenied => {
-                    BackingError::PermissionDenied(path.to_path_buf())
-                }
-                _ => BackingError::Io {
-                    path: path.to_path_buf(),
-                    op,
-                    source,
-                },
-            }
-        };
-        let meta = std::fs::metadata(path).map_err(io_err("stat"))?;
-        let file_type = meta.file_type();
-        let rdev = meta.rdev();
-        let (kind, sysfs_dir) = if file_type.is_block_device() {
-            let dir = sysfs::device_dir(true, libc::major(rdev), libc::minor(rdev));
-            (BackingKind::Block, Some(dir))
-        } else if file_type.is_char_device() {
-            let dir = sysfs::device_dir(false, libc::major(rdev), libc::minor(rdev));
-            if !sysfs::is_dax_char(&dir) {
-                return Err(BackingError::Unsupported {
-                    path: path.to_path_buf(),
-                    what: "a character device that is not a devdax device",
-                });
-            }
-            (BackingKind::Dax, Some(dir))
-        } else if file_type.is_file() {
-            (BackingKind::File, None)
-        } else if file_type.is_dir() {
-            return Err(BackingError::Unsupported {
-                path: path.to_path_buf(),
-                what: "a directory",
-            });
-        } else {
-            return Err(BackingError::Unsupported {
-                path: path.to_path_buf(),
-                what: "neither a device nor a regular file",
-            });
-        };
-
+        let meta = std::fs::metadata(path).map_err(open_error(path, "stat"))?;
+        let kind = probe_kind(path, &meta)?;
         let mut options = OpenOptions::new();
         options.read(true);
         if access == Access::Exclusive {
-            options.write(true);
-            if kind == BackingKind::Block {
-                // The kernel refuses O_EXCL while the device is mounted or
-                // claimed by another exclusive opener.
-                options.custom_flags(libc::O_EXCL);
-            }
+            options
+                .write(true)
+                .custom_flags(kind.exclusive_open_flags());
         }
         let file = options.open(path).map_err(|source| {
             if source.raw_os_error() == Some(libc::EBUSY) {
                 BackingError::Busy {
                     path: path.to_path_buf(),
-                    holder: sysfs::block_holder(libc::major(rdev), libc::minor(rdev))
-                        .unwrap_or_else(|| {
-                            "opened exclusively by another program: a mounted file system, a device-mapper or md device, or another pmem-stack".to_string()
-                        }),
+                    holder: kind.holder().unwrap_or_else(|| {
+                        "opened exclusively by another program: a mounted file system, a device-mapper or md device, or another pmem-stack".to_string()
+                    }),
                 }
             } else {
-                io_err("open")(source)
+                open_error(path, "open")(source)
             }
         })?;
-        if access == Access::Exclusive && !try_lock_exclusive(&file).map_err(io_err("flock"))? {
+        if access == Access::Exclusive
+            && !try_lock_exclusive(&file).map_err(open_error(path, "flock"))?
+        {
             return Err(BackingError::Busy {
                 path: path.to_path_buf(),
                 holder: "locked by another process: a pmem-stack serving or formatting it"
                     .to_string(),
             });
         }
-
-        let size = match kind {
-            BackingKind::Block => block_device_size(&file).map_err(io_err("BLKGETSIZE64"))?,
-            BackingKind::Dax => {
-                sysfs_dir
-                    .as_deref()
-                    .and_then(sysfs::dax_size)
-                    .ok_or_else(|| BackingError::Io {
-                        path: path.to_path_buf(),
-                        op: "reading the devdax size from sysfs",
-                        source: io::Error::from(io::ErrorKind::NotFound),
-                    })?
-            }
-            BackingKind::File => meta.len(),
-        };
-        let identity = match kind {
-            BackingKind::Block | BackingKind::Dax => Identity::Device { rdev },
-            BackingKind::File => Identity::File {
-                dev: meta.dev(),
-                ino: meta.ino(),
-            },
-        };
+        let size = kind
+            .size(&file, &meta)
+            .map_err(open_error(path, "reading its size"))?;
         Ok(Backing {
-            path: path.to_path_buf(),
-            file,
+            handle: Handle {
+                path: path.to_path_buf(),
+                file,
+                access,
+                size,
+            },
             kind,
-            access,
-            size,
-            identity,
-            sysfs_dir,
-            dax_window: OnceLock::new(),
         })
     }
 
     /// The path it was opened by.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.handle.path()
     }
 
     /// Its kind.
     pub fn kind(&self) -> BackingKind {
-        self.kind
+        self.kind.kind()
     }
 
     /// Its size in bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.handle.size
     }
 
     /// Its identity.
     pub fn identity(&self) -> Identity {
-        self.identity
+        self.kind.identity()
     }
 
     /// Whether it was opened for writing.
     pub fn access(&self) -> Access {
-        self.access
+        self.handle.access
     }
 
     /// Physical address of byte 0, when the backing is an NVDIMM namespace (or
     /// devdax device) that sysfs describes.
     pub fn phys_start(&self) -> Option<u64> {
-        let dir = self.sysfs_dir.as_deref()?;
-        match self.kind {
-            BackingKind::Block => sysfs::block_phys_start(dir),
-            BackingKind::Dax => sysfs::dax_phys_start(dir),
-            BackingKind::File => None,
-        }
+        self.kind.phys_start()
     }
 
     /// UUID of the NVDIMM namespace the backing belongs to, if it has one.
     pub fn namespace_uuid(&self) -> Option<Uuid> {
-        let dir = self.sysfs_dir.as_deref()?;
-        match self.kind {
-            BackingKind::Block => sysfs::namespace_uuid(&dir.join("device")),
-            BackingKind::Dax => sysfs::namespace_uuid(&dir.join("..")),
-            BackingKind::File => None,
-        }
+        self.kind.namespace_uuid()
     }
 
     /// How a mapping of this backing is made durable.
     pub fn persistence(&self) -> Persistence {
-        match self.kind {
-            BackingKind::Block | BackingKind::File => Persistence::Msync,
-            BackingKind::Dax => {
-                let domain = self
-                    .sysfs_dir
-                    .as_deref()
-                    .and_then(sysfs::persistence_domain);
-                if domain.as_deref() == Some("cpu_cache") {
-                    Persistence::CpuCache
-                } else {
-                    #[cfg(target_arch = "x86_64")]
-                    {
-                        Persistence::CacheFlush(FlushInstruction::detect())
-                    }
-                    #[cfg(not(target_arch = "x86_64"))]
-                    {
-                        Persistence::Msync
-                    }
-                }
-            }
-        }
+        self.kind.persistence()
     }
 
     fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<(), BackingError> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(BackingError::OutOfRange {
-                path: self.path.clone(),
-                op,
-                offset,
-                len,
-                size: self.size,
-            }),
-        }
+        check_range(&self.handle, op, offset, len)
     }
 
     fn io_error(&self, op: &'static str) -> impl FnOnce(io::Error) -> BackingError + '_ {
         move |source| BackingError::Io {
-            path: self.path.clone(),
+            path: self.path().to_path_buf(),
             op,
             source,
         }
     }
 
-    fn dax_window(&self) -> Result<&Mapping, BackingError> {
-        if let Some(window) = self.dax_window.get() {
-            return Ok(window);
+    fn check_writable(&self) -> Result<(), BackingError> {
+        match self.handle.access {
+            Access::Exclusive => Ok(()),
+            Access::ReadOnly => Err(BackingError::ReadOnly(self.path().to_path_buf())),
         }
-        let window = self.map(0, self.size)?;
-        Ok(self.dax_window.get_or_init(|| window))
     }
 
     /// Read exactly `buf.len()` bytes at `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BackingError> {
         self.check_range("read", offset, buf.len() as u64)?;
-        match self.kind {
-            BackingKind::Block | BackingKind::File => self
-                .file
-                .read_exact_at(buf, offset)
-                .map_err(self.io_error("read")),
-            BackingKind::Dax => self
-                .dax_window()?
-                .range(offset, buf.len() as u64)
-                .map_err(|e| self.io_error("read")(io::Error::other(e)))?
-                .read_into(buf)
-                .map_err(self.io_error("read")),
-        }
+        self.kind
+            .read_at(&self.handle, offset, buf)
+            .map_err(self.io_error("read"))
     }
 
     /// Write `buf` at `offset` and make it durable before returning.
     pub fn write_durable_at(&self, offset: u64, buf: &[u8]) -> Result<(), BackingError> {
-        if self.access != Access::Exclusive {
-            return Err(BackingError::ReadOnly(self.path.clone()));
-        }
+        self.check_writable()?;
         self.check_range("write", offset, buf.len() as u64)?;
-        match self.kind {
-            BackingKind::Block | BackingKind::File => {
-                self.file
-                    .write_all_at(buf, offset)
-                    .map_err(self.io_error("write"))?;
-                self.file.sync_data().map_err(self.io_error("fdatasync"))
-            }
-            BackingKind::Dax => {
-                let window = self.dax_window()?;
-                window
-                    .range(offset, buf.len() as u64)
-                    .map_err(|e| self.io_error("write")(io::Error::other(e)))?
-                    .write_from(buf)
-                    .map_err(self.io_error("write"))?;
-                window
-                    .persist(offset, buf.len() as u64)
-                    .map_err(self.io_error("cache write-back"))
-            }
-        }
+        self.kind
+            .write_durable_at(&self.handle, offset, buf)
+            .map_err(self.io_error("durable write"))
     }
 
     /// Map `len` bytes at `offset` (`MAP_SHARED`; writable when opened
     /// exclusively). The mapping is rounded out to the granule the kind needs
     /// (a page; the devdax alignment), but only the asked-for window is usable.
     pub fn map(&self, offset: u64, len: u64) -> Result<Mapping, BackingError> {
-        self.check_range("map", offset, len)?;
-        let granule = match self.kind {
-            BackingKind::Block | BackingKind::File => 4096,
-            BackingKind::Dax => self
-                .sysfs_dir
-                .as_deref()
-                .map(sysfs::dax_align)
-                .unwrap_or(2 << 20),
-        };
-        let map_start = offset & !(granule - 1);
-        let end = offset + len; // no overflow: checked by check_range
-        // Page-cache mappings may end anywhere; devdax wants whole granules
-        // (its size is a multiple of its alignment, so this stays inside).
-        let map_end = match self.kind {
-            BackingKind::Dax => end.div_ceil(granule) * granule,
-            BackingKind::Block | BackingKind::File => end,
-        };
-        let map_len = map_end - map_start;
-        let too_big = |_| BackingError::OutOfRange {
-            path: self.path.clone(),
-            op: "map",
-            offset,
-            len,
-            size: self.size,
-        };
-        let map_len_usize = usize::try_from(map_len).map_err(too_big)?;
-        let skip = usize::try_from(offset - map_start).map_err(too_big)?;
-        let window = usize::try_from(len).map_err(too_big)?;
-        let mut options = memmap2::MmapOptions::new();
-        options.offset(map_start).len(map_len_usize);
-        let writable = self.access == Access::Exclusive;
-        let map = if writable {
-            options.map_raw(&self.file)
-        } else {
-            options.map_raw_read_only(&self.file)
-        }
-        .map_err(self.io_error("mmap"))?;
-        Mapping::new(map, skip, window, self.persistence(), writable).map_err(self.io_error("mmap"))
+        map_window(&self.handle, self.kind.as_ref(), offset, len)
     }
 
     /// Zero `len` bytes at `offset` below the page cache, if the kind allows:
@@ -453,52 +306,94 @@ impl Backing {
     /// `ZERO_RANGE` on a file. Returns `Ok(false)` when the caller must zero
     /// through the mapping instead (devdax, or no kernel support).
     pub fn zero_range(&self, offset: u64, len: u64, discard: bool) -> Result<bool, BackingError> {
-        if self.access != Access::Exclusive {
-            return Err(BackingError::ReadOnly(self.path.clone()));
-        }
+        self.check_writable()?;
         self.check_range("zero", offset, len)?;
-        let mode = match (self.kind, discard) {
-            (BackingKind::Dax, _) => return Ok(false),
-            (BackingKind::File, true) => libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            (BackingKind::Block | BackingKind::File, _) => {
-                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
-            }
+        let Some(mode) = self.kind.zero_mode(discard) else {
+            return Ok(false);
         };
-        let out_of_range = |_| BackingError::OutOfRange {
-            path: self.path.clone(),
-            op: "zero",
-            offset,
-            len,
-            size: self.size,
-        };
-        let off = libc::off_t::try_from(offset).map_err(out_of_range)?;
-        let n = libc::off_t::try_from(len).map_err(out_of_range)?;
-        // SAFETY: fallocate on an open fd with integer arguments has no
-        // memory-safety preconditions.
-        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, n) };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL) => Ok(false),
-            _ => Err(self.io_error("fallocate")(err)),
+        match rustix::fs::fallocate(&self.handle.file, mode, offset, len) {
+            Ok(()) => Ok(true),
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOTTY | rustix::io::Errno::INVAL,
+            ) => Ok(false),
+            Err(err) => Err(self.io_error("fallocate")(err.into())),
         }
     }
 
     /// Make everything written to the backing (through any mapping or `pwrite`)
     /// durable: `fsync`, or for devdax a write-back of the whole device.
     pub fn sync_all(&self) -> Result<(), BackingError> {
-        match self.kind {
-            BackingKind::Block | BackingKind::File => {
-                self.file.sync_all().map_err(self.io_error("fsync"))
-            }
-            BackingKind::Dax => self
-                .dax_window()?
-                .persist_all()
-                .map_err(self.io_error("cache write-back")),
-        }
+        self.kind
+            .sync_all(&self.handle)
+            .map_err(self.io_error("sync"))
     }
+}
+
+fn check_range(
+    handle: &Handle,
+    op: &'static str,
+    offset: u64,
+    len: u64,
+) -> Result<(), BackingError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= handle.size => Ok(()),
+        _ => Err(BackingError::OutOfRange {
+            path: handle.path.clone(),
+            op,
+            offset,
+            len,
+            size: handle.size,
+        }),
+    }
+}
+
+/// Map the window `offset..offset+len` of the backing, rounded out to the
+/// kind's granule (the rounding is mapped but never handed out).
+fn map_window(
+    handle: &Handle,
+    kind: &dyn Kind,
+    offset: u64,
+    len: u64,
+) -> Result<Mapping, BackingError> {
+    check_range(handle, "map", offset, len)?;
+    let too_big = |_| BackingError::OutOfRange {
+        path: handle.path.clone(),
+        op: "map",
+        offset,
+        len,
+        size: handle.size,
+    };
+    let granule = kind.granule();
+    let map_start = offset & !(granule - 1);
+    // No overflow: check_range proved offset + len <= size.
+    let end = offset + len;
+    // A devdax size is a multiple of its alignment, so rounding up stays inside.
+    let map_end = if kind.whole_granules() {
+        end.div_ceil(granule)
+            .checked_mul(granule)
+            .ok_or(())
+            .map_err(too_big)?
+    } else {
+        end
+    };
+    let map_len = usize::try_from(map_end - map_start).map_err(|_| too_big(()))?;
+    let skip = usize::try_from(offset - map_start).map_err(|_| too_big(()))?;
+    let window = usize::try_from(len).map_err(|_| too_big(()))?;
+    let mut options = memmap2::MmapOptions::new();
+    options.offset(map_start).len(map_len);
+    let writable = handle.access == Access::Exclusive;
+    let io_error = |source| BackingError::Io {
+        path: handle.path.clone(),
+        op: "mmap",
+        source,
+    };
+    let map = if writable {
+        options.map_raw(&handle.file)
+    } else {
+        options.map_raw_read_only(&handle.file)
+    }
+    .map_err(io_error)?;
+    Mapping::new(map, skip, window, kind.persistence(), writable).map_err(io_error)
 }
 
 #[cfg(test)]

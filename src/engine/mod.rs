@@ -1,8 +1,12 @@
 //! The I/O engine: what a block request means for the mapped data area.
 //!
-//! Pure logic over a [`Mapping`] of exactly the data area, so the reserve and
-//! the super blocks are not merely skipped by I/O — they are not mapped at all
-//! (bounds are checked per request, and a request outside fails with `EIO`).
+//! Pure logic over a [`Media`] — in production a [`DataArea`], the mapping of
+//! exactly the data area, so the reserve and the super blocks are not merely
+//! skipped by I/O — they are not mapped at all (bounds are checked per
+//! request, and a request outside fails with `EIO`). The engine issues no
+//! syscall itself: write-back, zeroing and the final sync are the medium's,
+//! so a test can hand it a medium that fails and watch what the engine
+//! reports.
 //! How request data reaches the mapping is behind [`Transfer`]: the ublk glue
 //! implements it with user copy (`pread`/`pwrite` on `/dev/ublkcN`, one CPU
 //! copy) or with a bounce buffer when the kernel lacks user copy; tests use a
@@ -24,13 +28,56 @@
 
 pub mod dirty;
 
+use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::backing::{Backing, BackingError, Mapping, MediaRange, Persistence};
+use crate::backing::{Backing, BackingError, DataArea, MediaRange, OutOfWindow, Persistence};
 use crate::format::Geometry;
 use dirty::DirtyMap;
+
+/// The engine's view of the media: the bytes of the data area and how they
+/// become durable. Offsets are relative to the data area.
+pub trait Media: fmt::Debug + Send + Sync {
+    /// Size of the data area.
+    fn len(&self) -> u64;
+    /// Whether the data area is empty (a validated layout never is).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The bytes `offset..offset+len`, or why not.
+    fn range(&self, offset: u64, len: u64) -> Result<MediaRange<'_>, OutOfWindow>;
+    /// How stores become durable (decides one span or each range per flush).
+    fn persistence(&self) -> Persistence;
+    /// Make `len` bytes at `offset` durable.
+    fn persist(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Zero below any cache if the medium can; `Ok(false)`: zero the range.
+    fn zero_below(&self, offset: u64, len: u64, discard: bool) -> Result<bool, BackingError>;
+    /// Make everything ever written durable (a stopping server's last act).
+    fn sync_all(&self) -> Result<(), BackingError>;
+}
+
+impl Media for DataArea {
+    fn len(&self) -> u64 {
+        self.mapping().len()
+    }
+    fn range(&self, offset: u64, len: u64) -> Result<MediaRange<'_>, OutOfWindow> {
+        self.mapping().range(offset, len)
+    }
+    fn persistence(&self) -> Persistence {
+        self.mapping().persistence()
+    }
+    fn persist(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.mapping().persist(offset, len)
+    }
+    fn zero_below(&self, offset: u64, len: u64, discard: bool) -> Result<bool, BackingError> {
+        DataArea::zero_below(self, offset, len, discard)
+    }
+    fn sync_all(&self) -> Result<(), BackingError> {
+        DataArea::sync_all(self)
+    }
+}
 
 /// What a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,39 +168,42 @@ impl std::fmt::Display for Stats {
 
 /// The engine for one served data area, shared by all queue threads.
 #[derive(Debug)]
-pub struct Engine {
-    backing: Arc<Backing>,
-    mapping: Mapping,
-    data_offset: u64,
+pub struct Engine<M: Media = DataArea> {
+    media: M,
     dirty: DirtyMap,
     flush_lock: Mutex<()>,
     failed: AtomicBool,
     stats: Stats,
 }
 
-impl Engine {
+impl Engine<DataArea> {
     /// Map the data area of `geometry` on `backing` (opened exclusively).
     pub fn new(backing: Arc<Backing>, geometry: &Geometry) -> Result<Engine, BackingError> {
-        let mapping = backing.map(geometry.data_offset, geometry.data_size)?;
-        Ok(Engine {
-            dirty: DirtyMap::new(mapping.len()),
-            mapping,
-            data_offset: geometry.data_offset,
-            backing,
+        let area = DataArea::map(backing, geometry.data_offset, geometry.data_size)?;
+        Ok(Engine::with_media(area))
+    }
+}
+
+impl<M: Media> Engine<M> {
+    /// An engine over `media`.
+    pub fn with_media(media: M) -> Engine<M> {
+        Engine {
+            dirty: DirtyMap::new(media.len()),
+            media,
             flush_lock: Mutex::new(()),
             failed: AtomicBool::new(false),
             stats: Stats::default(),
-        })
+        }
     }
 
     /// Size of the data area.
     pub fn size(&self) -> u64 {
-        self.mapping.len()
+        self.media.len()
     }
 
-    /// How the mapping is made durable.
+    /// How the data area is made durable.
     pub fn persistence(&self) -> Persistence {
-        self.mapping.persistence()
+        self.media.persistence()
     }
 
     /// Counters.
@@ -188,14 +238,9 @@ impl Engine {
             }
             Op::Discard | Op::WriteZeroes => {
                 let range = self.range_of(req)?;
-                // Inside the data area (range_of checked), so inside the backing.
-                let media_offset = self
-                    .data_offset
-                    .checked_add(req.offset)
-                    .ok_or_else(|| self.out_of_range(req))?;
                 let below = self
-                    .backing
-                    .zero_range(media_offset, req.len, req.op == Op::Discard)
+                    .media
+                    .zero_below(req.offset, req.len, req.op == Op::Discard)
                     .map_err(IoError::Backing)?;
                 if !below {
                     range.zero().map_err(IoError::Transfer)?;
@@ -216,7 +261,7 @@ impl Engine {
 
     /// The mapped bytes a request addresses, or `EIO` outside the data area.
     fn range_of(&self, req: &Request) -> Result<MediaRange<'_>, IoError> {
-        self.mapping
+        self.media
             .range(req.offset, req.len)
             .map_err(|_| self.out_of_range(req))
     }
@@ -225,7 +270,7 @@ impl Engine {
         if self.failed.load(Ordering::Acquire) {
             return Err(IoError::Failed);
         }
-        self.mapping.persist(offset, len).map_err(|err| {
+        self.media.persist(offset, len).map_err(|err| {
             self.failed.store(true, Ordering::Release);
             log::error!("write-back of {len} bytes at data offset {offset} failed: {err}");
             IoError::Persist(err)
@@ -246,7 +291,7 @@ impl Engine {
             self.stats.empty_flushes.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
-        let result = match self.mapping.persistence() {
+        let result = match self.media.persistence() {
             // One msync over the span: the kernel writes back only the dirty
             // pages in it, and the device cache is flushed once.
             Persistence::Msync => self.persist_now(first.start, last.end - first.start),
@@ -264,7 +309,7 @@ impl Engine {
     /// server does.
     pub fn shutdown_flush(&self) -> Result<(), IoError> {
         self.flush()?;
-        self.backing.sync_all().map_err(IoError::Backing)
+        self.media.sync_all().map_err(IoError::Backing)
     }
 }
 
@@ -289,10 +334,80 @@ mod tests {
         }
     }
 
-    struct Fixture {
+    struct Fixture<M: Media = DataArea> {
         image: tempfile::NamedTempFile,
         geometry: Geometry,
-        engine: Engine,
+        engine: Engine<M>,
+    }
+
+    /// A medium whose write-back fails while `failing` is set, and which
+    /// records every range it really made durable.
+    #[derive(Debug)]
+    struct Faulty {
+        inner: DataArea,
+        failing: AtomicBool,
+        durable: Mutex<Vec<(u64, u64)>>,
+    }
+
+    impl Faulty {
+        fn fail(&self, on: bool) {
+            self.failing.store(on, Ordering::SeqCst);
+        }
+        fn durable(&self) -> Vec<(u64, u64)> {
+            self.durable.lock().expect("lock").clone()
+        }
+        /// Whether any durable range overlaps `offset..offset+len`.
+        fn made_durable(&self, offset: u64, len: u64) -> bool {
+            self.durable()
+                .iter()
+                .any(|&(o, l)| o < offset + len && offset < o + l)
+        }
+    }
+
+    impl Media for Faulty {
+        fn len(&self) -> u64 {
+            self.inner.len()
+        }
+        fn range(&self, offset: u64, len: u64) -> Result<MediaRange<'_>, OutOfWindow> {
+            Media::range(&self.inner, offset, len)
+        }
+        fn persistence(&self) -> Persistence {
+            Media::persistence(&self.inner)
+        }
+        fn persist(&self, offset: u64, len: u64) -> io::Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            Media::persist(&self.inner, offset, len)?;
+            self.durable.lock().expect("lock").push((offset, len));
+            Ok(())
+        }
+        fn zero_below(&self, offset: u64, len: u64, discard: bool) -> Result<bool, BackingError> {
+            Media::zero_below(&self.inner, offset, len, discard)
+        }
+        fn sync_all(&self) -> Result<(), BackingError> {
+            Media::sync_all(&self.inner)
+        }
+    }
+
+    fn faulty_fixture() -> Fixture<Faulty> {
+        let Fixture {
+            image,
+            geometry,
+            engine,
+        } = fixture();
+        drop(engine);
+        let backing = Arc::new(Backing::open(image.path(), Access::Exclusive).expect("open"));
+        let inner = DataArea::map(backing, geometry.data_offset, geometry.data_size).expect("map");
+        Fixture {
+            image,
+            geometry,
+            engine: Engine::with_media(Faulty {
+                inner,
+                failing: AtomicBool::new(false),
+                durable: Mutex::new(Vec::new()),
+            }),
+        }
     }
 
     fn fixture() -> Fixture {
@@ -321,7 +436,7 @@ mod tests {
         }
     }
 
-    fn read(e: &Engine, offset: u64, len: u64) -> Result<Vec<u8>, IoError> {
+    fn read<M: Media>(e: &Engine<M>, offset: u64, len: u64) -> Result<Vec<u8>, IoError> {
         let mut t = VecTransfer(Vec::new());
         e.execute(
             &Request {
@@ -334,7 +449,7 @@ mod tests {
         Ok(t.0)
     }
 
-    fn write(e: &Engine, offset: u64, data: &[u8], fua: bool) -> Result<u64, IoError> {
+    fn write<M: Media>(e: &Engine<M>, offset: u64, data: &[u8], fua: bool) -> Result<u64, IoError> {
         e.execute(
             &Request {
                 op: Op::Write { fua },
@@ -452,9 +567,13 @@ mod tests {
 
     #[test]
     fn a_failed_write_back_latches() {
-        let f = fixture();
+        let f = faulty_fixture();
         write(&f.engine, 0, &[1; 512], false).expect("write");
-        f.engine.failed.store(true, Ordering::Release);
+        // The write-back really fails: the flush reports it, and the engine
+        // latches failed by itself.
+        f.engine.media.fail(true);
+        assert!(matches!(f.engine.flush(), Err(IoError::Persist(_))));
+        f.engine.media.fail(false);
         assert!(matches!(f.engine.flush(), Err(IoError::Failed)));
         assert!(matches!(
             write(&f.engine, 0, &[1; 512], true),
@@ -462,6 +581,70 @@ mod tests {
         ));
         // Plain reads and writes still work; the data is in the mapping.
         assert_eq!(read(&f.engine, 0, 512).expect("read"), vec![1; 512]);
+    }
+
+    #[test]
+    fn after_a_failed_write_back_nothing_is_reported_durable() {
+        let f = faulty_fixture();
+        let chunk = f.engine.dirty.chunk_size();
+        write(&f.engine, 0, &[1; 4096], false).expect("write A");
+        f.engine.media.fail(true);
+        let err = f.engine.flush().expect_err("write-back fails");
+        assert_eq!(err.errno(), libc::EIO);
+        // What could not be written back is dirty again, not forgotten.
+        assert_eq!(f.engine.dirty.take(), vec![0..chunk]);
+        f.engine.dirty.mark(0, 4096);
+        // The medium recovers, but the engine does not pretend: every later
+        // FLUSH and FUA write fails, and none of it reaches the medium.
+        f.engine.media.fail(false);
+        for _ in 0..3 {
+            let flush = f.engine.execute(
+                &Request {
+                    op: Op::Flush,
+                    offset: 0,
+                    len: 0,
+                },
+                &mut VecTransfer(vec![]),
+            );
+            assert_eq!(flush.expect_err("latched").errno(), libc::EIO);
+            let fua = write(&f.engine, 8 * chunk, &[2; 512], true).expect_err("latched");
+            assert_eq!(fua.errno(), libc::EIO);
+        }
+        assert!(
+            f.engine.shutdown_flush().is_err(),
+            "a stopping server reports it too"
+        );
+        assert_eq!(f.engine.media.durable(), vec![], "nothing was made durable");
+    }
+
+    #[test]
+    fn a_failed_fua_write_latches_and_later_flushes_fail() {
+        let f = faulty_fixture();
+        write(&f.engine, 0, &[3; 512], true).expect("fua ok");
+        assert!(f.engine.media.made_durable(0, 512));
+        f.engine.media.fail(true);
+        let err = write(&f.engine, 4096, &[4; 512], true).expect_err("fua fails");
+        assert!(matches!(err, IoError::Persist(_)), "{err}");
+        f.engine.media.fail(false);
+        write(&f.engine, 8192, &[5; 512], false).expect("plain write still lands");
+        assert!(matches!(f.engine.flush(), Err(IoError::Failed)));
+        assert!(!f.engine.media.made_durable(4096, 512));
+        assert!(!f.engine.media.made_durable(8192, 512));
+    }
+
+    #[test]
+    fn a_successful_flush_makes_exactly_the_dirty_span_durable() {
+        let f = faulty_fixture();
+        let chunk = f.engine.dirty.chunk_size();
+        write(&f.engine, chunk, &[6; 512], false).expect("write");
+        write(&f.engine, 3 * chunk, &[7; 512], false).expect("write");
+        assert!(
+            f.engine.media.durable().is_empty(),
+            "a WRITE alone is volatile"
+        );
+        f.engine.flush().expect("flush");
+        // Page-cache media: one msync over the span of the dirty chunks.
+        assert_eq!(f.engine.media.durable(), vec![(chunk, 3 * chunk)]);
     }
 
     #[test]
