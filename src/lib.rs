@@ -9,7 +9,10 @@
 //! 4. [`metadata`]: reading, checking, writing and repairing the two copies.
 //! 5. [`engine`]: the I/O engine, pure logic over a mapping.
 //! 6. [`ublk`]: the glue to the kernel's ublk driver (control vs data plane).
-//! 7. the CLI in `main.rs` and [`cli`].
+//! 7. [`server`]: a server's life cycle — format on first use, record, go
+//!    live, stop durably — with [`daemon`] (fork and handshake) and
+//!    [`registry`] (records of served devices).
+//! 8. the CLI in `main.rs` and `cli/`: arguments, messages, exit codes.
 
 pub mod backing;
 pub mod daemon;
@@ -18,6 +21,7 @@ pub mod format;
 pub mod layout;
 pub mod metadata;
 pub mod registry;
+pub mod server;
 pub mod size;
 pub mod ublk;
 pub mod volume;

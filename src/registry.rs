@@ -15,6 +15,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backing::Identity;
+use crate::format::{ReserveMode, Uuid};
+
 /// Environment variable that moves the registry (tests use it).
 pub const RUN_DIR_ENV: &str = "PMEM_STACK_RUN_DIR";
 
@@ -25,10 +28,11 @@ pub struct Entry {
     pub id: u32,
     /// The backing as the user named it.
     pub backing: PathBuf,
-    /// [`crate::backing::Identity::to_key`] of the backing.
-    pub identity: String,
+    /// The backing's identity (recorded as [`Identity::to_key`]), so a
+    /// backing named by another path is still recognised.
+    pub identity: Identity,
     /// Volume uuid.
-    pub uuid: String,
+    pub uuid: Uuid,
     /// Server pid.
     pub pid: i32,
     /// Queues.
@@ -40,7 +44,8 @@ pub struct Entry {
     /// Whether a dead server can be recovered.
     pub recovery: bool,
     /// Reserve mode.
-    pub mode: String,
+    #[serde(with = "mode_name")]
+    pub mode: ReserveMode,
     /// Reserve offset in the backing.
     pub reserve_offset: u64,
     /// Reserve size.
@@ -51,6 +56,25 @@ pub struct Entry {
     pub data_size: u64,
     /// The server's log file.
     pub log: Option<PathBuf>,
+}
+
+/// A reserve mode recorded by its name (`none`, `hypervisor`, `os`).
+mod mode_name {
+    use crate::format::ReserveMode;
+
+    pub fn serialize<S: serde::Serializer>(mode: &ReserveMode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(mode.as_str())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ReserveMode, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        [ReserveMode::None, ReserveMode::Hypervisor, ReserveMode::Os]
+            .into_iter()
+            .find(|mode| mode.as_str() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown reserve mode {name}")))
+    }
+
+    use serde::Deserialize;
 }
 
 /// The directory of records.
@@ -161,20 +185,32 @@ mod tests {
         Entry {
             id,
             backing: PathBuf::from("/dev/pmem0"),
-            identity: "dev:259:0".into(),
-            uuid: "0f2d4c1e-9a3b-4c5d-8e7f-102132435465".into(),
+            identity: Identity::from_key("dev:259:0").expect("key"),
+            uuid: Uuid::parse("0f2d4c1e-9a3b-4c5d-8e7f-102132435465").expect("uuid"),
             pid: 42,
             queues: 2,
             depth: 128,
             user_copy: true,
             recovery: true,
-            mode: "hypervisor".into(),
+            mode: ReserveMode::Hypervisor,
             reserve_offset: 2 << 20,
             reserve_size: 512 << 20,
             data_offset: 514 << 20,
             data_size: 1532 << 20,
             log: None,
         }
+    }
+
+    #[test]
+    fn the_record_keeps_its_text_form() {
+        // Records written by earlier versions stay readable: the typed fields
+        // are stored as the same strings.
+        let text = serde_json::to_value(sample(1)).expect("json");
+        assert_eq!(text["identity"], "dev:259:0");
+        assert_eq!(text["uuid"], "0f2d4c1e-9a3b-4c5d-8e7f-102132435465");
+        assert_eq!(text["mode"], "hypervisor");
+        let back: Entry = serde_json::from_value(text).expect("parse");
+        assert_eq!(back, sample(1));
     }
 
     #[test]

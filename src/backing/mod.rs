@@ -78,6 +78,36 @@ impl Identity {
             Identity::File { dev, ino } => format!("file:{dev}:{ino}"),
         }
     }
+
+    /// The identity whose [`Identity::to_key`] is `key`.
+    pub fn from_key(key: &str) -> Option<Identity> {
+        let (kind, rest) = key.split_once(':')?;
+        let (a, b) = rest.split_once(':')?;
+        match kind {
+            "dev" => Some(Identity::Device {
+                rdev: libc::makedev(a.parse().ok()?, b.parse().ok()?),
+            }),
+            "file" => Some(Identity::File {
+                dev: a.parse().ok()?,
+                ino: b.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Identity {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_key())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Identity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Identity, D::Error> {
+        let key = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Identity::from_key(&key)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a backing identity: {key}")))
+    }
 }
 
 /// Why a backing cannot be used.
@@ -404,6 +434,31 @@ mod tests {
         let file = tempfile::NamedTempFile::new().expect("tempfile");
         file.as_file().set_len(size).expect("set_len");
         file
+    }
+
+    #[test]
+    fn identity_keys_round_trip() {
+        for id in [
+            Identity::Device {
+                rdev: libc::makedev(259, 3),
+            },
+            Identity::File {
+                dev: 64769,
+                ino: 12,
+            },
+        ] {
+            assert_eq!(Identity::from_key(&id.to_key()), Some(id));
+        }
+        assert_eq!(
+            Identity::Device {
+                rdev: libc::makedev(259, 0)
+            }
+            .to_key(),
+            "dev:259:0"
+        );
+        for bad in ["", "dev:1", "pipe:1:2", "file:x:2"] {
+            assert_eq!(Identity::from_key(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -80,8 +80,8 @@ pub fn device_json(entry: &Entry) -> DeviceJson {
         data_size: Some(entry.data_size),
         reserve_offset: Some(entry.reserve_offset),
         reserve_size: Some(entry.reserve_size),
-        mode: Some(entry.mode.clone()),
-        uuid: Some(entry.uuid.clone()),
+        mode: Some(entry.mode.to_string()),
+        uuid: Some(entry.uuid.to_string()),
         user_copy: Some(entry.user_copy),
         log: entry.log.as_ref().map(|p| p.display().to_string()),
     }

@@ -34,12 +34,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 /// The registry record of a device the kernel still has that serves `backing`.
 fn attachment(registry: &Registry, backing: &Backing) -> Option<Entry> {
-    let key = backing.identity().to_key();
+    let identity = backing.identity();
     let live = control::device_ids();
     registry
         .all()
         .into_iter()
-        .find(|e| e.identity == key && live.contains(&e.id))
+        .find(|e| e.identity == identity && live.contains(&e.id))
 }
 
 /// Open `path` for writing, refusing it when anything else holds it — with a

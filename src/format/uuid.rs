@@ -70,6 +70,13 @@ impl serde::Serialize for Uuid {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Uuid {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Uuid, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Uuid::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("not a uuid: {text}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
