@@ -215,8 +215,8 @@ fn registry_entry(
         pid: own_pid(),
         queues: granted.queues,
         depth: granted.depth,
-        user_copy: granted.user_copy,
-        recovery: granted.recovery,
+        user_copy: granted.user_copy(),
+        recovery: granted.recovery(),
         mode: g.mode,
         reserve_offset: g.reserve_offset,
         reserve_size: g.reserve_size,
@@ -274,11 +274,7 @@ fn prepare(
         backing.path().display(),
         granted.queues,
         granted.depth,
-        if granted.user_copy {
-            "user copy"
-        } else {
-            "bounce buffers"
-        }
+        granted.io_path().name()
     );
     Ok((Arc::new(engine), entry))
 }

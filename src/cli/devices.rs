@@ -11,6 +11,7 @@ use pmem_stack::daemon;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::size::Human;
 use pmem_stack::ublk::control;
+use pmem_stack::ublk::features::{Features, IoPath};
 
 use super::args::{DelArgs, ListArgs, parse_device_id};
 use super::print_json;
@@ -36,6 +37,10 @@ pub struct DeviceJson {
     pub mode: Option<String>,
     pub uuid: Option<String>,
     pub user_copy: Option<bool>,
+    /// The `UBLK_F_*` flags the kernel granted the device, by name.
+    pub features: Vec<String>,
+    /// How request data moves (`user_copy` or `bounce_buffer`).
+    pub io_path: Option<IoPath>,
     pub log: Option<String>,
 }
 
@@ -58,6 +63,8 @@ impl DeviceJson {
             mode: None,
             uuid: None,
             user_copy: None,
+            features: Vec::new(),
+            io_path: None,
             log: None,
         }
     }
@@ -83,6 +90,8 @@ pub fn device_json(entry: &Entry) -> DeviceJson {
         mode: Some(entry.mode.to_string()),
         uuid: Some(entry.uuid.to_string()),
         user_copy: Some(entry.user_copy),
+        features: info.map(|i| Features(i.flags).names()).unwrap_or_default(),
+        io_path: info.map(|i| IoPath::of(Features(i.flags))),
         log: entry.log.as_ref().map(|p| p.display().to_string()),
     }
 }

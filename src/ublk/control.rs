@@ -26,6 +26,7 @@ use libublk::{UblkError, UblkFlags, sys};
 use crate::engine::{Engine, IoError};
 use crate::format::LogicalBlockSize;
 
+use super::features::{Features, IoPath};
 use super::queue::serve_queue;
 
 /// Target name recorded with the kernel and in libublk's JSON.
@@ -82,14 +83,30 @@ pub enum Attach {
 pub struct Granted {
     /// Device number N of `/dev/ublkbN`.
     pub id: u32,
-    /// Requests are copied with `UBLK_F_USER_COPY`.
-    pub user_copy: bool,
-    /// A dead server can be replaced without I/O errors.
-    pub recovery: bool,
+    /// The `UBLK_F_*` flags the kernel granted the device.
+    pub features: Features,
     /// Queues.
     pub queues: u16,
     /// Depth.
     pub depth: u16,
+}
+
+impl Granted {
+    /// Requests are copied with `UBLK_F_USER_COPY`.
+    pub fn user_copy(&self) -> bool {
+        self.features.has(sys::UBLK_F_USER_COPY)
+    }
+
+    /// A dead server can be replaced without I/O errors.
+    pub fn recovery(&self) -> bool {
+        self.features
+            .has(sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE)
+    }
+
+    /// How request data moves.
+    pub fn io_path(&self) -> IoPath {
+        IoPath::of(self.features)
+    }
 }
 
 /// Kernel state of a device.
@@ -402,6 +419,33 @@ fn recovery_flags(granted: u64) -> u64 {
     granted & WANTED_FLAGS
 }
 
+/// Say what the kernel offers, what the device got, and every fallback taken.
+fn log_features(granted: &Granted) {
+    let id = granted.id;
+    match Features::of_kernel() {
+        Some(kernel) => log::info!(
+            "/dev/ublkb{id}: kernel ublk features: {}",
+            kernel.names().join(", ")
+        ),
+        None => log::info!("/dev/ublkb{id}: the kernel does not report its ublk features"),
+    }
+    log::info!(
+        "/dev/ublkb{id}: granted {}; I/O path {}",
+        granted.features.names().join(", "),
+        granted.io_path().name()
+    );
+    if !granted.user_copy() {
+        log::warn!(
+            "/dev/ublkb{id}: the kernel has no UBLK_F_USER_COPY (Linux < 6.5?); copying through bounce buffers"
+        );
+    }
+    if !granted.recovery() {
+        log::warn!(
+            "/dev/ublkb{id}: the kernel did not grant user recovery with reissue; 'pmem-stack recover' will not work"
+        );
+    }
+}
+
 /// Serve a device until it is stopped (by `del`, or SIGINT/SIGTERM here).
 ///
 /// `prepare` runs once the kernel has granted the device, before any I/O can
@@ -424,32 +468,18 @@ where
     let info = ctrl.dev_info();
     let granted = Granted {
         id: info.dev_id,
-        user_copy: info.flags & u64::from(sys::UBLK_F_USER_COPY) != 0,
-        recovery: info.flags & u64::from(sys::UBLK_F_USER_RECOVERY) != 0
-            && info.flags & u64::from(sys::UBLK_F_USER_RECOVERY_REISSUE) != 0,
+        features: Features(info.flags),
         queues: info.nr_hw_queues,
         depth: info.queue_depth,
     };
-    if !granted.user_copy {
-        log::warn!(
-            "/dev/ublkb{}: the kernel has no UBLK_F_USER_COPY (Linux < 6.5?); copying through bounce buffers",
-            granted.id
-        );
-    }
-    if !granted.recovery {
-        log::warn!(
-            "/dev/ublkb{}: the kernel did not grant user recovery with reissue; 'pmem-stack recover' will not work",
-            granted.id
-        );
-    }
-
+    log_features(&granted);
     let engine = prepare(&granted).map_err(ServeError::Prepare)?;
     let size = engine.size();
 
     let signals = StopOnSignal::install(granted.id);
 
     let queue_engine = Arc::clone(&engine);
-    let user_copy = granted.user_copy;
+    let user_copy = granted.user_copy();
     let went_live = Arc::new(AtomicBool::new(false));
     let live_flag = Arc::clone(&went_live);
     let result = ctrl.run_target(

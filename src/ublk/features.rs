@@ -1,0 +1,135 @@
+//! Which ublk features a kernel offers and a device was granted, by name.
+//!
+//! The kernel silently drops `UBLK_F_*` flags it does not support, and what
+//! it supports moved a lot between the kernels users run (6.12 has user copy
+//! and recovery with reissue; 6.16 added QUIESCE, UPDATE_SIZE, AUTO_BUF_REG
+//! and per-io daemons; 7.0 BATCH_IO). So pmem-stack reads back what it got,
+//! logs the fallback it takes, and shows both in `list --json` — an operator
+//! should never have to guess which I/O path a device runs on.
+
+use libublk::sys;
+use serde::Serialize;
+
+/// Every flag this code knows by name, in bit order.
+const NAMES: &[(u64, &str)] = &[
+    (sys::UBLK_F_SUPPORT_ZERO_COPY as u64, "zero_copy"),
+    (sys::UBLK_F_URING_CMD_COMP_IN_TASK as u64, "comp_in_task"),
+    (sys::UBLK_F_NEED_GET_DATA as u64, "need_get_data"),
+    (sys::UBLK_F_USER_RECOVERY as u64, "user_recovery"),
+    (
+        sys::UBLK_F_USER_RECOVERY_REISSUE as u64,
+        "user_recovery_reissue",
+    ),
+    (sys::UBLK_F_UNPRIVILEGED_DEV as u64, "unprivileged"),
+    (sys::UBLK_F_CMD_IOCTL_ENCODE as u64, "ioctl_encode"),
+    (sys::UBLK_F_USER_COPY as u64, "user_copy"),
+    (sys::UBLK_F_ZONED as u64, "zoned"),
+    (
+        sys::UBLK_F_USER_RECOVERY_FAIL_IO as u64,
+        "user_recovery_fail_io",
+    ),
+    (sys::UBLK_F_UPDATE_SIZE as u64, "update_size"),
+    (sys::UBLK_F_AUTO_BUF_REG as u64, "auto_buf_reg"),
+    (sys::UBLK_F_QUIESCE as u64, "quiesce"),
+    (sys::UBLK_F_PER_IO_DAEMON as u64, "per_io_daemon"),
+    (sys::UBLK_F_BUF_REG_OFF_DAEMON as u64, "buf_reg_off_daemon"),
+    (sys::UBLK_F_BATCH_IO as u64, "batch_io"),
+    (sys::UBLK_F_INTEGRITY as u64, "integrity"),
+    (sys::UBLK_F_SAFE_STOP_DEV as u64, "safe_stop_dev"),
+    (sys::UBLK_F_NO_AUTO_PART_SCAN as u64, "no_auto_part_scan"),
+    (sys::UBLK_F_SHMEM_ZC as u64, "shmem_zc"),
+];
+
+/// A set of `UBLK_F_*` flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features(pub u64);
+
+impl Features {
+    /// What the running kernel's ublk driver supports (`GET_FEATURES`).
+    pub fn of_kernel() -> Option<Features> {
+        libublk::ctrl::UblkCtrl::get_features().map(Features)
+    }
+
+    /// Whether every flag in `flags` is set.
+    pub fn has(self, flags: u32) -> bool {
+        let flags = u64::from(flags);
+        self.0 & flags == flags
+    }
+
+    /// The names of the flags set, in bit order; unknown bits as `bitN`.
+    pub fn names(self) -> Vec<String> {
+        (0..64)
+            .map(|bit| 1u64 << bit)
+            .filter(|flag| self.0 & flag != 0)
+            .map(|flag| match NAMES.iter().find(|(f, _)| *f == flag) {
+                Some((_, name)) => (*name).to_string(),
+                None => format!("bit{}", flag.trailing_zeros()),
+            })
+            .collect()
+    }
+}
+
+/// How request data moves between the kernel and the mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoPath {
+    /// `UBLK_F_USER_COPY`: `pread`/`pwrite` on `/dev/ublkcN` straight
+    /// between the request's pages and the mapping (one copy; Linux 6.5+).
+    UserCopy,
+    /// The kernel copies through a per-request bounce buffer, and the server
+    /// copies again between it and the mapping (older kernels).
+    BounceBuffer,
+}
+
+impl IoPath {
+    /// The path a device with the granted `flags` runs on.
+    pub fn of(granted: Features) -> IoPath {
+        if granted.has(sys::UBLK_F_USER_COPY) {
+            IoPath::UserCopy
+        } else {
+            IoPath::BounceBuffer
+        }
+    }
+
+    /// The name used in logs and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            IoPath::UserCopy => "user_copy",
+            IoPath::BounceBuffer => "bounce_buffer",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_bit_order_and_unknown_bits_by_number() {
+        let f = Features(u64::from(sys::UBLK_F_USER_COPY | sys::UBLK_F_USER_RECOVERY) | (1 << 40));
+        assert_eq!(f.names(), ["user_recovery", "user_copy", "bit40"]);
+        assert!(f.has(sys::UBLK_F_USER_COPY));
+        assert!(!f.has(sys::UBLK_F_USER_COPY | sys::UBLK_F_QUIESCE));
+    }
+
+    #[test]
+    fn every_known_flag_is_one_bit_and_named_once() {
+        for (i, (flag, name)) in NAMES.iter().enumerate() {
+            assert_eq!(flag.count_ones(), 1, "{name}");
+            assert!(
+                NAMES[..i].iter().all(|(f, n)| f != flag && n != name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn io_path_follows_user_copy() {
+        assert_eq!(
+            IoPath::of(Features(u64::from(sys::UBLK_F_USER_COPY))),
+            IoPath::UserCopy
+        );
+        assert_eq!(IoPath::of(Features(0)), IoPath::BounceBuffer);
+        assert_eq!(IoPath::UserCopy.name(), "user_copy");
+    }
+}
