@@ -1,4 +1,5 @@
-//! Running the server in the background and telling the caller how it went.
+//! The fork and the start-up handshake between the starting command and its
+//! server.
 //!
 //! libublk does not daemonize, and its known failure is a start-up handshake
 //! that hangs when the server dies before reporting. Here the parent forks
@@ -11,11 +12,7 @@
 //!
 //! The child also leaves the caller's world: a new session, `/` as working
 //! directory (it must not pin a mount), stdin/stdout on `/dev/null`, stderr on
-//! a log file. And it gets a private mount namespace, because a ublk server
-//! that ends up holding the last reference to a mount of its own device
-//! deadlocks on exit (see libublk-rs#51): mounts made later in the caller's
-//! namespace do not propagate into a private copy, and when re-attaching to a
-//! device that is already mounted, the copies of those mounts are detached.
+//! a log file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -115,103 +112,6 @@ fn detach() -> io::Result<()> {
     // over the pipe; nothing may land on the caller's terminal.
     redirect(libc::STDERR_FILENO, &null)?;
     Ok(())
-}
-
-/// Give this process a private mount namespace without any mount of a ublk
-/// device in it.
-///
-/// The copy `unshare` makes contains every mount that exists now; a copied
-/// mount keeps its file system alive after the user unmounts the original,
-/// and if that file system sits on a ublk device — ours (when re-attaching)
-/// or another server's — deleting that device pulls it from under a file
-/// system nobody can see, and a server holding a mount of its own device
-/// deadlocks on exit. So every such copy is detached right away, and because
-/// the namespace is private, later mounts never propagate into it.
-pub fn private_mount_namespace() -> io::Result<()> {
-    // SAFETY: unshare with CLONE_NEWNS only affects this process's view of
-    // mounts; no memory is involved.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let root = c"/";
-    let none = c"none";
-    // SAFETY: valid NUL-terminated strings; a null data pointer is allowed.
-    let rc = unsafe {
-        libc::mount(
-            none.as_ptr(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    for point in ublk_mount_points(&mountinfo, is_ublk_block_device) {
-        let c_point = std::ffi::CString::new(point.clone()).map_err(io::Error::other)?;
-        // SAFETY: a valid NUL-terminated path; MNT_DETACH only affects this
-        // (private) namespace.
-        if unsafe { libc::umount2(c_point.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let err = io::Error::last_os_error();
-            // Already gone with a parent that was detached first.
-            if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOENT)
-            {
-                log::warn!("could not detach {point} in the server's namespace: {err}");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether block device `major:minor` is a ublk disk or one of its partitions.
-fn is_ublk_block_device(major_minor: &str) -> bool {
-    std::fs::canonicalize(format!("/sys/dev/block/{major_minor}"))
-        .map(|path| {
-            path.components()
-                .any(|c| c.as_os_str().to_string_lossy().starts_with("ublkb"))
-        })
-        .unwrap_or(false)
-}
-
-/// Mount points (innermost first) of the mounts in `mountinfo` whose device
-/// `is_ublk` says is a ublk device.
-fn ublk_mount_points(mountinfo: &str, is_ublk: impl Fn(&str) -> bool) -> Vec<String> {
-    mountinfo
-        .lines()
-        .rev()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let device = fields.get(2)?;
-            let point = fields.get(4)?;
-            is_ublk(device).then(|| unescape_mount_point(point))
-        })
-        .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mount_point(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(value);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Reporter {
@@ -373,33 +273,6 @@ impl Handshake {
     }
 }
 
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
-pub fn process_gone(pid: i32) -> bool {
-    if pid <= 0 {
-        return true;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
-/// Wait until process `pid` is gone, at most `timeout`.
-pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !process_gone(pid) {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,40 +288,5 @@ mod tests {
         );
         // A partial line is not a report yet.
         assert_eq!(parse_reports("ADDED 1\nLIV"), (Some(1), false, None));
-    }
-
-    #[test]
-    fn only_ublk_mounts_are_picked_innermost_first() {
-        let mountinfo = "\
-22 1 0:21 / / rw - 9p host rw
-30 22 259:1 / /mnt/a rw - xfs /dev/ublkb0 rw
-31 30 259:2 / /mnt/a/b\\040c rw - ext4 /dev/ublkb1 rw
-32 22 7:0 / /mnt/loop rw - ext4 /dev/loop0 rw
-";
-        let points = ublk_mount_points(mountinfo, |dev| dev.starts_with("259:"));
-        assert_eq!(points, vec!["/mnt/a/b c".to_string(), "/mnt/a".to_string()]);
-    }
-
-    #[test]
-    fn mount_points_unescape() {
-        assert_eq!(unescape_mount_point("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape_mount_point("/plain"), "/plain");
-        assert_eq!(unescape_mount_point("/x\\134y"), "/x\\y");
-    }
-
-    #[test]
-    fn processes_come_and_go() {
-        assert!(!process_gone(
-            i32::try_from(std::process::id()).expect("pid")
-        ));
-        assert!(process_gone(0));
-        let mut child = std::process::Command::new("true").spawn().expect("spawn");
-        let pid = i32::try_from(child.id()).expect("pid");
-        assert!(
-            wait_gone(pid, Duration::from_secs(5)),
-            "zombie counts as gone"
-        );
-        child.wait().expect("reap");
-        assert!(process_gone(pid));
     }
 }
