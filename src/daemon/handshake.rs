@@ -16,15 +16,19 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::pipe::PipeFlags;
+use rustix::process::{Pid, Signal, WaitOptions};
 
 /// The parent's end.
 #[derive(Debug)]
 pub struct Handshake {
     pipe: File,
-    child: libc::pid_t,
+    child: Pid,
 }
 
 /// The child's end.
@@ -55,62 +59,51 @@ pub enum StartOutcome {
     TimedOut { id: Option<u32> },
 }
 
-fn pipe() -> io::Result<(File, File)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((File::from(read), File::from(write)))
-}
-
 /// Fork the server. Must be called while the process has a single thread.
 pub fn fork_server() -> io::Result<Forked> {
-    let (read, write) = pipe()?;
-    // SAFETY: the caller guarantees a single-threaded process, so the child
-    // cannot inherit a lock held by another thread; both sides continue with
-    // ordinary Rust code.
+    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+    let (read, write) = (File::from(read), File::from(write));
+    // SAFETY: fork has no safe wrapper because, in a process with several
+    // threads, the child gets only the calling thread and may inherit locks
+    // (the allocator's, stdio's) held by the others forever; it could then
+    // only call async-signal-safe functions. This function's contract is
+    // that the process is single-threaded (the CLI forks before
+    // `control::serve` starts its signal and queue threads), so no lock can
+    // be held by a thread that does not exist in the child, and both sides
+    // may go on with ordinary Rust code. rustix offers only `kernel_fork`,
+    // which skips libc's atfork handlers and so is unsound next to libc:
+    // hence libc's fork.
     let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(io::Error::last_os_error()),
-        0 => {
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match Pid::from_raw(pid) {
+        None => {
             drop(read);
             detach()?;
             Ok(Forked::Child(Reporter { pipe: Some(write) }))
         }
-        child => {
+        Some(child) => {
             drop(write);
             Ok(Forked::Parent(Handshake { pipe: read, child }))
         }
     }
 }
 
-fn redirect(fd: libc::c_int, file: &File) -> io::Result<()> {
-    // SAFETY: dup2 between two open fds; `fd` is a standard stream number.
-    if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn detach() -> io::Result<()> {
-    // SAFETY: setsid has no memory-safety preconditions; in a fresh child it
-    // cannot fail with EPERM (the child is never a group leader).
-    if unsafe { libc::setsid() } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // In a fresh child this cannot fail with EPERM: the child is never a
+    // process group leader.
+    rustix::process::setsid()?;
     std::env::set_current_dir("/")?;
     let null = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    redirect(libc::STDIN_FILENO, &null)?;
-    redirect(libc::STDOUT_FILENO, &null)?;
+    rustix::stdio::dup2_stdin(&null)?;
+    rustix::stdio::dup2_stdout(&null)?;
     // Until the device has a log file, what the server has to say travels
     // over the pipe; nothing may land on the caller's terminal.
-    redirect(libc::STDERR_FILENO, &null)?;
+    rustix::stdio::dup2_stderr(&null)?;
     Ok(())
 }
 
@@ -157,7 +150,8 @@ impl Reporter {
             std::fs::create_dir_all(dir)?;
         }
         let log = OpenOptions::new().create(true).append(true).open(path)?;
-        redirect(libc::STDERR_FILENO, &log)
+        rustix::stdio::dup2_stderr(&log)?;
+        Ok(())
     }
 }
 
@@ -181,8 +175,8 @@ fn parse_reports(text: &str) -> (Option<u32>, bool, Option<String>) {
 
 impl Handshake {
     /// Pid of the server.
-    pub fn child(&self) -> libc::pid_t {
-        self.child
+    pub fn child(&self) -> i32 {
+        self.child.as_raw_pid()
     }
 
     /// Wait for the server's verdict, at most `timeout`. On timeout the server
@@ -207,22 +201,7 @@ impl Handshake {
                 self.kill();
                 return Ok(StartOutcome::TimedOut { id });
             }
-            let mut pfd = libc::pollfd {
-                fd: self.pipe.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
-            // SAFETY: one valid pollfd, count 1.
-            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if rc < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
-            }
-            if rc == 0 {
+            if !readable(&self.pipe, left)? {
                 continue;
             }
             match self.pipe.read(&mut buf) {
@@ -243,8 +222,8 @@ impl Handshake {
     }
 
     fn kill(&self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child, libc::SIGKILL) };
+        // Fails only if the child is gone already, which is what we want.
+        let _ = rustix::process::kill_process(self.child, Signal::KILL);
         self.reap();
     }
 
@@ -255,21 +234,31 @@ impl Handshake {
         const REAP_GRACE: Duration = Duration::from_secs(30);
         let deadline = Instant::now() + REAP_GRACE;
         loop {
-            let mut status = 0;
-            // SAFETY: polling our own child; `status` is a valid out pointer.
-            let rc = unsafe { libc::waitpid(self.child, &mut status, libc::WNOHANG) };
-            if rc != 0 {
+            let status = rustix::process::waitpid(Some(self.child), WaitOptions::NOHANG);
+            if !matches!(status, Ok(None)) {
                 return; // reaped, or not our child any more
             }
             if Instant::now() >= deadline {
-                // SAFETY: signalling our own child by pid.
-                unsafe { libc::kill(self.child, libc::SIGKILL) };
-                // SAFETY: as above; after SIGKILL the wait is short.
-                unsafe { libc::waitpid(self.child, &mut status, 0) };
+                let _ = rustix::process::kill_process(self.child, Signal::KILL);
+                // After SIGKILL the wait is short.
+                let _ = rustix::process::waitpid(Some(self.child), WaitOptions::empty());
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Whether `pipe` has something to read (data or end-of-file) within `left`;
+/// `false` on timeout or when a signal interrupted the wait.
+fn readable(pipe: &File, left: Duration) -> io::Result<bool> {
+    // A timeout too long for a timespec is no timeout at all.
+    let timeout = Timespec::try_from(left).ok();
+    let mut fds = [PollFd::new(pipe, PollFlags::IN)];
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::INTR) => Ok(false),
+        Err(err) => Err(err.into()),
     }
 }
 

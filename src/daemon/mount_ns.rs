@@ -11,6 +11,10 @@
 
 use std::io;
 
+use rustix::io::Errno;
+use rustix::mount::{MountPropagationFlags, UnmountFlags};
+use rustix::thread::UnshareFlags;
+
 /// Give this process a private mount namespace without any mount of a ublk
 /// device in it.
 ///
@@ -22,38 +26,25 @@ use std::io;
 /// deadlocks on exit. So every such copy is detached right away, and because
 /// the namespace is private, later mounts never propagate into it.
 pub fn private_mount_namespace() -> io::Result<()> {
-    // SAFETY: unshare with CLONE_NEWNS only affects this process's view of
-    // mounts; no memory is involved.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let root = c"/";
-    let none = c"none";
-    // SAFETY: valid NUL-terminated strings; a null data pointer is allowed.
-    let rc = unsafe {
-        libc::mount(
-            none.as_ptr(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: rustix marks unshare unsafe (and its safe `unshare` deprecated)
+    // only for CLONE_FILES, after which other threads' file descriptors may
+    // be missing from this thread's table. NEWNS leaves the fd table alone:
+    // it gives this thread its own copy of the mount table (and, implied
+    // CLONE_FS, its own root, working directory and umask); no memory or
+    // descriptor any thread uses changes.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }?;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     for point in ublk_mount_points(&mountinfo, is_ublk_block_device) {
-        let c_point = std::ffi::CString::new(point.clone()).map_err(io::Error::other)?;
-        // SAFETY: a valid NUL-terminated path; MNT_DETACH only affects this
-        // (private) namespace.
-        if unsafe { libc::umount2(c_point.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let err = io::Error::last_os_error();
+        match rustix::mount::unmount(point.as_str(), UnmountFlags::DETACH) {
+            // MNT_DETACH only affects this (private) namespace.
+            Ok(()) => {}
             // Already gone with a parent that was detached first.
-            if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOENT)
-            {
-                log::warn!("could not detach {point} in the server's namespace: {err}");
-            }
+            Err(Errno::INVAL | Errno::NOENT) => {}
+            Err(err) => log::warn!("could not detach {point} in the server's namespace: {err}"),
         }
     }
     Ok(())
