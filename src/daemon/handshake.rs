@@ -24,6 +24,8 @@ use rustix::io::Errno;
 use rustix::pipe::PipeFlags;
 use rustix::process::{Pid, Signal, WaitOptions};
 
+use super::report::{Progress, Report};
+
 /// The parent's end.
 #[derive(Debug)]
 pub struct Handshake {
@@ -114,10 +116,11 @@ impl Reporter {
         Reporter { pipe: None }
     }
 
-    fn send(&mut self, line: &str) {
+    fn send(&mut self, report: &Report) {
         if let Some(pipe) = self.pipe.as_mut() {
-            let one_line = line.replace('\n', " ");
-            if let Err(err) = writeln!(pipe, "{one_line}") {
+            // One write per line: a pipe write of at most PIPE_BUF bytes is
+            // atomic, so the parent never reads half of a short report.
+            if let Err(err) = pipe.write_all(format!("{report}\n").as_bytes()) {
                 log::warn!("could not report to the starting command: {err}");
             }
         }
@@ -125,19 +128,19 @@ impl Reporter {
 
     /// The kernel has added (or handed back) device `id`.
     pub fn added(&mut self, id: u32) {
-        self.send(&format!("ADDED {id}"));
+        self.send(&Report::Added(id));
     }
 
     /// Device `id` serves I/O; the starting command may return.
     pub fn live(&mut self, id: u32) {
-        self.send(&format!("LIVE {id}"));
+        self.send(&Report::Live(id));
         // Nothing more to say: close so the parent is never kept waiting.
         self.pipe = None;
     }
 
     /// The server cannot start.
     pub fn failed(&mut self, reason: &str) {
-        self.send(&format!("ERROR {reason}"));
+        self.send(&Report::Error(reason.to_string()));
         self.pipe = None;
     }
 
@@ -155,24 +158,6 @@ impl Reporter {
     }
 }
 
-/// Parse the handshake lines read so far: (device id, live?, error).
-fn parse_reports(text: &str) -> (Option<u32>, bool, Option<String>) {
-    let mut id = None;
-    let mut live = false;
-    let mut error = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("ADDED ") {
-            id = rest.trim().parse().ok().or(id);
-        } else if let Some(rest) = line.strip_prefix("LIVE ") {
-            id = rest.trim().parse().ok().or(id);
-            live = true;
-        } else if let Some(rest) = line.strip_prefix("ERROR ") {
-            error = Some(rest.to_string());
-        }
-    }
-    (id, live, error)
-}
-
 impl Handshake {
     /// Pid of the server.
     pub fn child(&self) -> i32 {
@@ -186,33 +171,26 @@ impl Handshake {
         let mut text = String::new();
         let mut buf = [0u8; 512];
         loop {
-            let (id, live, error) = parse_reports(&text);
-            if live {
-                if let Some(id) = id {
-                    return Ok(StartOutcome::Live { id });
+            let progress = Progress::read(&text);
+            if let Some(outcome) = progress.verdict() {
+                // A live server goes on; a failed one is on its way out.
+                if !matches!(outcome, StartOutcome::Live { .. }) {
+                    self.reap();
                 }
-            }
-            if let Some(reason) = error {
-                self.reap();
-                return Ok(StartOutcome::Failed { id, reason });
+                return Ok(outcome);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.kill();
-                return Ok(StartOutcome::TimedOut { id });
+                return Ok(StartOutcome::TimedOut { id: progress.id });
             }
             if !readable(&self.pipe, left)? {
                 continue;
             }
             match self.pipe.read(&mut buf) {
                 Ok(0) => {
-                    let (id, live, error) = parse_reports(&text);
                     self.reap();
-                    return Ok(match (live, id, error) {
-                        (true, Some(id), _) => StartOutcome::Live { id },
-                        (_, id, Some(reason)) => StartOutcome::Failed { id, reason },
-                        (_, id, None) => StartOutcome::Died { id },
-                    });
+                    return Ok(progress.at_end());
                 }
                 Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -222,7 +200,8 @@ impl Handshake {
     }
 
     fn kill(&self) {
-        // Fails only if the child is gone already, which is what we want.
+        // Our child exists until we reap it (as a zombie if it has exited),
+        // so there is no failure here worth reporting.
         let _ = rustix::process::kill_process(self.child, Signal::KILL);
         self.reap();
     }
@@ -264,18 +243,102 @@ fn readable(pipe: &File, left: Duration) -> io::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::OwnedFd;
+    use std::process::{Child, Command, Stdio};
+
     use super::*;
+    use crate::daemon::process_gone;
+
+    /// A handshake with `sh -c script` standing in for the forked server:
+    /// what it prints is what the server reports.
+    fn handshake(script: &str) -> (Handshake, Child) {
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let handshake = Handshake {
+            pipe: File::from(OwnedFd::from(stdout)),
+            child: Pid::from_child(&child),
+        };
+        (handshake, child)
+    }
+
+    const PATIENCE: Duration = Duration::from_secs(10);
 
     #[test]
-    fn reports_parse() {
-        assert_eq!(parse_reports(""), (None, false, None));
-        assert_eq!(parse_reports("ADDED 3\n"), (Some(3), false, None));
-        assert_eq!(parse_reports("ADDED 3\nLIVE 3\n"), (Some(3), true, None));
+    fn live_server_is_left_running() {
+        let (handshake, mut child) = handshake("echo ADDED 3; echo LIVE 3; exec sleep 10");
         assert_eq!(
-            parse_reports("ADDED 3\nERROR no space\n"),
-            (Some(3), false, Some("no space".to_string()))
+            handshake.wait(PATIENCE).expect("wait"),
+            StartOutcome::Live { id: 3 }
         );
-        // A partial line is not a report yet.
-        assert_eq!(parse_reports("ADDED 1\nLIV"), (Some(1), false, None));
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "still serving"
+        );
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+    }
+
+    #[test]
+    fn failed_server_is_reaped() {
+        let (handshake, child) = handshake("echo ADDED 4; echo ERROR no space");
+        let pid = handshake.child();
+        assert_eq!(
+            handshake.wait(PATIENCE).expect("wait"),
+            StartOutcome::Failed {
+                id: Some(4),
+                reason: "no space".to_string()
+            }
+        );
+        drop(child);
+        assert!(process_gone(pid));
+    }
+
+    #[test]
+    fn silent_exit_is_a_death() {
+        let (handshake, _child) = handshake("echo ADDED 5");
+        assert_eq!(
+            handshake.wait(PATIENCE).expect("wait"),
+            StartOutcome::Died { id: Some(5) }
+        );
+    }
+
+    #[test]
+    fn slow_server_is_killed() {
+        let (handshake, _child) = handshake("echo ADDED 6; exec sleep 30");
+        let pid = handshake.child();
+        let started = Instant::now();
+        assert_eq!(
+            handshake.wait(Duration::from_millis(300)).expect("wait"),
+            StartOutcome::TimedOut { id: Some(6) }
+        );
+        assert!(started.elapsed() < PATIENCE);
+        assert!(process_gone(pid), "killed and reaped");
+    }
+
+    #[test]
+    fn reporter_writes_one_line_per_report_then_closes() {
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).expect("pipe");
+        let mut reporter = Reporter {
+            pipe: Some(File::from(write)),
+        };
+        reporter.added(1);
+        reporter.failed("bad\nnews");
+        assert!(reporter.pipe.is_none());
+        // Closed: nothing more goes out, and no error either.
+        reporter.live(1);
+        let mut text = String::new();
+        File::from(read).read_to_string(&mut text).expect("read");
+        assert_eq!(text, "ADDED 1\nERROR bad news\n");
+        assert_eq!(
+            Progress::read(&text).at_end(),
+            StartOutcome::Failed {
+                id: Some(1),
+                reason: "bad news".to_string()
+            }
+        );
     }
 }

@@ -9,6 +9,8 @@
 //!   `ADDED <id>`, then `LIVE <id>` or `ERROR <reason>`. The parent always
 //!   learns something — a report, end-of-file when the child dies, or its own
 //!   timeout — and in every failure case it knows which device to clean up.
+//!   Its wire format, and how the parent adds up what it has read, are in
+//!   `report`, testable without a fork.
 //! * `mount_ns`: the server's private mount namespace, without copies of
 //!   mounts of ublk devices (a server holding a mount of its own device
 //!   deadlocks on exit, libublk-rs#51).
@@ -20,6 +22,7 @@
 mod handshake;
 mod mount_ns;
 mod process;
+mod report;
 
 pub use handshake::{Forked, Handshake, Reporter, StartOutcome, fork_server};
 pub use mount_ns::private_mount_namespace;
