@@ -75,28 +75,39 @@ fn ublk_mount_points(mountinfo: &str, is_ublk: impl Fn(&str) -> bool) -> Vec<Str
         .collect()
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
+/// mountinfo escapes space, tab, newline and backslash as a backslash and
+/// three octal digits; anything else, including a backslash that does not
+/// start such an escape, is taken literally.
 fn unescape_mount_point(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(value);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        match octal_escape(&bytes[i..]) {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The byte that `rest` starts with an escape of (`\ooo`, at most `\377`).
+fn octal_escape(rest: &[u8]) -> Option<u8> {
+    let [b'\\', digits @ ..] = rest.get(..4)? else {
+        return None;
+    };
+    let value = digits.iter().try_fold(0u32, |value, &digit| {
+        (b'0'..=b'7')
+            .contains(&digit)
+            .then(|| value * 8 + u32::from(digit - b'0'))
+    })?;
+    u8::try_from(value).ok()
 }
 
 #[cfg(test)]
@@ -108,7 +119,7 @@ mod tests {
         let mountinfo = "\
 22 1 0:21 / / rw - 9p host rw
 30 22 259:1 / /mnt/a rw - xfs /dev/ublkb0 rw
-31 30 259:2 / /mnt/a/b\\040c rw - ext4 /dev/ublkb1 rw
+31 30 259:2 / /mnt/a/b\\040c rw shared:5 master:1 - ext4 /dev/ublkb1 rw
 32 22 7:0 / /mnt/loop rw - ext4 /dev/loop0 rw
 ";
         let points = ublk_mount_points(mountinfo, |dev| dev.starts_with("259:"));
@@ -120,5 +131,12 @@ mod tests {
         assert_eq!(unescape_mount_point("/mnt/a\\040b"), "/mnt/a b");
         assert_eq!(unescape_mount_point("/plain"), "/plain");
         assert_eq!(unescape_mount_point("/x\\134y"), "/x\\y");
+        assert_eq!(unescape_mount_point("/t\\011\\012"), "/t\t\n");
+        // Not escapes: too short, not octal, or more than a byte.
+        assert_eq!(unescape_mount_point("/end\\04"), "/end\\04");
+        assert_eq!(unescape_mount_point("/a\\"), "/a\\");
+        assert_eq!(unescape_mount_point("/a\\08x"), "/a\\08x");
+        assert_eq!(unescape_mount_point("/a\\777"), "/a\\777");
+        assert_eq!(unescape_mount_point("/a\\\\040"), "/a\\ ");
     }
 }
