@@ -61,16 +61,28 @@ pub enum StartOutcome {
     TimedOut { id: Option<u32> },
 }
 
-/// Fork the server. Must be called while the process has a single thread.
+/// Threads of this process, from `/proc/self/task`.
+fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Fork the server. Refuses (rather than risk a child that inherited locks
+/// held by other threads) unless the process has a single thread.
 pub fn fork_server() -> io::Result<Forked> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "cannot fork the server from a process with {threads} threads (a bug in pmem-stack)"
+        )));
+    }
     let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
     let (read, write) = (File::from(read), File::from(write));
     // SAFETY: fork has no safe wrapper because, in a process with several
     // threads, the child gets only the calling thread and may inherit locks
     // (the allocator's, stdio's) held by the others forever; it could then
     // only call async-signal-safe functions. This function's contract is
-    // that the process is single-threaded (the CLI forks before
-    // `control::serve` starts its signal and queue threads), so no lock can
+    // that the process is single-threaded (checked just above: the CLI forks
+    // before `control::serve` starts its signal and queue threads), so no lock can
     // be held by a thread that does not exist in the child, and both sides
     // may go on with ordinary Rust code. rustix offers only `kernel_fork`,
     // which skips libc's atfork handlers and so is unsound next to libc:
@@ -266,6 +278,17 @@ mod tests {
     }
 
     const PATIENCE: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn fork_is_refused_in_a_threaded_process() {
+        // The test harness runs tests on worker threads: this process has
+        // more than one, so forking must be refused, not attempted.
+        let helper = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(200)));
+        assert!(thread_count().expect("count") > 1);
+        let err = fork_server().expect_err("threaded");
+        assert!(err.to_string().contains("threads"), "{err}");
+        helper.join().expect("join");
+    }
 
     #[test]
     fn live_server_is_left_running() {
