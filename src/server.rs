@@ -82,9 +82,9 @@ pub enum ServerError {
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("starting the server: {0}")]
-    Fork(#[source] std::io::Error),
+    Fork(std::io::Error),
     #[error("waiting for the server: {0}")]
-    Handshake(#[source] std::io::Error),
+    Handshake(std::io::Error),
     #[error("{0}")]
     Reported(String),
     #[error("the server exited before the device was live{log}")]

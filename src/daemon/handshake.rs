@@ -61,9 +61,19 @@ pub enum StartOutcome {
     TimedOut { id: Option<u32> },
 }
 
-/// Threads of this process, from `/proc/self/task`.
+/// Userspace threads of this process, from `/proc/self/task`. io_uring's
+/// kernel workers (`iou-wrk-*`, `iou-sqp-*`) are listed there too once a ring
+/// has run a blocking command (libublk's control ring does), but they run no
+/// userspace code and hold no userspace lock, so they do not count.
 fn thread_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/task")?.count())
+    let mut threads = 0;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let comm = std::fs::read_to_string(task?.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("iou-") {
+            threads += 1;
+        }
+    }
+    Ok(threads)
 }
 
 /// Fork the server. Refuses (rather than risk a child that inherited locks

@@ -73,4 +73,42 @@ check "del after recovery" "$P" del 0
 expect_eq "no devices left" "$(ublk_count)" 0
 check "metadata healthy" "$P" check /dev/pmem0
 
+# del of a recovered device while fio writes to it: the device must really go
+# (fio gets errors rather than writing on into nothing), the server exits,
+# and nothing hangs. With pmem-stack 0.1's recovery this printed "removed"
+# while the recovered server saw none of fio's writes.
+check "add again" "$P" add /dev/pmem0
+old_pid=$(server_pid 0)
+kill -9 "$old_pid"
+for _ in $(seq 100); do
+	[ "$("$P" list --json | jget 'd[0]["state"]')" == quiesced ] && break
+	sleep 0.05
+done
+check "recover again" "$P" recover 0
+new_pid=$(server_pid 0)
+check "the recovered device is a block device" test -b /dev/ublkb0
+fio --name=delwhile --filename=/dev/ublkb0 --size=64M --rw=randwrite --bs=4k \
+	--iodepth=8 --ioengine=io_uring --direct=1 --time_based --runtime=30 \
+	--output-format=json >/tmp/fio2.json 2>/tmp/fio2.err &
+fio_pid=$!
+for _ in $(seq 200); do
+	[ "$(writes)" -gt 500 ] && break
+	sleep 0.05
+done
+served_before=$(writes)
+note "writes through the recovered device before del: $served_before"
+check "the recovered server receives fio's writes" test "$served_before" -gt 500
+check "del --all while fio runs" "$P" del --all
+rc=0
+wait_start=$SECONDS
+wait "$fio_pid" || rc=$?
+note "fio ended $((SECONDS - wait_start)) s after del, status $rc"
+check "fio ended well before its 30 s run" test $((SECONDS - wait_start)) -lt 20
+check "fio saw I/O errors" test "$rc" -ne 0
+expect_eq "no devices left after del" "$(ublk_count)" 0
+check "no /dev/ublkb0 of any kind is left" test ! -e /dev/ublkb0
+check "the recovered server exited" test ! -e "/proc/$new_pid"
+expect_eq "list is empty" "$("$P" list --json)" "[]"
+check "metadata healthy after del under fio" "$P" check /dev/pmem0
+
 finish
