@@ -21,15 +21,16 @@
 //! `reserve - need(data pages(reserve))` only grows with the reserve.
 
 use crate::format::geometry::{
-    Alignment, Geometry, GeometryError, LogicalBlockSize, OS_BYTES_PER_PAGE, PAGE_SIZE,
-    ReserveMode, backup_offset_for, os_reserve_minimum, reserve_offset_for,
+    Alignment, Geometry, GeometryError, LogicalBlockSize, OS_BYTES_PER_PAGE, ReserveMode,
+    backup_offset_for, os_reserve_minimum, reserve_offset_for,
 };
 use crate::size::Human;
+use crate::units::{PAGE_SIZE, PMD_SIZE};
 
 /// Bytes per managed 4 KiB page that the Xen rule budgets (40 B + slack).
 pub const XEN_BYTES_PER_PAGE: u64 = 44;
-/// Xen allocates its frame table and M2P in 2 MiB chunks.
-pub const XEN_CHUNK: u64 = 2 << 20;
+/// Xen allocates its frame table and M2P in 2 MiB (superpage) chunks.
+pub const XEN_CHUNK: u64 = PMD_SIZE;
 
 /// How large the reserve should be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

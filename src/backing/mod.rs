@@ -30,6 +30,7 @@ use serde::Serialize;
 pub use mapping::{FlushInstruction, Mapping, MediaRange, OutOfWindow, Persistence};
 
 use crate::format::Uuid;
+use crate::units::PAGE_SIZE;
 
 /// What kind of file the backing is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -409,12 +410,12 @@ impl Backing {
     pub fn map(&self, offset: u64, len: u64) -> Result<Mapping, BackingError> {
         self.check_range("map", offset, len)?;
         let granule = match self.kind {
-            BackingKind::Block | BackingKind::File => 4096,
+            BackingKind::Block | BackingKind::File => PAGE_SIZE,
+            // Without sysfs there is nothing to ask: the kernel's default.
             BackingKind::Dax => self
                 .sysfs_dir
                 .as_deref()
-                .map(sysfs::dax_align)
-                .unwrap_or(2 << 20),
+                .map_or(sysfs::DAX_DEFAULT_ALIGN, sysfs::dax_align),
         };
         let map_start = offset & !(granule - 1);
         let end = offset + len; // no overflow: checked by check_range

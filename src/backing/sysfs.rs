@@ -11,6 +11,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::format::Uuid;
+use crate::units::{PMD_SIZE, SECTOR_SIZE};
+
+/// The alignment of a devdax device that does not say otherwise: Linux's
+/// default, a PMD.
+pub const DAX_DEFAULT_ALIGN: u64 = PMD_SIZE;
 
 /// Where a device's sysfs directory is, from its major:minor.
 pub fn device_dir(block: bool, major: u32, minor: u32) -> PathBuf {
@@ -38,7 +43,7 @@ pub fn block_phys_start(dev_dir: &Path) -> Option<u64> {
         let start_sectors = parse_number(&read_trimmed(&dev_dir.join("start"))?)?;
         let parent = dev_dir.join("..");
         let base = parse_number(&read_trimmed(&parent.join("device/resource"))?)?;
-        return base.checked_add(start_sectors.checked_mul(512)?);
+        return base.checked_add(start_sectors.checked_mul(SECTOR_SIZE)?);
     }
     parse_number(&read_trimmed(&dev_dir.join("device/resource"))?)
 }
@@ -53,12 +58,13 @@ pub fn dax_size(dev_dir: &Path) -> Option<u64> {
     parse_number(&read_trimmed(&dev_dir.join("size"))?)
 }
 
-/// Mapping alignment a devdax device requires (2 MiB unless it says otherwise).
+/// Mapping alignment a devdax device requires ([`DAX_DEFAULT_ALIGN`] unless it
+/// says otherwise).
 pub fn dax_align(dev_dir: &Path) -> u64 {
     read_trimmed(&dev_dir.join("align"))
         .and_then(|s| parse_number(&s))
         .filter(|a| a.is_power_of_two())
-        .unwrap_or(2 << 20)
+        .unwrap_or(DAX_DEFAULT_ALIGN)
 }
 
 /// Whether `dev_dir` (a char device's sysfs directory) is a devdax device.

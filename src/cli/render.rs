@@ -11,6 +11,7 @@ use pmem_stack::format::superblock::VERSION_MAJOR;
 use pmem_stack::format::{Geometry, ReserveMode, SuperBlock};
 use pmem_stack::metadata::{CopyReport, CopyState, Metadata, describe_copy};
 use pmem_stack::size::Human;
+use pmem_stack::units::PAGE_SHIFT;
 
 /// One region of the bar.
 struct Region {
@@ -168,7 +169,7 @@ pub struct InfoJson {
 }
 
 /// Physical range of the reserve, `[start, end)`, when sysfs knows where the
-/// backing sits.
+/// backing sits. Xen names it in machine frames: `address >> PAGE_SHIFT`.
 pub fn reserve_phys(backing: &Backing, g: &Geometry) -> Option<(u64, u64)> {
     let base = backing.phys_start()?;
     let start = base.checked_add(g.reserve_offset)?;
@@ -204,8 +205,8 @@ pub fn info_json(
         backup: CopyJson::from(&m.backup),
         reserve_phys_start: phys.map(|p| p.0),
         reserve_phys_end: phys.map(|p| p.1),
-        reserve_mfn_start: phys.map(|p| p.0 >> 12),
-        reserve_mfn_end: phys.map(|p| p.1 >> 12),
+        reserve_mfn_start: phys.map(|p| p.0 >> PAGE_SHIFT),
+        reserve_mfn_end: phys.map(|p| p.1 >> PAGE_SHIFT),
         healthy: m.is_healthy(),
         served_by,
     }
@@ -257,8 +258,8 @@ pub fn info_text(
                     let _ = write!(
                         note,
                         "; phys {start:#x}-{end:#x} (MFN {:#x}-{:#x})",
-                        start >> 12,
-                        end >> 12
+                        start >> PAGE_SHIFT,
+                        end >> PAGE_SHIFT
                     );
                 }
                 note

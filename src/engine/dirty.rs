@@ -10,10 +10,12 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::units::PAGE_SHIFT;
+
 /// Never track more than this many chunks (bitmap of 512 KiB).
 const MAX_CHUNKS: u64 = 1 << 22;
 /// Smallest chunk: one page.
-const MIN_CHUNK_SHIFT: u32 = 12;
+const MIN_CHUNK_SHIFT: u32 = PAGE_SHIFT as u32;
 
 /// A bitmap of dirty chunks over `size` bytes.
 #[derive(Debug)]

@@ -16,6 +16,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::units::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PUD_SIZE, SECTOR_SHIFT};
+
 /// Bytes 0..4096 of the backing are never read for our metadata nor written.
 pub const HEAD_SIZE: u64 = 4096;
 /// Size of one super block copy.
@@ -25,9 +27,6 @@ pub const PRIMARY_OFFSET: u64 = HEAD_SIZE;
 /// End of the primary copy: the reserve starts at the first alignment boundary
 /// at or after this offset.
 pub const METADATA_END: u64 = PRIMARY_OFFSET + SUPERBLOCK_SIZE;
-/// The page size that the reserve sizing rules count in (Linux and Xen both
-/// manage 4 KiB frames).
-pub const PAGE_SIZE: u64 = 4096;
 /// Bytes of `struct page` per 4 KiB data page that `--mode os` must hold
 /// (Linux's `map=dev` rule, `nd_pfn`).
 pub const OS_BYTES_PER_PAGE: u64 = 64;
@@ -54,9 +53,9 @@ impl Alignment {
     /// The alignment in bytes.
     pub const fn bytes(self) -> u64 {
         match self {
-            Alignment::K4 => 4 << 10,
-            Alignment::M2 => 2 << 20,
-            Alignment::G1 => 1 << 30,
+            Alignment::K4 => PAGE_SIZE,
+            Alignment::M2 => PMD_SIZE,
+            Alignment::G1 => PUD_SIZE,
         }
     }
 
@@ -154,26 +153,26 @@ pub enum LogicalBlockSize {
 impl LogicalBlockSize {
     /// Size in bytes.
     pub const fn bytes(self) -> u32 {
-        match self {
-            LogicalBlockSize::B512 => 512,
-            LogicalBlockSize::B4096 => 4096,
-        }
+        1 << self.shift()
     }
 
-    /// log2 of the size, as ublk's `logical_bs_shift` wants it.
+    /// log2 of the size, as ublk's `logical_bs_shift` wants it: a sector or a
+    /// page.
     pub const fn shift(self) -> u8 {
         match self {
-            LogicalBlockSize::B512 => 9,
-            LogicalBlockSize::B4096 => 12,
+            LogicalBlockSize::B512 => SECTOR_SHIFT,
+            LogicalBlockSize::B4096 => PAGE_SHIFT,
         }
     }
 
     /// The block size of `bytes`, if supported.
     pub const fn from_bytes(bytes: u32) -> Option<LogicalBlockSize> {
-        match bytes {
-            512 => Some(LogicalBlockSize::B512),
-            4096 => Some(LogicalBlockSize::B4096),
-            _ => None,
+        if bytes == LogicalBlockSize::B512.bytes() {
+            Some(LogicalBlockSize::B512)
+        } else if bytes == LogicalBlockSize::B4096.bytes() {
+            Some(LogicalBlockSize::B4096)
+        } else {
+            None
         }
     }
 }

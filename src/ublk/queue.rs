@@ -10,12 +10,9 @@ use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
 use libublk::{BufDesc, BufDescList, UblkIORes, sys};
 
 use crate::engine::{Engine, IoError, Op, Request};
+use crate::units::SECTOR_SIZE;
 
 use super::user_copy::{Bounce, UserCopy};
-
-/// Bytes per ublk sector (the unit of `start_sector` and `nr_sectors`,
-/// whatever the logical block size).
-const SECTOR: u64 = 512;
 
 /// Translate a ublk I/O descriptor into an engine request.
 pub fn decode(op_flags: u32, start_sector: u64, nr_sectors: u32) -> Result<Request, IoError> {
@@ -44,8 +41,8 @@ pub fn decode(op_flags: u32, start_sector: u64, nr_sectors: u32) -> Result<Reque
     };
     Ok(Request {
         op,
-        offset: start_sector.checked_mul(SECTOR).ok_or_else(overflow)?,
-        len: u64::from(nr_sectors) * SECTOR,
+        offset: start_sector.checked_mul(SECTOR_SIZE).ok_or_else(overflow)?,
+        len: u64::from(nr_sectors) * SECTOR_SIZE,
     })
 }
 
