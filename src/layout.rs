@@ -49,9 +49,11 @@ pub struct LayoutRequest {
     /// The owner of the reserve; `None` picks `hypervisor` for a non-zero
     /// reserve and `none` for a zero one.
     pub mode: Option<ReserveMode>,
-    /// Alignment of reserve and data area (default 2 MiB).
+    /// Alignment of reserve and data area ([`Alignment::DEFAULT`] unless
+    /// the user chose one).
     pub align: Alignment,
-    /// Logical block size of the served device (default 512).
+    /// Logical block size of the served device ([`LogicalBlockSize::DEFAULT`]
+    /// unless the user chose one).
     pub logical_block_size: LogicalBlockSize,
 }
 
@@ -61,8 +63,8 @@ impl LayoutRequest {
         LayoutRequest {
             reserve,
             mode,
-            align: Alignment::M2,
-            logical_block_size: LogicalBlockSize::B512,
+            align: Alignment::DEFAULT,
+            logical_block_size: LogicalBlockSize::DEFAULT,
         }
     }
 }

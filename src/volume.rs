@@ -42,8 +42,8 @@ impl LayoutOptions {
         Some(LayoutRequest {
             reserve,
             mode: self.mode,
-            align: self.align.unwrap_or(Alignment::M2),
-            logical_block_size: self.block_size.unwrap_or(LogicalBlockSize::B512),
+            align: self.align.unwrap_or(Alignment::DEFAULT),
+            logical_block_size: self.block_size.unwrap_or(LogicalBlockSize::DEFAULT),
         })
     }
 

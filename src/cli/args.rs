@@ -46,11 +46,24 @@ pub struct LayoutArgs {
     /// Owner of the reserve [default: hypervisor, or none with --reserve 0].
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
-    /// Alignment of reserve and data area: 4K, 2M or 1G [default: 2M].
-    #[arg(long, value_name = "SIZE", value_parser = parse_align)]
+    // The defaults are the library's (left `None` here, so `add` can tell an
+    // option given from one left out); the help text names them.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = parse_align,
+        help = format!("Alignment of reserve and data area: 4K, 2M or 1G [default: {}]", Alignment::DEFAULT)
+    )]
     pub align: Option<Alignment>,
-    /// Logical block size of the served device: 512 or 4096 [default: 512].
-    #[arg(long = "block-size", value_name = "BYTES", value_parser = parse_block_size)]
+    #[arg(
+        long = "block-size",
+        value_name = "BYTES",
+        value_parser = parse_block_size,
+        help = format!(
+            "Logical block size of the served device: 512 or 4096 [default: {}]",
+            LogicalBlockSize::DEFAULT.bytes()
+        )
+    )]
     pub block_size: Option<LogicalBlockSize>,
 }
 

@@ -50,6 +50,11 @@ impl Alignment {
     /// Every accepted alignment, smallest first.
     pub const ALL: [Alignment; 3] = [Alignment::K4, Alignment::M2, Alignment::G1];
 
+    /// The alignment when the user names none (the CLI, `volume`, `layout`
+    /// all take it from here): 2 MiB keeps huge-page mappings of the data area
+    /// possible without wasting more than a few MiB of a small namespace.
+    pub const DEFAULT: Alignment = Alignment::M2;
+
     /// The alignment in bytes.
     pub const fn bytes(self) -> u64 {
         match self {
@@ -151,6 +156,10 @@ pub enum LogicalBlockSize {
 }
 
 impl LogicalBlockSize {
+    /// The block size when the user names none: 512, what `/dev/pmemN`
+    /// itself reports, so a volume behaves like the namespace it sits on.
+    pub const DEFAULT: LogicalBlockSize = LogicalBlockSize::B512;
+
     /// Size in bytes.
     pub const fn bytes(self) -> u32 {
         1 << self.shift()
