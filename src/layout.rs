@@ -22,7 +22,7 @@
 
 use crate::format::geometry::{
     Alignment, Geometry, GeometryError, LogicalBlockSize, OS_BYTES_PER_PAGE, ReserveMode,
-    backup_offset_for, os_reserve_minimum, reserve_offset_for,
+    SUPERBLOCK_SIZE, data_area_for, data_end_for, os_reserve_minimum, reserve_offset_for,
 };
 use crate::size::Human;
 use crate::units::{PAGE_SIZE, PMD_SIZE};
@@ -147,15 +147,9 @@ fn rule_need(mode: ReserveMode, data_size: u64) -> u64 {
     }
 }
 
-/// The end of the data area on a device of `device_size` (independent of the
-/// reserve), or `None` if the device cannot hold the super blocks.
-fn data_end(device_size: u64, align: Alignment) -> Option<u64> {
-    backup_offset_for(device_size).map(|backup| align.align_down(backup))
-}
-
 /// The largest aligned reserve that still leaves one aligned data block.
 fn largest_reserve(device_size: u64, align: Alignment) -> Option<u64> {
-    let end = data_end(device_size, align)?;
+    let end = data_end_for(device_size, align)?;
     end.checked_sub(reserve_offset_for(align))?
         .checked_sub(align.bytes())
 }
@@ -167,14 +161,13 @@ fn smallest_device(align: Alignment, reserve_size: u64) -> u64 {
     reserve_offset_for(align)
         .saturating_add(reserve_size)
         .saturating_add(align.bytes())
-        .saturating_add(crate::format::geometry::SUPERBLOCK_SIZE)
+        .saturating_add(SUPERBLOCK_SIZE)
 }
 
-/// Data area size for a given aligned reserve, if one aligned block remains.
+/// Data area size for a given aligned reserve, if one aligned block remains
+/// (the rules' own derivation, so the search and the result cannot disagree).
 fn data_size_for(device_size: u64, align: Alignment, reserve_size: u64) -> Option<u64> {
-    let end = data_end(device_size, align)?;
-    let start = reserve_offset_for(align).checked_add(reserve_size)?;
-    end.checked_sub(start).filter(|&d| d >= align.bytes())
+    data_area_for(device_size, align, reserve_size).map(|(_, size)| size)
 }
 
 /// The smallest aligned reserve `r` with `r >= rule_need(mode, data(r))`.

@@ -7,6 +7,11 @@
 //! another OS needs exactly the rules in `docs/FORMAT.md`, and a super block
 //! that passes its checksum but was written by a buggy writer is still refused.
 //!
+//! So the arithmetic exists once, in [`Geometry::derive`] and the `*_for`
+//! helpers it uses: planning a new layout (`crate::layout`) derives, and
+//! validating a recorded one derives from the recorded choices and compares.
+//! Two copies of the rules could disagree; one cannot.
+//!
 //! ```text
 //! | head 0..4K (never written) | primary 4K..8K | pad | reserve | data | pad | backup |
 //!                                               ^reserve_offset  ^data_offset      ^last 4K block
@@ -202,6 +207,24 @@ pub fn reserve_offset_for(align: Alignment) -> u64 {
     align.align_up(METADATA_END).unwrap_or(u64::MAX)
 }
 
+/// End of the data area on a backing of `device_size`: the last alignment
+/// boundary at or before the backup copy (whatever the reserve). `None` when
+/// the backing cannot hold the two copies.
+pub fn data_end_for(device_size: u64, align: Alignment) -> Option<u64> {
+    backup_offset_for(device_size).map(|backup| align.align_down(backup))
+}
+
+/// The data area `(data_offset, data_size)` the rules give for a reserve of
+/// `reserve_size`: from the end of the reserve to [`data_end_for`]. `None`
+/// when not even one aligned block would remain.
+pub fn data_area_for(device_size: u64, align: Alignment, reserve_size: u64) -> Option<(u64, u64)> {
+    let data_offset = reserve_offset_for(align).checked_add(reserve_size)?;
+    let data_size = data_end_for(device_size, align)?
+        .checked_sub(data_offset)
+        .filter(|&size| size >= align.bytes())?;
+    Some((data_offset, data_size))
+}
+
 /// Minimum reserve for `--mode os`: 64 bytes per 4 KiB page of the data area.
 pub fn os_reserve_minimum(data_size: u64) -> u64 {
     (data_size / PAGE_SIZE).saturating_mul(OS_BYTES_PER_PAGE)
@@ -272,7 +295,9 @@ impl Geometry {
         self.reserve_offset.saturating_add(self.reserve_size)
     }
 
-    /// Build the geometry the layout rules give for these choices, and check it.
+    /// The layout the rules of `docs/FORMAT.md` give for these choices, or the
+    /// first rule they break. The one place the layout arithmetic lives:
+    /// planning a layout and validating a recorded one both come here.
     pub fn derive(
         device_size: u64,
         align: Alignment,
@@ -280,87 +305,83 @@ impl Geometry {
         mode: ReserveMode,
         reserve_size: u64,
     ) -> Result<Geometry, GeometryError> {
-        let backup =
-            backup_offset_for(device_size).ok_or(GeometryError::DeviceTooSmall { device_size })?;
-        let reserve_offset = reserve_offset_for(align);
-        let data_offset = reserve_offset
-            .checked_add(reserve_size)
-            .ok_or(GeometryError::NoRoomForData { align })?;
-        let data_end = align.align_down(backup);
-        let data_size = data_end
-            .checked_sub(data_offset)
-            .filter(|&size| size >= align.bytes())
-            .ok_or(GeometryError::NoRoomForData { align })?;
-        let geometry = Geometry {
-            device_size,
-            align,
-            logical_block_size,
-            mode,
-            reserve_offset,
-            reserve_size,
-            data_offset,
-            data_size,
-        };
-        geometry.validate()?;
-        Ok(geometry)
-    }
-
-    /// Check every layout rule of `docs/FORMAT.md`.
-    pub fn validate(&self) -> Result<(), GeometryError> {
-        let align = self.align;
-        let backup = backup_offset_for(self.device_size).ok_or(GeometryError::DeviceTooSmall {
-            device_size: self.device_size,
-        })?;
-        let expected_reserve_offset = reserve_offset_for(align);
-        if self.reserve_offset != expected_reserve_offset {
-            return Err(GeometryError::ReserveOffset {
-                found: self.reserve_offset,
-                expected: expected_reserve_offset,
-            });
+        if backup_offset_for(device_size).is_none() {
+            return Err(GeometryError::DeviceTooSmall { device_size });
         }
-        if !align.is_aligned(self.reserve_size) {
+        if !align.is_aligned(reserve_size) {
             return Err(GeometryError::ReserveSizeMisaligned {
-                reserve_size: self.reserve_size,
+                reserve_size,
                 align,
             });
         }
-        if (self.mode == ReserveMode::None) != (self.reserve_size == 0) {
-            return Err(GeometryError::ModeMismatch {
-                mode: self.mode,
-                reserve_size: self.reserve_size,
-            });
+        if (mode == ReserveMode::None) != (reserve_size == 0) {
+            return Err(GeometryError::ModeMismatch { mode, reserve_size });
         }
-        let expected_data_offset = self
-            .reserve_offset
-            .checked_add(self.reserve_size)
+        let (data_offset, data_size) = data_area_for(device_size, align, reserve_size)
             .ok_or(GeometryError::NoRoomForData { align })?;
-        if self.data_offset != expected_data_offset {
-            return Err(GeometryError::DataOffset {
-                found: self.data_offset,
-                expected: expected_data_offset,
-            });
-        }
-        let data_end = align.align_down(backup);
-        let expected_data_size = data_end
-            .checked_sub(self.data_offset)
-            .filter(|&size| size >= align.bytes())
-            .ok_or(GeometryError::NoRoomForData { align })?;
-        if self.data_size != expected_data_size {
-            return Err(GeometryError::DataSize {
-                found: self.data_size,
-                expected: expected_data_size,
-            });
-        }
-        if self.mode == ReserveMode::Os {
-            let minimum = os_reserve_minimum(self.data_size);
-            if self.reserve_size < minimum {
+        if mode == ReserveMode::Os {
+            let minimum = os_reserve_minimum(data_size);
+            if reserve_size < minimum {
                 return Err(GeometryError::OsReserveTooSmall {
-                    reserve_size: self.reserve_size,
+                    reserve_size,
                     minimum,
                 });
             }
         }
-        Ok(())
+        Ok(Geometry {
+            device_size,
+            align,
+            logical_block_size,
+            mode,
+            reserve_offset: reserve_offset_for(align),
+            reserve_size,
+            data_offset,
+            data_size,
+        })
+    }
+
+    /// This derived geometry, if the offsets a super block records are the
+    /// ones it derives; otherwise the first that differs.
+    pub(super) fn check_recorded(
+        self,
+        reserve_offset: u64,
+        data_offset: u64,
+        data_size: u64,
+    ) -> Result<Geometry, GeometryError> {
+        if reserve_offset != self.reserve_offset {
+            return Err(GeometryError::ReserveOffset {
+                found: reserve_offset,
+                expected: self.reserve_offset,
+            });
+        }
+        if data_offset != self.data_offset {
+            return Err(GeometryError::DataOffset {
+                found: data_offset,
+                expected: self.data_offset,
+            });
+        }
+        if data_size != self.data_size {
+            return Err(GeometryError::DataSize {
+                found: data_size,
+                expected: self.data_size,
+            });
+        }
+        Ok(self)
+    }
+
+    /// Check every layout rule of `docs/FORMAT.md`: derive the layout from the
+    /// recorded choices, then compare each recorded offset with the derived
+    /// one.
+    pub fn validate(&self) -> Result<(), GeometryError> {
+        Geometry::derive(
+            self.device_size,
+            self.align,
+            self.logical_block_size,
+            self.mode,
+            self.reserve_size,
+        )?
+        .check_recorded(self.reserve_offset, self.data_offset, self.data_size)
+        .map(|_| ())
     }
 }
 

@@ -296,17 +296,20 @@ impl SuperBlock {
             LogicalBlockSize::from_bytes(lbs_raw).ok_or(DecodeError::LogicalBlockSize(lbs_raw))?;
         let mode_raw = raw.reserve_mode.get();
         let mode = ReserveMode::from_raw(mode_raw).ok_or(DecodeError::ReserveMode(mode_raw))?;
-        let geometry = Geometry {
+        // The layout rules: derive from the recorded choices, then every
+        // recorded offset must be the derived one.
+        let geometry = Geometry::derive(
             device_size,
             align,
             logical_block_size,
             mode,
-            reserve_offset: raw.reserve_offset.get(),
-            reserve_size: raw.reserve_size.get(),
-            data_offset: raw.data_offset.get(),
-            data_size: raw.data_size.get(),
-        };
-        geometry.validate()?;
+            raw.reserve_size.get(),
+        )?
+        .check_recorded(
+            raw.reserve_offset.get(),
+            raw.data_offset.get(),
+            raw.data_size.get(),
+        )?;
         let uuid = Uuid(raw.uuid);
         if uuid.is_nil() {
             return Err(DecodeError::NilUuid);
