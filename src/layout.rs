@@ -269,11 +269,11 @@ pub fn plan(device_size: u64, request: &LayoutRequest) -> Result<Plan, LayoutErr
 
     let mut warnings = Vec::new();
     if mode == ReserveMode::Hypervisor {
-        let need = xen_reserve_for_pages(geometry.data_size / PAGE_SIZE);
-        if geometry.reserve_size < need {
+        let need = xen_reserve_for_pages(geometry.data_size() / PAGE_SIZE);
+        if geometry.reserve_size() < need {
             warnings.push(format!(
                 "reserve {} is below what Xen's frame table and M2P need for this data area ({}, see --reserve auto)",
-                Human(geometry.reserve_size),
+                Human(geometry.reserve_size()),
                 Human(need)
             ));
         }
@@ -306,9 +306,9 @@ mod tests {
         )
         .expect("fits");
         let g = p.geometry;
-        assert_eq!(g.mode, ReserveMode::Hypervisor);
-        assert_eq!((g.reserve_offset, g.reserve_size), (2 * MIB, 512 * MIB));
-        assert_eq!((g.data_offset, g.data_size), (514 * MIB, 1532 * MIB));
+        assert_eq!(g.mode(), ReserveMode::Hypervisor);
+        assert_eq!((g.reserve_offset(), g.reserve_size()), (2 * MIB, 512 * MIB));
+        assert_eq!((g.data_offset(), g.data_size()), (514 * MIB, 1532 * MIB));
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 
@@ -320,16 +320,16 @@ mod tests {
         )
         .expect("fits")
         .geometry;
-        assert_eq!(g.mode, ReserveMode::None);
-        assert_eq!(g.reserve_size, 0);
-        assert_eq!(g.data_offset, 2 * MIB);
+        assert_eq!(g.mode(), ReserveMode::None);
+        assert_eq!(g.reserve_size(), 0);
+        assert_eq!(g.data_offset(), 2 * MIB);
         let g = plan(
             64 * MIB,
             &LayoutRequest::new(ReserveRequest::Auto, Some(ReserveMode::None)),
         )
         .expect("fits")
         .geometry;
-        assert_eq!(g.reserve_size, 0);
+        assert_eq!(g.reserve_size(), 0);
     }
 
     #[test]
@@ -340,15 +340,15 @@ mod tests {
         )
         .expect("fits")
         .geometry;
-        assert_eq!(g.reserve_offset, GIB);
-        assert_eq!(g.reserve_size, GIB);
+        assert_eq!(g.reserve_offset(), GIB);
+        assert_eq!(g.reserve_size(), GIB);
         let g = plan(
             64 * MIB,
             &req(ReserveRequest::Bytes(5000), None, Alignment::K4),
         )
         .expect("fits")
         .geometry;
-        assert_eq!((g.reserve_offset, g.reserve_size), (8192, 8192));
+        assert_eq!((g.reserve_offset(), g.reserve_size()), (8192, 8192));
     }
 
     #[test]
@@ -367,15 +367,15 @@ mod tests {
         let g = plan(2 * GIB, &LayoutRequest::new(ReserveRequest::Auto, None))
             .expect("fits")
             .geometry;
-        assert_eq!(g.mode, ReserveMode::Hypervisor);
-        let need = xen_reserve_for_pages(g.data_size / PAGE_SIZE);
-        assert!(g.reserve_size >= need);
+        assert_eq!(g.mode(), ReserveMode::Hypervisor);
+        let need = xen_reserve_for_pages(g.data_size() / PAGE_SIZE);
+        assert!(g.reserve_size() >= need);
         // Minimal: one alignment step less would not cover.
-        let smaller = g.reserve_size - g.align.bytes();
-        let data = data_size_for(2 * GIB, g.align, smaller).expect("room");
+        let smaller = g.reserve_size() - g.align().bytes();
+        let data = data_size_for(2 * GIB, g.align(), smaller).expect("room");
         assert!(smaller < xen_reserve_for_pages(data / PAGE_SIZE));
         // 2020 MiB of data = 517120 pages * 44 B = 21.7 MiB -> 22 MiB + 2 MiB.
-        assert_eq!(g.reserve_size, 24 * MIB);
+        assert_eq!(g.reserve_size(), 24 * MIB);
     }
 
     #[test]
@@ -387,8 +387,8 @@ mod tests {
         .expect("fits")
         .geometry;
         // ~2 GiB of data needs ~32 MiB; after the reserve, 2044 MiB -> 31.9 MiB -> 32 MiB.
-        assert_eq!(g.reserve_size, 32 * MIB);
-        assert!(g.reserve_size >= os_reserve_minimum(g.data_size));
+        assert_eq!(g.reserve_size(), 32 * MIB);
+        assert!(g.reserve_size() >= os_reserve_minimum(g.data_size()));
     }
 
     #[test]
@@ -530,24 +530,24 @@ mod tests {
                     prop_assert_eq!(g.validate(), Ok(()));
                     let a = align.bytes();
                     // Untouched head and primary copy come first.
-                    prop_assert!(g.reserve_offset >= 8192);
-                    prop_assert!(g.reserve_offset % a == 0 && g.reserve_size % a == 0);
-                    prop_assert!(g.data_offset % a == 0 && g.data_size % a == 0);
-                    prop_assert!(g.reserve_end() <= g.data_offset);
-                    prop_assert!(g.data_size >= a);
+                    prop_assert!(g.reserve_offset() >= 8192);
+                    prop_assert!(g.reserve_offset() % a == 0 && g.reserve_size() % a == 0);
+                    prop_assert!(g.data_offset() % a == 0 && g.data_size() % a == 0);
+                    prop_assert!(g.reserve_end() <= g.data_offset());
+                    prop_assert!(g.data_size() >= a);
                     prop_assert!(g.data_end() <= g.backup_offset());
                     prop_assert!(g.backup_offset() + 4096 <= device_size);
                     prop_assert!(g.backup_offset() % 4096 == 0);
                     // Nothing aligned is wasted before the backup.
                     prop_assert!(g.backup_offset() - g.data_end() < a);
                     match reserve {
-                        ReserveRequest::Bytes(n) => prop_assert!(g.reserve_size >= n),
+                        ReserveRequest::Bytes(n) => prop_assert!(g.reserve_size() >= n),
                         ReserveRequest::Auto => prop_assert!(
-                            g.reserve_size >= rule_need(g.mode, g.data_size)
+                            g.reserve_size() >= rule_need(g.mode(), g.data_size())
                         ),
                     }
-                    if g.mode == ReserveMode::Os {
-                        prop_assert!(g.reserve_size >= os_reserve_minimum(g.data_size));
+                    if g.mode() == ReserveMode::Os {
+                        prop_assert!(g.reserve_size() >= os_reserve_minimum(g.data_size()));
                     }
                 }
                 Err(LayoutError::ReserveTooLarge { largest, .. }) => {
@@ -577,7 +577,7 @@ mod tests {
         ) {
             if let Ok(p) = plan(device_size, &req(ReserveRequest::Auto, Some(mode), align)) {
                 let g = p.geometry;
-                let smaller = g.reserve_size - align.bytes();
+                let smaller = g.reserve_size() - align.bytes();
                 if smaller > 0 {
                     let data = data_size_for(device_size, align, smaller).expect("more room");
                     prop_assert!(smaller < rule_need(mode, data));

@@ -323,7 +323,7 @@ fn check_fits(geometry: &Geometry, actual: u64) -> Result<(), MetadataError> {
     let needed = geometry.backup_offset().saturating_add(SUPERBLOCK_SIZE);
     if actual < needed {
         return Err(MetadataError::Shrunk {
-            recorded: geometry.device_size,
+            recorded: geometry.device_size(),
             actual,
         });
     }

@@ -40,19 +40,19 @@ fn regions(g: &Geometry) -> Vec<Region> {
             symbol: '.',
             name: "padding",
             offset: PRIMARY_OFFSET + SUPERBLOCK_SIZE,
-            size: g.reserve_offset - (PRIMARY_OFFSET + SUPERBLOCK_SIZE),
+            size: g.reserve_offset() - (PRIMARY_OFFSET + SUPERBLOCK_SIZE),
         },
         Region {
             symbol: 'R',
             name: "reserve",
-            offset: g.reserve_offset,
-            size: g.reserve_size,
+            offset: g.reserve_offset(),
+            size: g.reserve_size(),
         },
         Region {
             symbol: 'D',
             name: "data",
-            offset: g.data_offset,
-            size: g.data_size,
+            offset: g.data_offset(),
+            size: g.data_size(),
         },
         Region {
             symbol: '.',
@@ -68,12 +68,12 @@ fn regions(g: &Geometry) -> Vec<Region> {
         },
     ];
     let end = backup + SUPERBLOCK_SIZE;
-    if g.device_size > end {
+    if g.device_size() > end {
         all.push(Region {
             symbol: '.',
             name: "tail",
             offset: end,
-            size: g.device_size - end,
+            size: g.device_size() - end,
         });
     }
     all.retain(|r| r.size > 0);
@@ -84,7 +84,7 @@ fn regions(g: &Geometry) -> Vec<Region> {
 /// (regions too small to show get one character, taken from the largest).
 pub fn layout_bar(g: &Geometry, width: usize) -> String {
     let regions = regions(g);
-    let total = g.device_size.max(1);
+    let total = g.device_size().max(1);
     let mut cells: Vec<usize> = regions
         .iter()
         .map(|r| {
@@ -172,8 +172,8 @@ pub struct InfoJson {
 /// backing sits. Xen names it in machine frames: `address >> PAGE_SHIFT`.
 pub fn reserve_phys(backing: &Backing, g: &Geometry) -> Option<(u64, u64)> {
     let base = backing.phys_start()?;
-    let start = base.checked_add(g.reserve_offset)?;
-    Some((start, start.checked_add(g.reserve_size)?))
+    let start = base.checked_add(g.reserve_offset())?;
+    Some((start, start.checked_add(g.reserve_size())?))
 }
 
 /// Build the JSON object.
@@ -193,14 +193,14 @@ pub fn info_json(
         uuid: sb.uuid.to_string(),
         parent_uuid: (!sb.parent_uuid.is_nil()).then(|| sb.parent_uuid.to_string()),
         generation: sb.generation,
-        device_size: g.device_size,
-        align: g.align.bytes(),
-        mode: g.mode,
-        reserve_offset: g.reserve_offset,
-        reserve_size: g.reserve_size,
-        data_offset: g.data_offset,
-        data_size: g.data_size,
-        logical_block_size: g.logical_block_size.bytes(),
+        device_size: g.device_size(),
+        align: g.align().bytes(),
+        mode: g.mode(),
+        reserve_offset: g.reserve_offset(),
+        reserve_size: g.reserve_size(),
+        data_offset: g.data_offset(),
+        data_size: g.data_size(),
+        logical_block_size: g.logical_block_size().bytes(),
         primary: CopyJson::from(&m.primary),
         backup: CopyJson::from(&m.backup),
         reserve_phys_start: phys.map(|p| p.0),
@@ -253,7 +253,7 @@ pub fn info_text(
             "primary" => describe_copy(&m.primary),
             "backup" => describe_copy(&m.backup),
             "reserve" => {
-                let mut note = format!("mode {}, never touched by pmem-stack", g.mode);
+                let mut note = format!("mode {}, never touched by pmem-stack", g.mode());
                 if let Some((start, end)) = phys {
                     let _ = write!(
                         note,
@@ -282,16 +282,16 @@ pub fn info_text(
     let _ = writeln!(
         out,
         "\n  align {}, logical block size {}, formatted for {} ({} bytes)",
-        g.align,
-        g.logical_block_size.bytes(),
-        Human(g.device_size),
-        g.device_size
+        g.align(),
+        g.logical_block_size().bytes(),
+        Human(g.device_size()),
+        g.device_size()
     );
-    if backing.size() > g.device_size {
+    if backing.size() > g.device_size() {
         let _ = writeln!(
             out,
             "  note: the backing grew by {} since it was formatted; that space is unused",
-            Human(backing.size() - g.device_size)
+            Human(backing.size() - g.device_size())
         );
     }
     for report in [&m.primary, &m.backup] {

@@ -125,7 +125,7 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
         );
     }
     let (sb, _) = metadata::open_volume(&backing).with_context(context)?;
-    if sb.uuid.to_string() != entry.uuid || sb.geometry.data_size != entry.data_size {
+    if sb.uuid.to_string() != entry.uuid || sb.geometry.data_size() != entry.data_size {
         bail!(
             "cannot recover /dev/ublkb{id}: {} now holds volume {} (served: {}); refusing to serve different data",
             entry.backing.display(),
@@ -276,11 +276,11 @@ fn registry_entry(
         depth: granted.depth,
         user_copy: granted.user_copy,
         recovery: granted.recovery,
-        mode: g.mode.to_string(),
-        reserve_offset: g.reserve_offset,
-        reserve_size: g.reserve_size,
-        data_offset: g.data_offset,
-        data_size: g.data_size,
+        mode: g.mode().to_string(),
+        reserve_offset: g.reserve_offset(),
+        reserve_size: g.reserve_size(),
+        data_offset: g.data_offset(),
+        data_size: g.data_size(),
         log,
     }
 }
@@ -303,8 +303,8 @@ fn run_server(
     }
 
     let lbs = match &volume {
-        Volume::Existing(sb) => sb.geometry.logical_block_size,
-        Volume::Format(plan) => plan.plan.geometry.logical_block_size,
+        Volume::Existing(sb) => sb.geometry.logical_block_size(),
+        Volume::Format(plan) => plan.plan.geometry.logical_block_size(),
     };
     let backing = Arc::new(backing);
     let reporter = Arc::new(Mutex::new(reporter));
@@ -356,8 +356,8 @@ fn run_server(
             log::info!(
                 "/dev/ublkb{}: serving {} bytes at offset {} of {} ({} queues x {}, {})",
                 granted.id,
-                sb.geometry.data_size,
-                sb.geometry.data_offset,
+                sb.geometry.data_size(),
+                sb.geometry.data_offset(),
                 backing.path().display(),
                 granted.queues,
                 granted.depth,

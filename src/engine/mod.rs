@@ -134,11 +134,11 @@ pub struct Engine {
 impl Engine {
     /// Map the data area of `geometry` on `backing` (opened exclusively).
     pub fn new(backing: Arc<Backing>, geometry: &Geometry) -> Result<Engine, BackingError> {
-        let mapping = backing.map(geometry.data_offset, geometry.data_size)?;
+        let mapping = backing.map(geometry.data_offset(), geometry.data_size())?;
         Ok(Engine {
             dirty: DirtyMap::new(mapping.len()),
             mapping,
-            data_offset: geometry.data_offset,
+            data_offset: geometry.data_offset(),
             backing,
             flush_lock: Mutex::new(()),
             failed: AtomicBool::new(false),
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(read(&f.engine, 4096, 8192).expect("read"), data);
         f.engine.flush().expect("flush");
         let on_disk = std::fs::read(f.image.path()).expect("read image");
-        let at = usize::try_from(f.geometry.data_offset + 4096).expect("small");
+        let at = usize::try_from(f.geometry.data_offset() + 4096).expect("small");
         assert_eq!(&on_disk[at..at + 8192], &data[..]);
     }
 
@@ -393,7 +393,7 @@ mod tests {
         f.engine.shutdown_flush().expect("flush");
         let on_disk = std::fs::read(f.image.path()).expect("read image");
         let g = f.geometry;
-        let data = usize::try_from(g.data_offset).expect("small")
+        let data = usize::try_from(g.data_offset()).expect("small")
             ..usize::try_from(g.data_end()).expect("small");
         for (i, b) in on_disk.iter().enumerate() {
             if data.contains(&i) {

@@ -231,24 +231,28 @@ pub fn os_reserve_minimum(data_size: u64) -> u64 {
 }
 
 /// A complete layout as recorded in a super block.
+///
+/// The fields are private so that every `Geometry` outside this module obeys
+/// the rules: the only ways to get one are [`Geometry::derive`] (from the
+/// choices) and decoding a super block (which derives and compares).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Geometry {
     /// Size of the backing when it was formatted.
-    pub device_size: u64,
+    device_size: u64,
     /// Alignment of reserve and data area.
-    pub align: Alignment,
+    align: Alignment,
     /// Logical block size of the served device.
-    pub logical_block_size: LogicalBlockSize,
+    logical_block_size: LogicalBlockSize,
     /// Owner of the reserve.
-    pub mode: ReserveMode,
+    mode: ReserveMode,
     /// Byte offset of the reserve.
-    pub reserve_offset: u64,
+    reserve_offset: u64,
     /// Size of the reserve (a multiple of `align`; 0 in mode `none`).
-    pub reserve_size: u64,
+    reserve_size: u64,
     /// Byte offset of the data area.
-    pub data_offset: u64,
+    data_offset: u64,
     /// Size of the data area, the size of the served block device.
-    pub data_size: u64,
+    data_size: u64,
 }
 
 /// A geometry that breaks a layout rule.
@@ -280,6 +284,46 @@ pub enum GeometryError {
 }
 
 impl Geometry {
+    /// Size of the backing when it was formatted.
+    pub fn device_size(&self) -> u64 {
+        self.device_size
+    }
+
+    /// Alignment of reserve and data area.
+    pub fn align(&self) -> Alignment {
+        self.align
+    }
+
+    /// Logical block size of the served device.
+    pub fn logical_block_size(&self) -> LogicalBlockSize {
+        self.logical_block_size
+    }
+
+    /// Owner of the reserve.
+    pub fn mode(&self) -> ReserveMode {
+        self.mode
+    }
+
+    /// Byte offset of the reserve.
+    pub fn reserve_offset(&self) -> u64 {
+        self.reserve_offset
+    }
+
+    /// Size of the reserve (a multiple of the alignment; 0 in mode `none`).
+    pub fn reserve_size(&self) -> u64 {
+        self.reserve_size
+    }
+
+    /// Byte offset of the data area.
+    pub fn data_offset(&self) -> u64 {
+        self.data_offset
+    }
+
+    /// Size of the data area, the size of the served block device.
+    pub fn data_size(&self) -> u64 {
+        self.data_size
+    }
+
     /// Byte offset of the backup copy; `Geometry::validate` guarantees it exists.
     pub fn backup_offset(&self) -> u64 {
         backup_offset_for(self.device_size).unwrap_or(0)
