@@ -116,6 +116,21 @@ impl Metadata {
         self.primary.state != CopyState::Missing || self.backup.state != CopyState::Missing
     }
 
+    /// The newest valid copy, or why there is none: `NotFormatted` when no
+    /// copy carries our magic, `NoValidCopy` (naming both copies' states) when
+    /// one does but none is valid. The one place that tells the two apart, for
+    /// `open_volume`, `repair` and `check`.
+    pub fn require_current(&self) -> Result<SuperBlock, MetadataError> {
+        match self.current {
+            Some(current) => Ok(current),
+            None if self.has_any_copy() => Err(MetadataError::NoValidCopy {
+                primary: describe_copy(&self.primary),
+                backup: describe_copy(&self.backup),
+            }),
+            None => Err(MetadataError::NotFormatted),
+        }
+    }
+
     /// The report for a slot.
     pub fn copy(&self, slot: Slot) -> &CopyReport {
         match slot {
@@ -171,7 +186,14 @@ pub enum MetadataError {
         Human(*actual),
         Human(*recorded)
     )]
-    Shrunk { recorded: u64, actual: u64 },
+    Shrunk {
+        /// The device size the volume was formatted on.
+        recorded: u64,
+        /// The bytes the volume occupies (up to the end of its backup copy).
+        needed: u64,
+        /// The backing's size now.
+        actual: u64,
+    },
     #[error(transparent)]
     Refused(#[from] Refusal),
     #[error("could not create a volume uuid: {0}")]
@@ -306,24 +328,20 @@ pub fn open_volume<M: MetadataIo + ?Sized>(
     io: &M,
 ) -> Result<(SuperBlock, Metadata), MetadataError> {
     let metadata = read(io)?;
-    let Some(current) = metadata.current else {
-        if metadata.has_any_copy() {
-            return Err(MetadataError::NoValidCopy {
-                primary: describe_copy(&metadata.primary),
-                backup: describe_copy(&metadata.backup),
-            });
-        }
-        return Err(MetadataError::NotFormatted);
-    };
+    let current = metadata.require_current()?;
     check_fits(&current.geometry, io.size())?;
     Ok((current, metadata))
 }
 
-fn check_fits(geometry: &Geometry, actual: u64) -> Result<(), MetadataError> {
-    let needed = geometry.backup_offset().saturating_add(SUPERBLOCK_SIZE);
+/// Whether a volume with `geometry` still fits a backing of `actual` bytes
+/// (`Shrunk` if not): the one check behind `open_volume`, `repair` and the
+/// reports of `info` and `check`.
+pub fn check_fits(geometry: &Geometry, actual: u64) -> Result<(), MetadataError> {
+    let needed = geometry.required_size();
     if actual < needed {
         return Err(MetadataError::Shrunk {
             recorded: geometry.device_size(),
+            needed,
             actual,
         });
     }
@@ -441,16 +459,7 @@ pub struct RepairOutcome {
 /// Rewrite every copy that is not `ok` from the newest valid one.
 pub fn repair<M: MetadataIo + ?Sized>(io: &M) -> Result<RepairOutcome, MetadataError> {
     let before = read(io)?;
-    let Some(current) = before.current else {
-        return Err(if before.has_any_copy() {
-            MetadataError::NoValidCopy {
-                primary: describe_copy(&before.primary),
-                backup: describe_copy(&before.backup),
-            }
-        } else {
-            MetadataError::NotFormatted
-        });
-    };
+    let current = before.require_current()?;
     if current.is_newer_minor() {
         return Err(MetadataError::NewerMinor {
             minor: current.version_minor,

@@ -329,6 +329,13 @@ impl Geometry {
         backup_offset_for(self.device_size).unwrap_or(0)
     }
 
+    /// Bytes of backing the volume occupies: up to the end of the backup
+    /// copy. A backing smaller than this cannot serve the volume.
+    pub fn required_size(&self) -> u64 {
+        // The backup lies inside device_size, so this cannot overflow.
+        self.backup_offset() + SUPERBLOCK_SIZE
+    }
+
     /// First byte after the data area.
     pub fn data_end(&self) -> u64 {
         self.data_offset.saturating_add(self.data_size)
