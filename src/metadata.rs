@@ -84,8 +84,9 @@ impl CopyState {
 pub struct CopyReport {
     /// Which copy.
     pub slot: Slot,
-    /// Where it was looked for.
-    pub offset: u64,
+    /// Where it was looked for; `None` for a backup on a backing too small
+    /// to hold one (and no valid primary naming where it was).
+    pub offset: Option<u64>,
     /// Its health.
     pub state: CopyState,
     /// Why it is not `ok`, for people.
@@ -227,28 +228,76 @@ fn read_block<M: MetadataIo + ?Sized>(io: &M, offset: u64) -> Result<Found, Back
     })
 }
 
-/// Read and judge both copies.
-pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
-    let primary = read_block(io, PRIMARY_OFFSET)?;
-    // The backup lives in the last block of the device it was formatted on:
-    // normally the current last block; if the primary records another size
-    // (the namespace was resized), also look where it says.
+/// Where the backup copy is and what is there. It lives in the last block of
+/// the device it was formatted on: normally the current last block; if the
+/// primary records another size (the namespace was resized), also look where
+/// it says. No location at all (`None`) when the backing is too small to hold
+/// a backup and no valid primary names one.
+fn locate_backup<M: MetadataIo + ?Sized>(
+    io: &M,
+    primary: &Found,
+) -> Result<(Option<u64>, Found), BackingError> {
     let here = backup_offset_for(io.size());
-    let recorded = match &primary {
+    let recorded = match primary {
         Found::Valid(sb) => Some(sb.geometry.backup_offset()),
         _ => None,
     };
-    let mut backup_offset = here.or(recorded).unwrap_or(0);
-    let mut backup = match here {
+    let backup = match here {
         Some(offset) => read_block(io, offset)?,
         None => Found::Missing,
     };
     if let (Found::Missing, Some(offset)) = (&backup, recorded) {
         if Some(offset) != here {
-            backup = read_block(io, offset)?;
-            backup_offset = offset;
+            return Ok((Some(offset), read_block(io, offset)?));
         }
     }
+    Ok((here.or(recorded), backup))
+}
+
+/// Judge what was found at one copy's location against the newest valid copy.
+fn judge(
+    slot: Slot,
+    offset: Option<u64>,
+    found: &Found,
+    current: Option<SuperBlock>,
+) -> CopyReport {
+    let (state, detail, decoded) = match found {
+        Found::Missing => (
+            CopyState::Missing,
+            Some("no pmem-stack super block".to_string()),
+            None,
+        ),
+        Found::Invalid(err) => (CopyState::Corrupt, Some(err.to_string()), None),
+        Found::Valid(sb) => match current {
+            Some(cur) if cur == *sb => (CopyState::Ok, None, Some(*sb)),
+            Some(cur) if sb.generation < cur.generation => (
+                CopyState::Stale,
+                Some(format!(
+                    "generation {} is older than the other copy's {}",
+                    sb.generation, cur.generation
+                )),
+                Some(*sb),
+            ),
+            _ => (
+                CopyState::Stale,
+                Some("differs from the other copy".to_string()),
+                Some(*sb),
+            ),
+        },
+    };
+    CopyReport {
+        slot,
+        offset,
+        state,
+        detail,
+        decoded,
+    }
+}
+
+/// Read and judge both copies.
+pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
+    let primary = read_block(io, PRIMARY_OFFSET)?;
+    let (backup_offset, backup) = locate_backup(io, &primary)?;
 
     for (slot, found) in [(Slot::Primary, &primary), (Slot::Backup, &backup)] {
         if let Found::Invalid(err) = found {
@@ -270,54 +319,20 @@ pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
         _ => None,
     };
 
-    let judge = |slot: Slot, offset: u64, found: &Found| -> CopyReport {
-        let (state, detail, decoded) = match found {
-            Found::Missing => (
-                CopyState::Missing,
-                Some("no pmem-stack super block".to_string()),
-                None,
-            ),
-            Found::Invalid(err) => (CopyState::Corrupt, Some(err.to_string()), None),
-            Found::Valid(sb) => match current {
-                Some(cur) if cur == *sb => (CopyState::Ok, None, Some(*sb)),
-                Some(cur) if sb.generation < cur.generation => (
-                    CopyState::Stale,
-                    Some(format!(
-                        "generation {} is older than the other copy's {}",
-                        sb.generation, cur.generation
-                    )),
-                    Some(*sb),
-                ),
-                _ => (
-                    CopyState::Stale,
-                    Some("differs from the other copy".to_string()),
-                    Some(*sb),
-                ),
-            },
-        };
-        CopyReport {
-            slot,
-            offset,
-            state,
-            detail,
-            decoded,
-        }
-    };
-
     // If the newest copy places the backup elsewhere than where we looked,
     // report against the location it records.
     let backup_report = match current {
-        Some(cur) if cur.geometry.backup_offset() != backup_offset => {
+        Some(cur) if Some(cur.geometry.backup_offset()) != backup_offset => {
             let offset = cur.geometry.backup_offset();
             let found = read_block(io, offset)?;
-            judge(Slot::Backup, offset, &found)
+            judge(Slot::Backup, Some(offset), &found, current)
         }
-        _ => judge(Slot::Backup, backup_offset, &backup),
+        _ => judge(Slot::Backup, backup_offset, &backup, current),
     };
 
     Ok(Metadata {
         current,
-        primary: judge(Slot::Primary, PRIMARY_OFFSET, &primary),
+        primary: judge(Slot::Primary, Some(PRIMARY_OFFSET), &primary, current),
         backup: backup_report,
     })
 }
@@ -728,7 +743,23 @@ pub(crate) mod tests {
         let m = read(&img).expect("read");
         assert_eq!(m.current, Some(sb));
         assert!(m.is_healthy(), "{m:?}");
-        assert_eq!(m.backup.offset, (16 << 20) - 4096);
+        assert_eq!(m.backup.offset, Some((16 << 20) - 4096));
+    }
+
+    #[test]
+    fn a_backing_too_small_for_a_backup_reports_no_backup_location() {
+        let img = MemImage::new(10 << 10);
+        // Our magic and major version, then garbage: a corrupt primary.
+        img.bytes.borrow_mut()[4096..4096 + 16].copy_from_slice(b"PMEM-STACK-SUPER");
+        img.bytes.borrow_mut()[4096 + 0x10] = 1;
+        let m = read(&img).expect("read");
+        assert_eq!(m.primary.state, CopyState::Corrupt);
+        assert_eq!(m.backup.state, CopyState::Missing);
+        assert_eq!(m.backup.offset, None, "no place for a backup, not byte 0");
+        assert!(matches!(
+            open_volume(&img),
+            Err(MetadataError::NoValidCopy { .. })
+        ));
     }
 
     #[test]

@@ -120,7 +120,8 @@ fn kind_name(kind: BackingKind) -> &'static str {
 /// A copy in JSON.
 #[derive(Debug, Serialize)]
 pub struct CopyJson {
-    pub offset: u64,
+    /// `null` only for a backup on a backing too small to hold one.
+    pub offset: Option<u64>,
     pub state: CopyState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

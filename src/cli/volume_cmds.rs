@@ -86,10 +86,13 @@ fn problems(m: &metadata::Metadata, backing_size: u64) -> Vec<String> {
         .iter()
         .filter(|r| r.state != metadata::CopyState::Ok)
         .map(|r| {
+            let place = match r.offset {
+                Some(offset) => format!("at byte {offset}"),
+                None => "(the backing has no room for it)".to_string(),
+            };
             format!(
-                "{} copy at byte {}: {}",
+                "{} copy {place}: {}",
                 r.slot.name(),
-                r.offset,
                 metadata::describe_copy(r)
             )
         })
