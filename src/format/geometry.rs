@@ -203,8 +203,9 @@ pub fn backup_offset_for(device_size: u64) -> Option<u64> {
 /// Offset of the reserve for an alignment: the first boundary at or after the
 /// primary copy.
 pub fn reserve_offset_for(align: Alignment) -> u64 {
-    // METADATA_END is tiny; rounding it up cannot overflow.
-    align.align_up(METADATA_END).unwrap_or(u64::MAX)
+    align
+        .align_up(METADATA_END)
+        .expect("invariant: 8 KiB rounded up to at most 1 GiB cannot overflow")
 }
 
 /// End of the data area on a backing of `device_size`: the last alignment
@@ -324,9 +325,10 @@ impl Geometry {
         self.data_size
     }
 
-    /// Byte offset of the backup copy; `Geometry::validate` guarantees it exists.
+    /// Byte offset of the backup copy.
     pub fn backup_offset(&self) -> u64 {
-        backup_offset_for(self.device_size).unwrap_or(0)
+        backup_offset_for(self.device_size)
+            .expect("invariant: derive refuses a device too small for the backup")
     }
 
     /// Bytes of backing the volume occupies: up to the end of the backup
