@@ -195,6 +195,56 @@ fn smallest_covering_reserve(device_size: u64, align: Alignment, mode: ReserveMo
     Some(lo * step)
 }
 
+/// The error for a backing too small for a reserve of `reserve_size`.
+fn too_small(device_size: u64, align: Alignment, reserve_size: u64) -> LayoutError {
+    LayoutError::DeviceTooSmall {
+        size: device_size,
+        align,
+        minimum: smallest_device(align, reserve_size),
+    }
+}
+
+/// The reserve `--reserve BYTES` gives: rounded up to the alignment, and no
+/// larger than the largest that still leaves a data block.
+fn explicit_reserve(device_size: u64, align: Alignment, bytes: u64) -> Result<u64, LayoutError> {
+    // `None` when rounding up overflows: larger than any backing.
+    let rounded = align.align_up(bytes);
+    match (
+        rounded,
+        largest_reserve(device_size, align).filter(|&l| l > 0),
+    ) {
+        (Some(reserve), Some(largest)) if reserve <= largest => Ok(reserve),
+        (_, Some(largest)) => Err(LayoutError::ReserveTooLarge {
+            requested: bytes,
+            device_size,
+            align,
+            largest,
+        }),
+        // Not even the smallest reserve leaves a data block: the backing is
+        // too small, by as much as this reserve needs.
+        (Some(reserve), None) => Err(too_small(device_size, align, reserve)),
+        (None, None) => Err(LayoutError::DeviceTooSmall {
+            size: device_size,
+            align,
+            minimum: u64::MAX,
+        }),
+    }
+}
+
+/// The reserve `--reserve auto` gives: the smallest that covers the mode's
+/// rule for the data area left after it.
+fn auto_reserve(device_size: u64, align: Alignment, mode: ReserveMode) -> Result<u64, LayoutError> {
+    smallest_covering_reserve(device_size, align, mode).ok_or_else(|| {
+        // The smallest device where `auto` works holds one data block and the
+        // reserve that block needs.
+        let need = rule_need(mode, align.bytes());
+        let reserve = align
+            .align_up(need)
+            .expect("invariant: the reserve for one block of at most 1 GiB is a few MiB");
+        too_small(device_size, align, reserve)
+    })
+}
+
 /// Choose the layout for `request` on a backing of `device_size` bytes.
 pub fn plan(device_size: u64, request: &LayoutRequest) -> Result<Plan, LayoutError> {
     let align = request.align;
@@ -210,45 +260,10 @@ pub fn plan(device_size: u64, request: &LayoutRequest) -> Result<Plan, LayoutErr
         (None, _) => ReserveMode::Hypervisor,
     };
 
-    let too_small = |reserve: u64| LayoutError::DeviceTooSmall {
-        size: device_size,
-        align,
-        minimum: smallest_device(align, reserve),
-    };
-
     let reserve_size = match (mode, request.reserve) {
         (ReserveMode::None, _) => 0,
-        (_, ReserveRequest::Bytes(bytes)) => {
-            let rounded = align.align_up(bytes).ok_or(LayoutError::ReserveTooLarge {
-                requested: bytes,
-                device_size,
-                align,
-                largest: largest_reserve(device_size, align).unwrap_or(0),
-            })?;
-            match largest_reserve(device_size, align) {
-                None => return Err(too_small(rounded)),
-                Some(largest) if rounded > largest => {
-                    return Err(if largest == 0 {
-                        too_small(rounded)
-                    } else {
-                        LayoutError::ReserveTooLarge {
-                            requested: bytes,
-                            device_size,
-                            align,
-                            largest,
-                        }
-                    });
-                }
-                Some(_) => rounded,
-            }
-        }
-        (mode, ReserveRequest::Auto) => smallest_covering_reserve(device_size, align, mode)
-            .ok_or_else(|| {
-                // The smallest device where `auto` works holds one data block
-                // and the reserve that block needs.
-                let need = rule_need(mode, align.bytes());
-                too_small(align.align_up(need).unwrap_or(need))
-            })?,
+        (_, ReserveRequest::Bytes(bytes)) => explicit_reserve(device_size, align, bytes)?,
+        (mode, ReserveRequest::Auto) => auto_reserve(device_size, align, mode)?,
     };
 
     let geometry = Geometry::derive(
@@ -264,7 +279,7 @@ pub fn plan(device_size: u64, request: &LayoutRequest) -> Result<Plan, LayoutErr
             minimum: smallest_covering_reserve(device_size, align, ReserveMode::Os)
                 .unwrap_or_else(|| os_reserve_minimum(device_size)),
         },
-        _ => too_small(reserve_size),
+        _ => too_small(device_size, align, reserve_size),
     })?;
 
     let mut warnings = Vec::new();
@@ -435,6 +450,33 @@ mod tests {
             &LayoutRequest::new(ReserveRequest::Bytes(2 * GIB - 6 * MIB), None),
         )
         .expect("largest fits");
+    }
+
+    #[test]
+    fn a_reserve_beyond_u64_names_a_real_limit() {
+        // Rounding u64::MAX up overflows; the answer is still the largest
+        // reserve that fits, or that the backing is too small, never "0".
+        assert_eq!(
+            plan(
+                2 * GIB,
+                &LayoutRequest::new(ReserveRequest::Bytes(u64::MAX), None)
+            ),
+            Err(LayoutError::ReserveTooLarge {
+                requested: u64::MAX,
+                device_size: 2 * GIB,
+                align: Alignment::M2,
+                largest: 2 * GIB - 6 * MIB,
+            })
+        );
+        let err = plan(
+            4 * MIB,
+            &LayoutRequest::new(ReserveRequest::Bytes(u64::MAX), None),
+        )
+        .expect_err("tiny");
+        assert!(
+            matches!(err, LayoutError::DeviceTooSmall { minimum, .. } if minimum == u64::MAX),
+            "{err:?}"
+        );
     }
 
     #[test]
