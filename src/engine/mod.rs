@@ -71,6 +71,16 @@ pub trait Transfer {
 pub enum IoError {
     #[error("request {offset}+{len} lies outside the {size}-byte data area")]
     OutOfRange { offset: u64, len: u64, size: u64 },
+    /// A request whose byte offset does not even fit in 64 bits, so it is
+    /// reported in the sectors the kernel sent.
+    #[error(
+        "request at sector {start_sector} (+{nr_sectors} sectors) lies outside the {size}-byte data area"
+    )]
+    SectorOutOfRange {
+        start_sector: u64,
+        nr_sectors: u32,
+        size: u64,
+    },
     #[error("unsupported operation {0}")]
     Unsupported(u32),
     #[error("copying request data failed: {0}")]
