@@ -373,9 +373,9 @@ pub fn describe_copy(report: &CopyReport) -> String {
 
 /// Read the first bytes of the backing for the foreign-signature probe.
 pub fn probe_foreign<M: MetadataIo + ?Sized>(io: &M) -> Result<Vec<Foreign>, BackingError> {
-    let len = usize::try_from(io.size())
-        .unwrap_or(usize::MAX)
-        .min(PROBE_LEN);
+    // The probe window, or the whole backing when it is smaller (a size that
+    // does not fit a usize is certainly larger).
+    let len = usize::try_from(io.size()).map_or(PROBE_LEN, |size| size.min(PROBE_LEN));
     let mut head = vec![0u8; len];
     io.read_at(0, &mut head)?;
     Ok(find_foreign(&head))

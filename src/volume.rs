@@ -171,9 +171,9 @@ fn check_agrees(options: &LayoutOptions, recorded: &Geometry) -> Result<(), Volu
         align: options.align.unwrap_or(recorded.align()),
         logical_block_size: options.block_size.unwrap_or(recorded.logical_block_size()),
     };
-    let agrees = layout::plan(recorded.device_size(), &request)
-        .map(|plan| plan.geometry == *recorded)
-        .unwrap_or(false);
+    // Options that cannot be laid out at all cannot give the recorded layout.
+    let agrees =
+        layout::plan(recorded.device_size(), &request).is_ok_and(|plan| plan.geometry == *recorded);
     if agrees {
         Ok(())
     } else {

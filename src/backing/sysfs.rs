@@ -70,9 +70,7 @@ pub fn dax_align(dev_dir: &Path) -> u64 {
 /// Whether `dev_dir` (a char device's sysfs directory) is a devdax device.
 pub fn is_dax_char(dev_dir: &Path) -> bool {
     fs::read_link(dev_dir.join("subsystem"))
-        .ok()
-        .and_then(|target| target.file_name().map(|n| n == "dax"))
-        .unwrap_or(false)
+        .is_ok_and(|target| target.file_name().is_some_and(|n| n == "dax"))
 }
 
 /// UUID of the NVDIMM namespace under a device: the namespace's own `uuid`, or

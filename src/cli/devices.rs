@@ -129,8 +129,11 @@ pub fn list(args: &ListArgs) -> Result<ExitCode> {
             d.pid,
             format!("{}x{}", d.queues, d.depth),
             d.backing.unwrap_or_default(),
-            d.data_offset.unwrap_or(0),
-            Human(d.data_size.unwrap_or(0)).to_string()
+            // Unknown (no record) is "-", never a made-up 0.
+            d.data_offset
+                .map_or_else(|| "-".to_string(), |o| o.to_string()),
+            d.data_size
+                .map_or_else(|| "-".to_string(), |s| Human(s).to_string())
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -89,6 +89,7 @@ pub fn layout_bar(g: &Geometry, width: usize) -> String {
         .iter()
         .map(|r| {
             let exact = u128::from(r.size) * width as u128 / u128::from(total);
+            // A share too large for a usize is wider than the bar: clamp.
             usize::try_from(exact).unwrap_or(width).max(1)
         })
         .collect();
