@@ -1,12 +1,12 @@
 //! The few sizes the kernel interfaces count in, named once.
 //!
-//! Why a module for five numbers: `512` and `4096` turn up wherever pmem-stack
-//! talks to the kernel — ublk sectors, sysfs partition starts, mapping
-//! granules, the page size that Linux's and Xen's reserve rules count in — and
-//! a bare literal does not say which of those facts it is. With a name, a
-//! reader knows why the number is what it is, and a grep for the name finds
-//! everything that depends on that fact. The on-media format's own structure
-//! (the untouched head, the super block size) keeps its constants in
+//! Why a module for a handful of numbers: `512` and `4096` turn up wherever
+//! pmem-stack talks to the kernel — ublk sectors, sysfs partition starts,
+//! mapping granules, the page size that Linux's and Xen's reserve rules count
+//! in — and a bare literal does not say which of those facts it is. With a
+//! name, a reader knows why the number is what it is, and a grep for the name
+//! finds everything that depends on that fact. The on-media format's own
+//! structure (the untouched head, the super block size) keeps its constants in
 //! `format::geometry`: `docs/FORMAT.md` fixes those, not the kernel.
 
 /// Bytes per sector: the unit of ublk's `start_sector`, `nr_sectors` and
