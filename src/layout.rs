@@ -21,8 +21,8 @@
 //! `reserve - need(data pages(reserve))` only grows with the reserve.
 
 use crate::format::geometry::{
-    Alignment, Geometry, GeometryError, LogicalBlockSize, OS_BYTES_PER_PAGE, ReserveMode,
-    SUPERBLOCK_SIZE, data_area_for, data_end_for, os_reserve_minimum, reserve_offset_for,
+    Alignment, Geometry, GeometryError, LogicalBlockSize, ReserveMode, SUPERBLOCK_SIZE,
+    data_area_for, data_end_for, os_reserve_minimum, reserve_offset_for,
 };
 use crate::size::Human;
 use crate::units::{PAGE_SIZE, PMD_SIZE};
@@ -143,7 +143,7 @@ fn rule_need(mode: ReserveMode, data_size: u64) -> u64 {
     match mode {
         ReserveMode::None => 0,
         ReserveMode::Hypervisor => xen_reserve_for_pages(pages),
-        ReserveMode::Os => pages.saturating_mul(OS_BYTES_PER_PAGE),
+        ReserveMode::Os => os_reserve_minimum(data_size),
     }
 }
 
