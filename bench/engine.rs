@@ -118,11 +118,11 @@ impl Fixture {
             2 * MIB,
         )
         .expect("a valid geometry for a 64 MiB image");
-        assert!(geometry.data_size >= WORKING_SET, "working set fits");
+        assert!(geometry.data_size() >= WORKING_SET, "working set fits");
         assert!(
             DIRTY_COUNTS
                 .iter()
-                .all(|&n| n * DIRTY_STRIDE <= geometry.data_size),
+                .all(|&n| n * DIRTY_STRIDE <= geometry.data_size()),
             "dirty pages fit"
         );
         let backing = Arc::new(Backing::open(image.path(), Access::Exclusive).expect("open"));
@@ -140,8 +140,8 @@ impl Fixture {
             _image: image,
             engine,
             peer,
-            data_offset: geometry.data_offset,
-            data_size: geometry.data_size,
+            data_offset: geometry.data_offset(),
+            data_size: geometry.data_size(),
         }
     }
 

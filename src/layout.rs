@@ -21,15 +21,16 @@
 //! `reserve - need(data pages(reserve))` only grows with the reserve.
 
 use crate::format::geometry::{
-    Alignment, Geometry, GeometryError, LogicalBlockSize, OS_BYTES_PER_PAGE, PAGE_SIZE,
-    ReserveMode, backup_offset_for, os_reserve_minimum, reserve_offset_for,
+    Alignment, Geometry, GeometryError, LogicalBlockSize, ReserveMode, SUPERBLOCK_SIZE,
+    data_area_for, data_end_for, os_reserve_minimum, reserve_offset_for,
 };
 use crate::size::Human;
+use crate::units::{PAGE_SIZE, PMD_SIZE};
 
 /// Bytes per managed 4 KiB page that the Xen rule budgets (40 B + slack).
 pub const XEN_BYTES_PER_PAGE: u64 = 44;
-/// Xen allocates its frame table and M2P in 2 MiB chunks.
-pub const XEN_CHUNK: u64 = 2 << 20;
+/// Xen allocates its frame table and M2P in 2 MiB (superpage) chunks.
+pub const XEN_CHUNK: u64 = PMD_SIZE;
 
 /// How large the reserve should be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,9 +49,11 @@ pub struct LayoutRequest {
     /// The owner of the reserve; `None` picks `hypervisor` for a non-zero
     /// reserve and `none` for a zero one.
     pub mode: Option<ReserveMode>,
-    /// Alignment of reserve and data area (default 2 MiB).
+    /// Alignment of reserve and data area ([`Alignment::DEFAULT`] unless
+    /// the user chose one).
     pub align: Alignment,
-    /// Logical block size of the served device (default 512).
+    /// Logical block size of the served device ([`LogicalBlockSize::DEFAULT`]
+    /// unless the user chose one).
     pub logical_block_size: LogicalBlockSize,
 }
 
@@ -60,8 +63,8 @@ impl LayoutRequest {
         LayoutRequest {
             reserve,
             mode,
-            align: Alignment::M2,
-            logical_block_size: LogicalBlockSize::B512,
+            align: Alignment::DEFAULT,
+            logical_block_size: LogicalBlockSize::DEFAULT,
         }
     }
 }
@@ -140,19 +143,13 @@ fn rule_need(mode: ReserveMode, data_size: u64) -> u64 {
     match mode {
         ReserveMode::None => 0,
         ReserveMode::Hypervisor => xen_reserve_for_pages(pages),
-        ReserveMode::Os => pages.saturating_mul(OS_BYTES_PER_PAGE),
+        ReserveMode::Os => os_reserve_minimum(data_size),
     }
-}
-
-/// The end of the data area on a device of `device_size` (independent of the
-/// reserve), or `None` if the device cannot hold the super blocks.
-fn data_end(device_size: u64, align: Alignment) -> Option<u64> {
-    backup_offset_for(device_size).map(|backup| align.align_down(backup))
 }
 
 /// The largest aligned reserve that still leaves one aligned data block.
 fn largest_reserve(device_size: u64, align: Alignment) -> Option<u64> {
-    let end = data_end(device_size, align)?;
+    let end = data_end_for(device_size, align)?;
     end.checked_sub(reserve_offset_for(align))?
         .checked_sub(align.bytes())
 }
@@ -164,14 +161,13 @@ fn smallest_device(align: Alignment, reserve_size: u64) -> u64 {
     reserve_offset_for(align)
         .saturating_add(reserve_size)
         .saturating_add(align.bytes())
-        .saturating_add(crate::format::geometry::SUPERBLOCK_SIZE)
+        .saturating_add(SUPERBLOCK_SIZE)
 }
 
-/// Data area size for a given aligned reserve, if one aligned block remains.
+/// Data area size for a given aligned reserve, if one aligned block remains
+/// (the rules' own derivation, so the search and the result cannot disagree).
 fn data_size_for(device_size: u64, align: Alignment, reserve_size: u64) -> Option<u64> {
-    let end = data_end(device_size, align)?;
-    let start = reserve_offset_for(align).checked_add(reserve_size)?;
-    end.checked_sub(start).filter(|&d| d >= align.bytes())
+    data_area_for(device_size, align, reserve_size).map(|(_, size)| size)
 }
 
 /// The smallest aligned reserve `r` with `r >= rule_need(mode, data(r))`.
@@ -199,6 +195,56 @@ fn smallest_covering_reserve(device_size: u64, align: Alignment, mode: ReserveMo
     Some(lo * step)
 }
 
+/// The error for a backing too small for a reserve of `reserve_size`.
+fn too_small(device_size: u64, align: Alignment, reserve_size: u64) -> LayoutError {
+    LayoutError::DeviceTooSmall {
+        size: device_size,
+        align,
+        minimum: smallest_device(align, reserve_size),
+    }
+}
+
+/// The reserve `--reserve BYTES` gives: rounded up to the alignment, and no
+/// larger than the largest that still leaves a data block.
+fn explicit_reserve(device_size: u64, align: Alignment, bytes: u64) -> Result<u64, LayoutError> {
+    // `None` when rounding up overflows: larger than any backing.
+    let rounded = align.align_up(bytes);
+    match (
+        rounded,
+        largest_reserve(device_size, align).filter(|&l| l > 0),
+    ) {
+        (Some(reserve), Some(largest)) if reserve <= largest => Ok(reserve),
+        (_, Some(largest)) => Err(LayoutError::ReserveTooLarge {
+            requested: bytes,
+            device_size,
+            align,
+            largest,
+        }),
+        // Not even the smallest reserve leaves a data block: the backing is
+        // too small, by as much as this reserve needs.
+        (Some(reserve), None) => Err(too_small(device_size, align, reserve)),
+        (None, None) => Err(LayoutError::DeviceTooSmall {
+            size: device_size,
+            align,
+            minimum: u64::MAX,
+        }),
+    }
+}
+
+/// The reserve `--reserve auto` gives: the smallest that covers the mode's
+/// rule for the data area left after it.
+fn auto_reserve(device_size: u64, align: Alignment, mode: ReserveMode) -> Result<u64, LayoutError> {
+    smallest_covering_reserve(device_size, align, mode).ok_or_else(|| {
+        // The smallest device where `auto` works holds one data block and the
+        // reserve that block needs.
+        let need = rule_need(mode, align.bytes());
+        let reserve = align
+            .align_up(need)
+            .expect("invariant: the reserve for one block of at most 1 GiB is a few MiB");
+        too_small(device_size, align, reserve)
+    })
+}
+
 /// Choose the layout for `request` on a backing of `device_size` bytes.
 pub fn plan(device_size: u64, request: &LayoutRequest) -> Result<Plan, LayoutError> {
     let align = request.align;
@@ -214,45 +260,10 @@ pub fn plan(device_size: u64, request: &LayoutRequest) -> Result<Plan, LayoutErr
         (None, _) => ReserveMode::Hypervisor,
     };
 
-    let too_small = |reserve: u64| LayoutError::DeviceTooSmall {
-        size: device_size,
-        align,
-        minimum: smallest_device(align, reserve),
-    };
-
     let reserve_size = match (mode, request.reserve) {
         (ReserveMode::None, _) => 0,
-        (_, ReserveRequest::Bytes(bytes)) => {
-            let rounded = align.align_up(bytes).ok_or(LayoutError::ReserveTooLarge {
-                requested: bytes,
-                device_size,
-                align,
-                largest: largest_reserve(device_size, align).unwrap_or(0),
-            })?;
-            match largest_reserve(device_size, align) {
-                None => return Err(too_small(rounded)),
-                Some(largest) if rounded > largest => {
-                    return Err(if largest == 0 {
-                        too_small(rounded)
-                    } else {
-                        LayoutError::ReserveTooLarge {
-                            requested: bytes,
-                            device_size,
-                            align,
-                            largest,
-                        }
-                    });
-                }
-                Some(_) => rounded,
-            }
-        }
-        (mode, ReserveRequest::Auto) => smallest_covering_reserve(device_size, align, mode)
-            .ok_or_else(|| {
-                // The smallest device where `auto` works holds one data block
-                // and the reserve that block needs.
-                let need = rule_need(mode, align.bytes());
-                too_small(align.align_up(need).unwrap_or(need))
-            })?,
+        (_, ReserveRequest::Bytes(bytes)) => explicit_reserve(device_size, align, bytes)?,
+        (mode, ReserveRequest::Auto) => auto_reserve(device_size, align, mode)?,
     };
 
     let geometry = Geometry::derive(
@@ -268,16 +279,16 @@ pub fn plan(device_size: u64, request: &LayoutRequest) -> Result<Plan, LayoutErr
             minimum: smallest_covering_reserve(device_size, align, ReserveMode::Os)
                 .unwrap_or_else(|| os_reserve_minimum(device_size)),
         },
-        _ => too_small(reserve_size),
+        _ => too_small(device_size, align, reserve_size),
     })?;
 
     let mut warnings = Vec::new();
     if mode == ReserveMode::Hypervisor {
-        let need = xen_reserve_for_pages(geometry.data_size / PAGE_SIZE);
-        if geometry.reserve_size < need {
+        let need = xen_reserve_for_pages(geometry.data_size() / PAGE_SIZE);
+        if geometry.reserve_size() < need {
             warnings.push(format!(
                 "reserve {} is below what Xen's frame table and M2P need for this data area ({}, see --reserve auto)",
-                Human(geometry.reserve_size),
+                Human(geometry.reserve_size()),
                 Human(need)
             ));
         }
@@ -310,9 +321,9 @@ mod tests {
         )
         .expect("fits");
         let g = p.geometry;
-        assert_eq!(g.mode, ReserveMode::Hypervisor);
-        assert_eq!((g.reserve_offset, g.reserve_size), (2 * MIB, 512 * MIB));
-        assert_eq!((g.data_offset, g.data_size), (514 * MIB, 1532 * MIB));
+        assert_eq!(g.mode(), ReserveMode::Hypervisor);
+        assert_eq!((g.reserve_offset(), g.reserve_size()), (2 * MIB, 512 * MIB));
+        assert_eq!((g.data_offset(), g.data_size()), (514 * MIB, 1532 * MIB));
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 
@@ -324,16 +335,16 @@ mod tests {
         )
         .expect("fits")
         .geometry;
-        assert_eq!(g.mode, ReserveMode::None);
-        assert_eq!(g.reserve_size, 0);
-        assert_eq!(g.data_offset, 2 * MIB);
+        assert_eq!(g.mode(), ReserveMode::None);
+        assert_eq!(g.reserve_size(), 0);
+        assert_eq!(g.data_offset(), 2 * MIB);
         let g = plan(
             64 * MIB,
             &LayoutRequest::new(ReserveRequest::Auto, Some(ReserveMode::None)),
         )
         .expect("fits")
         .geometry;
-        assert_eq!(g.reserve_size, 0);
+        assert_eq!(g.reserve_size(), 0);
     }
 
     #[test]
@@ -344,15 +355,15 @@ mod tests {
         )
         .expect("fits")
         .geometry;
-        assert_eq!(g.reserve_offset, GIB);
-        assert_eq!(g.reserve_size, GIB);
+        assert_eq!(g.reserve_offset(), GIB);
+        assert_eq!(g.reserve_size(), GIB);
         let g = plan(
             64 * MIB,
             &req(ReserveRequest::Bytes(5000), None, Alignment::K4),
         )
         .expect("fits")
         .geometry;
-        assert_eq!((g.reserve_offset, g.reserve_size), (8192, 8192));
+        assert_eq!((g.reserve_offset(), g.reserve_size()), (8192, 8192));
     }
 
     #[test]
@@ -371,15 +382,15 @@ mod tests {
         let g = plan(2 * GIB, &LayoutRequest::new(ReserveRequest::Auto, None))
             .expect("fits")
             .geometry;
-        assert_eq!(g.mode, ReserveMode::Hypervisor);
-        let need = xen_reserve_for_pages(g.data_size / PAGE_SIZE);
-        assert!(g.reserve_size >= need);
+        assert_eq!(g.mode(), ReserveMode::Hypervisor);
+        let need = xen_reserve_for_pages(g.data_size() / PAGE_SIZE);
+        assert!(g.reserve_size() >= need);
         // Minimal: one alignment step less would not cover.
-        let smaller = g.reserve_size - g.align.bytes();
-        let data = data_size_for(2 * GIB, g.align, smaller).expect("room");
+        let smaller = g.reserve_size() - g.align().bytes();
+        let data = data_size_for(2 * GIB, g.align(), smaller).expect("room");
         assert!(smaller < xen_reserve_for_pages(data / PAGE_SIZE));
         // 2020 MiB of data = 517120 pages * 44 B = 21.7 MiB -> 22 MiB + 2 MiB.
-        assert_eq!(g.reserve_size, 24 * MIB);
+        assert_eq!(g.reserve_size(), 24 * MIB);
     }
 
     #[test]
@@ -391,8 +402,8 @@ mod tests {
         .expect("fits")
         .geometry;
         // ~2 GiB of data needs ~32 MiB; after the reserve, 2044 MiB -> 31.9 MiB -> 32 MiB.
-        assert_eq!(g.reserve_size, 32 * MIB);
-        assert!(g.reserve_size >= os_reserve_minimum(g.data_size));
+        assert_eq!(g.reserve_size(), 32 * MIB);
+        assert!(g.reserve_size() >= os_reserve_minimum(g.data_size()));
     }
 
     #[test]
@@ -439,6 +450,33 @@ mod tests {
             &LayoutRequest::new(ReserveRequest::Bytes(2 * GIB - 6 * MIB), None),
         )
         .expect("largest fits");
+    }
+
+    #[test]
+    fn a_reserve_beyond_u64_names_a_real_limit() {
+        // Rounding u64::MAX up overflows; the answer is still the largest
+        // reserve that fits, or that the backing is too small, never "0".
+        assert_eq!(
+            plan(
+                2 * GIB,
+                &LayoutRequest::new(ReserveRequest::Bytes(u64::MAX), None)
+            ),
+            Err(LayoutError::ReserveTooLarge {
+                requested: u64::MAX,
+                device_size: 2 * GIB,
+                align: Alignment::M2,
+                largest: 2 * GIB - 6 * MIB,
+            })
+        );
+        let err = plan(
+            4 * MIB,
+            &LayoutRequest::new(ReserveRequest::Bytes(u64::MAX), None),
+        )
+        .expect_err("tiny");
+        assert!(
+            matches!(err, LayoutError::DeviceTooSmall { minimum, .. } if minimum == u64::MAX),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -534,24 +572,24 @@ mod tests {
                     prop_assert_eq!(g.validate(), Ok(()));
                     let a = align.bytes();
                     // Untouched head and primary copy come first.
-                    prop_assert!(g.reserve_offset >= 8192);
-                    prop_assert!(g.reserve_offset % a == 0 && g.reserve_size % a == 0);
-                    prop_assert!(g.data_offset % a == 0 && g.data_size % a == 0);
-                    prop_assert!(g.reserve_end() <= g.data_offset);
-                    prop_assert!(g.data_size >= a);
+                    prop_assert!(g.reserve_offset() >= 8192);
+                    prop_assert!(g.reserve_offset() % a == 0 && g.reserve_size() % a == 0);
+                    prop_assert!(g.data_offset() % a == 0 && g.data_size() % a == 0);
+                    prop_assert!(g.reserve_end() <= g.data_offset());
+                    prop_assert!(g.data_size() >= a);
                     prop_assert!(g.data_end() <= g.backup_offset());
                     prop_assert!(g.backup_offset() + 4096 <= device_size);
                     prop_assert!(g.backup_offset() % 4096 == 0);
                     // Nothing aligned is wasted before the backup.
                     prop_assert!(g.backup_offset() - g.data_end() < a);
                     match reserve {
-                        ReserveRequest::Bytes(n) => prop_assert!(g.reserve_size >= n),
+                        ReserveRequest::Bytes(n) => prop_assert!(g.reserve_size() >= n),
                         ReserveRequest::Auto => prop_assert!(
-                            g.reserve_size >= rule_need(g.mode, g.data_size)
+                            g.reserve_size() >= rule_need(g.mode(), g.data_size())
                         ),
                     }
-                    if g.mode == ReserveMode::Os {
-                        prop_assert!(g.reserve_size >= os_reserve_minimum(g.data_size));
+                    if g.mode() == ReserveMode::Os {
+                        prop_assert!(g.reserve_size() >= os_reserve_minimum(g.data_size()));
                     }
                 }
                 Err(LayoutError::ReserveTooLarge { largest, .. }) => {
@@ -581,7 +619,7 @@ mod tests {
         ) {
             if let Ok(p) = plan(device_size, &req(ReserveRequest::Auto, Some(mode), align)) {
                 let g = p.geometry;
-                let smaller = g.reserve_size - align.bytes();
+                let smaller = g.reserve_size() - align.bytes();
                 if smaller > 0 {
                     let data = data_size_for(device_size, align, smaller).expect("more room");
                     prop_assert!(smaller < rule_need(mode, data));

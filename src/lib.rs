@@ -2,6 +2,7 @@
 //!
 //! The layers, bottom up — each only uses the ones before it:
 //!
+//! 0. [`units`]: the sector, page and huge-page sizes (plain constants).
 //! 1. [`format`]: the on-media super block and layout rules (pure).
 //! 2. [`layout`]: planning a layout from what the user asks for (pure).
 //! 3. [`backing`]: opening the namespace, device or file; the mapping and how
@@ -24,4 +25,5 @@ pub mod registry;
 pub mod server;
 pub mod size;
 pub mod ublk;
+pub mod units;
 pub mod volume;

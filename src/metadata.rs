@@ -84,8 +84,9 @@ impl CopyState {
 pub struct CopyReport {
     /// Which copy.
     pub slot: Slot,
-    /// Where it was looked for.
-    pub offset: u64,
+    /// Where it was looked for; `None` for a backup on a backing too small
+    /// to hold one (and no valid primary naming where it was).
+    pub offset: Option<u64>,
     /// Its health.
     pub state: CopyState,
     /// Why it is not `ok`, for people.
@@ -114,6 +115,21 @@ impl Metadata {
     /// Whether any pmem-stack super block (valid or not) is on the backing.
     pub fn has_any_copy(&self) -> bool {
         self.primary.state != CopyState::Missing || self.backup.state != CopyState::Missing
+    }
+
+    /// The newest valid copy, or why there is none: `NotFormatted` when no
+    /// copy carries our magic, `NoValidCopy` (naming both copies' states) when
+    /// one does but none is valid. The one place that tells the two apart, for
+    /// `open_volume`, `repair` and `check`.
+    pub fn require_current(&self) -> Result<SuperBlock, MetadataError> {
+        match self.current {
+            Some(current) => Ok(current),
+            None if self.has_any_copy() => Err(MetadataError::NoValidCopy {
+                primary: describe_copy(&self.primary),
+                backup: describe_copy(&self.backup),
+            }),
+            None => Err(MetadataError::NotFormatted),
+        }
     }
 
     /// The report for a slot.
@@ -171,7 +187,14 @@ pub enum MetadataError {
         Human(*actual),
         Human(*recorded)
     )]
-    Shrunk { recorded: u64, actual: u64 },
+    Shrunk {
+        /// The device size the volume was formatted on.
+        recorded: u64,
+        /// The bytes the volume occupies (up to the end of its backup copy).
+        needed: u64,
+        /// The backing's size now.
+        actual: u64,
+    },
     #[error(transparent)]
     Refused(#[from] Refusal),
     #[error("could not create a volume uuid: {0}")]
@@ -205,37 +228,85 @@ fn read_block<M: MetadataIo + ?Sized>(io: &M, offset: u64) -> Result<Found, Back
     })
 }
 
-/// Read and judge both copies.
-pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
-    let primary = read_block(io, PRIMARY_OFFSET)?;
-    // The backup lives in the last block of the device it was formatted on:
-    // normally the current last block; if the primary records another size
-    // (the namespace was resized), also look where it says.
+/// Where the backup copy is and what is there. It lives in the last block of
+/// the device it was formatted on: normally the current last block; if the
+/// primary records another size (the namespace was resized), also look where
+/// it says. No location at all (`None`) when the backing is too small to hold
+/// a backup and no valid primary names one.
+fn locate_backup<M: MetadataIo + ?Sized>(
+    io: &M,
+    primary: &Found,
+) -> Result<(Option<u64>, Found), BackingError> {
     let here = backup_offset_for(io.size());
-    let recorded = match &primary {
+    let recorded = match primary {
         Found::Valid(sb) => Some(sb.geometry.backup_offset()),
         _ => None,
     };
-    let mut backup_offset = here.or(recorded).unwrap_or(0);
-    let mut backup = match here {
+    let backup = match here {
         Some(offset) => read_block(io, offset)?,
         None => Found::Missing,
     };
-    if let (Found::Missing, Some(offset)) = (&backup, recorded) {
-        if Some(offset) != here {
-            backup = read_block(io, offset)?;
-            backup_offset = offset;
-        }
+    if let (Found::Missing, Some(offset)) = (&backup, recorded)
+        && Some(offset) != here
+    {
+        return Ok((Some(offset), read_block(io, offset)?));
     }
+    Ok((here.or(recorded), backup))
+}
+
+/// Judge what was found at one copy's location against the newest valid copy.
+fn judge(
+    slot: Slot,
+    offset: Option<u64>,
+    found: &Found,
+    current: Option<SuperBlock>,
+) -> CopyReport {
+    let (state, detail, decoded) = match found {
+        Found::Missing => (
+            CopyState::Missing,
+            Some("no pmem-stack super block".to_string()),
+            None,
+        ),
+        Found::Invalid(err) => (CopyState::Corrupt, Some(err.to_string()), None),
+        Found::Valid(sb) => match current {
+            Some(cur) if cur == *sb => (CopyState::Ok, None, Some(*sb)),
+            Some(cur) if sb.generation < cur.generation => (
+                CopyState::Stale,
+                Some(format!(
+                    "generation {} is older than the other copy's {}",
+                    sb.generation, cur.generation
+                )),
+                Some(*sb),
+            ),
+            _ => (
+                CopyState::Stale,
+                Some("differs from the other copy".to_string()),
+                Some(*sb),
+            ),
+        },
+    };
+    CopyReport {
+        slot,
+        offset,
+        state,
+        detail,
+        decoded,
+    }
+}
+
+/// Read and judge both copies.
+pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
+    let primary = read_block(io, PRIMARY_OFFSET)?;
+    let (backup_offset, backup) = locate_backup(io, &primary)?;
 
     for (slot, found) in [(Slot::Primary, &primary), (Slot::Backup, &backup)] {
-        if let Found::Invalid(err) = found {
-            if err.is_unsupported() {
-                return Err(MetadataError::Unsupported {
-                    slot,
-                    source: err.clone(),
-                });
-            }
+        if let Found::Invalid(err) = found
+            && err.is_unsupported()
+        {
+            return Err(MetadataError::Unsupported {
+                slot,
+                source: err.clone(),
+            });
         }
     }
 
@@ -248,54 +319,20 @@ pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
         _ => None,
     };
 
-    let judge = |slot: Slot, offset: u64, found: &Found| -> CopyReport {
-        let (state, detail, decoded) = match found {
-            Found::Missing => (
-                CopyState::Missing,
-                Some("no pmem-stack super block".to_string()),
-                None,
-            ),
-            Found::Invalid(err) => (CopyState::Corrupt, Some(err.to_string()), None),
-            Found::Valid(sb) => match current {
-                Some(cur) if cur == *sb => (CopyState::Ok, None, Some(*sb)),
-                Some(cur) if sb.generation < cur.generation => (
-                    CopyState::Stale,
-                    Some(format!(
-                        "generation {} is older than the other copy's {}",
-                        sb.generation, cur.generation
-                    )),
-                    Some(*sb),
-                ),
-                _ => (
-                    CopyState::Stale,
-                    Some("differs from the other copy".to_string()),
-                    Some(*sb),
-                ),
-            },
-        };
-        CopyReport {
-            slot,
-            offset,
-            state,
-            detail,
-            decoded,
-        }
-    };
-
     // If the newest copy places the backup elsewhere than where we looked,
     // report against the location it records.
     let backup_report = match current {
-        Some(cur) if cur.geometry.backup_offset() != backup_offset => {
+        Some(cur) if Some(cur.geometry.backup_offset()) != backup_offset => {
             let offset = cur.geometry.backup_offset();
             let found = read_block(io, offset)?;
-            judge(Slot::Backup, offset, &found)
+            judge(Slot::Backup, Some(offset), &found, current)
         }
-        _ => judge(Slot::Backup, backup_offset, &backup),
+        _ => judge(Slot::Backup, backup_offset, &backup, current),
     };
 
     Ok(Metadata {
         current,
-        primary: judge(Slot::Primary, PRIMARY_OFFSET, &primary),
+        primary: judge(Slot::Primary, Some(PRIMARY_OFFSET), &primary, current),
         backup: backup_report,
     })
 }
@@ -306,24 +343,20 @@ pub fn open_volume<M: MetadataIo + ?Sized>(
     io: &M,
 ) -> Result<(SuperBlock, Metadata), MetadataError> {
     let metadata = read(io)?;
-    let Some(current) = metadata.current else {
-        if metadata.has_any_copy() {
-            return Err(MetadataError::NoValidCopy {
-                primary: describe_copy(&metadata.primary),
-                backup: describe_copy(&metadata.backup),
-            });
-        }
-        return Err(MetadataError::NotFormatted);
-    };
+    let current = metadata.require_current()?;
     check_fits(&current.geometry, io.size())?;
     Ok((current, metadata))
 }
 
-fn check_fits(geometry: &Geometry, actual: u64) -> Result<(), MetadataError> {
-    let needed = geometry.backup_offset().saturating_add(SUPERBLOCK_SIZE);
+/// Whether a volume with `geometry` still fits a backing of `actual` bytes
+/// (`Shrunk` if not): the one check behind `open_volume`, `repair` and the
+/// reports of `info` and `check`.
+pub fn check_fits(geometry: &Geometry, actual: u64) -> Result<(), MetadataError> {
+    let needed = geometry.required_size();
     if actual < needed {
         return Err(MetadataError::Shrunk {
-            recorded: geometry.device_size,
+            recorded: geometry.device_size(),
+            needed,
             actual,
         });
     }
@@ -340,9 +373,9 @@ pub fn describe_copy(report: &CopyReport) -> String {
 
 /// Read the first bytes of the backing for the foreign-signature probe.
 pub fn probe_foreign<M: MetadataIo + ?Sized>(io: &M) -> Result<Vec<Foreign>, BackingError> {
-    let len = usize::try_from(io.size())
-        .unwrap_or(usize::MAX)
-        .min(PROBE_LEN);
+    // The probe window, or the whole backing when it is smaller (a size that
+    // does not fit a usize is certainly larger).
+    let len = usize::try_from(io.size()).map_or(PROBE_LEN, |size| size.min(PROBE_LEN));
     let mut head = vec![0u8; len];
     io.read_at(0, &mut head)?;
     Ok(find_foreign(&head))
@@ -441,16 +474,7 @@ pub struct RepairOutcome {
 /// Rewrite every copy that is not `ok` from the newest valid one.
 pub fn repair<M: MetadataIo + ?Sized>(io: &M) -> Result<RepairOutcome, MetadataError> {
     let before = read(io)?;
-    let Some(current) = before.current else {
-        return Err(if before.has_any_copy() {
-            MetadataError::NoValidCopy {
-                primary: describe_copy(&before.primary),
-                backup: describe_copy(&before.backup),
-            }
-        } else {
-            MetadataError::NotFormatted
-        });
-    };
+    let current = before.require_current()?;
     if current.is_newer_minor() {
         return Err(MetadataError::NewerMinor {
             minor: current.version_minor,
@@ -719,7 +743,23 @@ pub(crate) mod tests {
         let m = read(&img).expect("read");
         assert_eq!(m.current, Some(sb));
         assert!(m.is_healthy(), "{m:?}");
-        assert_eq!(m.backup.offset, (16 << 20) - 4096);
+        assert_eq!(m.backup.offset, Some((16 << 20) - 4096));
+    }
+
+    #[test]
+    fn a_backing_too_small_for_a_backup_reports_no_backup_location() {
+        let img = MemImage::new(10 << 10);
+        // Our magic and major version, then garbage: a corrupt primary.
+        img.bytes.borrow_mut()[4096..4096 + 16].copy_from_slice(b"PMEM-STACK-SUPER");
+        img.bytes.borrow_mut()[4096 + 0x10] = 1;
+        let m = read(&img).expect("read");
+        assert_eq!(m.primary.state, CopyState::Corrupt);
+        assert_eq!(m.backup.state, CopyState::Missing);
+        assert_eq!(m.backup.offset, None, "no place for a backup, not byte 0");
+        assert!(matches!(
+            open_volume(&img),
+            Err(MetadataError::NoValidCopy { .. })
+        ));
     }
 
     #[test]

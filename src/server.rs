@@ -46,8 +46,8 @@ pub enum Volume {
 impl Volume {
     fn logical_block_size(&self) -> crate::format::LogicalBlockSize {
         match self {
-            Volume::Existing(sb) => sb.geometry.logical_block_size,
-            Volume::Format(plan) => plan.plan.geometry.logical_block_size,
+            Volume::Existing(sb) => sb.geometry.logical_block_size(),
+            Volume::Format(plan) => plan.plan.geometry.logical_block_size(),
         }
     }
 }
@@ -190,12 +190,11 @@ pub fn spawn(spec: ServeSpec, registry: &Registry) -> Result<Spawned, ServerErro
 /// recovered stays: it is the user's, and quiesced again.) Only a device the
 /// kernel records as added by our server is removed.
 fn remove_half_made(attach: Attach, id: Option<u32>, server: i32) {
-    if let (Attach::Add { .. }, Some(id)) = (attach, id) {
-        if control::device_info(id).is_ok_and(|info| info.pid == server) {
-            if let Err(err) = control::delete(id) {
-                log::warn!("could not remove the half-made /dev/ublkb{id}: {err}");
-            }
-        }
+    if let (Attach::Add { .. }, Some(id)) = (attach, id)
+        && control::device_info(id).is_ok_and(|info| info.pid == server)
+        && let Err(err) = control::delete(id)
+    {
+        log::warn!("could not remove the half-made /dev/ublkb{id}: {err}");
     }
 }
 
@@ -217,11 +216,11 @@ fn registry_entry(
         depth: granted.depth,
         user_copy: granted.user_copy(),
         recovery: granted.recovery(),
-        mode: g.mode,
-        reserve_offset: g.reserve_offset,
-        reserve_size: g.reserve_size,
-        data_offset: g.data_offset,
-        data_size: g.data_size,
+        mode: g.mode(),
+        reserve_offset: g.reserve_offset(),
+        reserve_size: g.reserve_size(),
+        data_offset: g.data_offset(),
+        data_size: g.data_size(),
         log,
     }
 }
@@ -269,8 +268,8 @@ fn prepare(
     log::info!(
         "/dev/ublkb{}: serving {} bytes at offset {} of {} ({} queues x {}, {})",
         granted.id,
-        sb.geometry.data_size,
-        sb.geometry.data_offset,
+        sb.geometry.data_size(),
+        sb.geometry.data_offset(),
         backing.path().display(),
         granted.queues,
         granted.depth,

@@ -57,7 +57,7 @@ impl fmt::Display for Human {
         for (unit, shift) in UNITS {
             let scale = 1u64 << shift;
             if bytes >= scale {
-                if bytes % scale == 0 {
+                if bytes.is_multiple_of(scale) {
                     return write!(f, "{} {unit}", bytes >> shift);
                 }
                 // Precision loss in the float is fine for display.

@@ -42,8 +42,8 @@ impl LayoutOptions {
         Some(LayoutRequest {
             reserve,
             mode: self.mode,
-            align: self.align.unwrap_or(Alignment::M2),
-            logical_block_size: self.block_size.unwrap_or(LogicalBlockSize::B512),
+            align: self.align.unwrap_or(Alignment::DEFAULT),
+            logical_block_size: self.block_size.unwrap_or(LogicalBlockSize::DEFAULT),
         })
     }
 
@@ -72,10 +72,10 @@ impl LayoutOptions {
 pub fn describe_geometry(g: &Geometry) -> String {
     format!(
         "reserve {} ({}), align {}, {}-byte blocks",
-        Human(g.reserve_size),
-        g.mode,
-        g.align,
-        g.logical_block_size.bytes()
+        Human(g.reserve_size()),
+        g.mode(),
+        g.align(),
+        g.logical_block_size().bytes()
     )
 }
 
@@ -166,14 +166,14 @@ fn check_agrees(options: &LayoutOptions, recorded: &Geometry) -> Result<(), Volu
     let request = LayoutRequest {
         reserve: options
             .reserve
-            .unwrap_or(ReserveRequest::Bytes(recorded.reserve_size)),
-        mode: Some(options.mode.unwrap_or(recorded.mode)),
-        align: options.align.unwrap_or(recorded.align),
-        logical_block_size: options.block_size.unwrap_or(recorded.logical_block_size),
+            .unwrap_or(ReserveRequest::Bytes(recorded.reserve_size())),
+        mode: Some(options.mode.unwrap_or(recorded.mode())),
+        align: options.align.unwrap_or(recorded.align()),
+        logical_block_size: options.block_size.unwrap_or(recorded.logical_block_size()),
     };
-    let agrees = layout::plan(recorded.device_size, &request)
-        .map(|plan| plan.geometry == *recorded)
-        .unwrap_or(false);
+    // Options that cannot be laid out at all cannot give the recorded layout.
+    let agrees =
+        layout::plan(recorded.device_size(), &request).is_ok_and(|plan| plan.geometry == *recorded);
     if agrees {
         Ok(())
     } else {
@@ -218,7 +218,7 @@ mod tests {
             ..LayoutOptions::default()
         };
         let fp = plan_format(&img, &none, false).expect("mode none");
-        assert_eq!(fp.plan.geometry.reserve_size, 0);
+        assert_eq!(fp.plan.geometry.reserve_size(), 0);
         assert!(img.writes.borrow().is_empty(), "planning writes nothing");
     }
 

@@ -58,10 +58,10 @@ fn the_documented_vector_decodes_to_the_documented_values() {
     let g = sb.geometry;
     assert_eq!(
         (
-            g.reserve_offset,
-            g.reserve_size,
-            g.data_offset,
-            g.data_size,
+            g.reserve_offset(),
+            g.reserve_size(),
+            g.data_offset(),
+            g.data_size(),
             g.backup_offset()
         ),
         (

@@ -192,7 +192,12 @@ fn bad_input_is_refused_with_one_line_and_no_change() {
         &["too small for --mode os", "--reserve 4M"],
     );
     assert!(read_at(&img, 0, 1 << 16).iter().all(|&b| b == 0));
+}
 
+#[test]
+fn unusable_backings_are_refused_with_one_line() {
+    let t = Scratch::new();
+    let img = t.image("pmem.img", 256 * MIB);
     let tiny = t.image("tiny.img", 3 * MIB);
     refused(
         &t,
@@ -262,41 +267,42 @@ fn a_held_backing_is_refused() {
     t.run(["format", s(&img), "--reserve", "0"]).ok();
 }
 
-#[test]
-fn foreign_data_is_refused_unless_forced() {
-    let t = Scratch::new();
-    struct Case {
-        name: &'static str,
-        prepare: fn(&std::path::Path),
-        expect: &'static str,
-    }
-    let cases = [
-        Case {
+/// One kind of foreign data: how to put it on an image, and what the
+/// refusal must name.
+struct Foreign {
+    name: &'static str,
+    prepare: fn(&std::path::Path),
+    expect: &'static str,
+}
+
+fn foreign_cases() -> [Foreign; 10] {
+    [
+        Foreign {
             name: "ext4",
             prepare: |p| tool("mkfs.ext4", &["-q", "-F", p.to_str().unwrap_or("")]),
             expect: "an ext4 file system",
         },
-        Case {
+        Foreign {
             name: "ext2",
             prepare: |p| tool("mkfs.ext2", &["-q", "-F", p.to_str().unwrap_or("")]),
             expect: "an ext2 file system",
         },
-        Case {
+        Foreign {
             name: "xfs",
             prepare: |p| tool("mkfs.xfs", &["-q", "-f", p.to_str().unwrap_or("")]),
             expect: "an xfs file system",
         },
-        Case {
+        Foreign {
             name: "btrfs",
             prepare: |p| tool("mkfs.btrfs", &["-q", "-f", p.to_str().unwrap_or("")]),
             expect: "a btrfs file system",
         },
-        Case {
+        Foreign {
             name: "gpt",
             prepare: |p| tool("sgdisk", &["-o", p.to_str().unwrap_or("")]),
             expect: "a GPT partition table",
         },
-        Case {
+        Foreign {
             name: "mbr",
             prepare: |p| {
                 let mut e = [0u8; 16];
@@ -307,28 +313,33 @@ fn foreign_data_is_refused_unless_forced() {
             },
             expect: "an MBR partition table",
         },
-        Case {
+        Foreign {
             name: "pfn",
             prepare: |p| write_at(p, 4096, b"NVDIMM_PFN_INFO\0"),
             expect: "NVDIMM_PFN_INFO",
         },
-        Case {
+        Foreign {
             name: "dax",
             prepare: |p| write_at(p, 4096, b"NVDIMM_DAX_INFO\0"),
             expect: "NVDIMM_DAX_INFO",
         },
-        Case {
+        Foreign {
             name: "btt",
             prepare: |p| write_at(p, 4096, b"BTT_ARENA_INFO\0\0"),
             expect: "BTT_ARENA_INFO at byte 4096",
         },
-        Case {
+        Foreign {
             name: "btt2",
             prepare: |p| write_at(p, 0, b"BTT_ARENA_INFO\0\0"),
             expect: "BTT_ARENA_INFO at byte 0",
         },
-    ];
-    for case in cases {
+    ]
+}
+
+#[test]
+fn foreign_data_is_refused_unless_forced() {
+    let t = Scratch::new();
+    for case in foreign_cases() {
         let img = t.image(&format!("{}.img", case.name), 512 * MIB);
         (case.prepare)(&img);
         refused(

@@ -19,7 +19,7 @@ fn check(bytes: &[u8], at: u64) {
     if let Ok(sb) = SuperBlock::decode(bytes, at) {
         assert_eq!(bytes.len(), BLOCK_LEN);
         assert_eq!(sb.geometry.validate(), Ok(()));
-        assert!(sb.geometry.backup_offset() + 4096 <= sb.geometry.device_size);
+        assert!(sb.geometry.backup_offset() + 4096 <= sb.geometry.device_size());
         let slot = if at == 4096 {
             Slot::Primary
         } else {

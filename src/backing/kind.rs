@@ -29,7 +29,7 @@ use rustix::fs::FallocateFlags;
 use super::mapping::Persistence;
 use super::{Access, BackingKind, Identity};
 use crate::format::Uuid;
-use crate::format::geometry::PAGE_SIZE;
+use crate::units::PAGE_SIZE;
 
 /// The open file and what every kind knows about it.
 #[derive(Debug)]

@@ -11,6 +11,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::format::Uuid;
+use crate::units::{PMD_SIZE, SECTOR_SIZE};
+
+/// The alignment of a devdax device that does not say otherwise: Linux's
+/// default, a PMD.
+pub const DAX_DEFAULT_ALIGN: u64 = PMD_SIZE;
 
 /// Where a device's sysfs directory is, from its major:minor.
 pub fn device_dir(block: bool, major: u32, minor: u32) -> PathBuf {
@@ -38,7 +43,7 @@ pub fn block_phys_start(dev_dir: &Path) -> Option<u64> {
         let start_sectors = parse_number(&read_trimmed(&dev_dir.join("start"))?)?;
         let parent = dev_dir.join("..");
         let base = parse_number(&read_trimmed(&parent.join("device/resource"))?)?;
-        return base.checked_add(start_sectors.checked_mul(512)?);
+        return base.checked_add(start_sectors.checked_mul(SECTOR_SIZE)?);
     }
     parse_number(&read_trimmed(&dev_dir.join("device/resource"))?)
 }
@@ -53,20 +58,19 @@ pub fn dax_size(dev_dir: &Path) -> Option<u64> {
     parse_number(&read_trimmed(&dev_dir.join("size"))?)
 }
 
-/// Mapping alignment a devdax device requires (2 MiB unless it says otherwise).
+/// Mapping alignment a devdax device requires ([`DAX_DEFAULT_ALIGN`] unless it
+/// says otherwise).
 pub fn dax_align(dev_dir: &Path) -> u64 {
     read_trimmed(&dev_dir.join("align"))
         .and_then(|s| parse_number(&s))
         .filter(|a| a.is_power_of_two())
-        .unwrap_or(2 << 20)
+        .unwrap_or(DAX_DEFAULT_ALIGN)
 }
 
 /// Whether `dev_dir` (a char device's sysfs directory) is a devdax device.
 pub fn is_dax_char(dev_dir: &Path) -> bool {
     fs::read_link(dev_dir.join("subsystem"))
-        .ok()
-        .and_then(|target| target.file_name().map(|n| n == "dax"))
-        .unwrap_or(false)
+        .is_ok_and(|target| target.file_name().is_some_and(|n| n == "dax"))
 }
 
 /// UUID of the NVDIMM namespace under a device: the namespace's own `uuid`, or
@@ -118,10 +122,10 @@ pub fn block_holder(major: u32, minor: u32) -> Option<String> {
     if let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") {
         for line in mountinfo.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
-            if fields.get(2) == Some(&want.as_str()) {
-                if let Some(mount_point) = fields.get(4) {
-                    return Some(format!("mounted at {mount_point}"));
-                }
+            if fields.get(2) == Some(&want.as_str())
+                && let Some(mount_point) = fields.get(4)
+            {
+                return Some(format!("mounted at {mount_point}"));
             }
         }
     }

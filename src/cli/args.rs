@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pmem_stack::format::{Alignment, LogicalBlockSize, ReserveMode};
 use pmem_stack::layout::ReserveRequest;
 use pmem_stack::size::parse_size;
+use pmem_stack::ublk::control::{DEFAULT_DEPTH, MAX_DEPTH, MAX_QUEUES};
 use pmem_stack::volume::LayoutOptions;
 
 /// Carve a persistent-memory namespace into a reserved region and a ublk block device.
@@ -45,11 +46,24 @@ pub struct LayoutArgs {
     /// Owner of the reserve [default: hypervisor, or none with --reserve 0].
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
-    /// Alignment of reserve and data area: 4K, 2M or 1G [default: 2M].
-    #[arg(long, value_name = "SIZE", value_parser = parse_align)]
+    // The defaults are the library's (left `None` here, so `add` can tell an
+    // option given from one left out); the help text names them.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = parse_align,
+        help = format!("Alignment of reserve and data area: 4K, 2M or 1G [default: {}]", Alignment::DEFAULT)
+    )]
     pub align: Option<Alignment>,
-    /// Logical block size of the served device: 512 or 4096 [default: 512].
-    #[arg(long = "block-size", value_name = "BYTES", value_parser = parse_block_size)]
+    #[arg(
+        long = "block-size",
+        value_name = "BYTES",
+        value_parser = parse_block_size,
+        help = format!(
+            "Logical block size of the served device: 512 or 4096 [default: {}]",
+            LogicalBlockSize::DEFAULT.bytes()
+        )
+    )]
     pub block_size: Option<LogicalBlockSize>,
 }
 
@@ -153,11 +167,18 @@ pub struct AddArgs {
     /// Device number N for /dev/ublkbN [default: the next free one].
     #[arg(long)]
     pub id: Option<u32>,
-    /// Hardware queues, one server thread each [default: one per CPU, at most 16].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+    // Help text and ranges come from the limits the ublk glue enforces.
+    #[arg(
+        long,
+        help = format!("Hardware queues, one server thread each [default: one per CPU, at most {MAX_QUEUES}]"),
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_QUEUES))
+    )]
     pub queues: Option<u16>,
-    /// Requests in flight per queue [default: 128].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    #[arg(
+        long,
+        help = format!("Requests in flight per queue [default: {DEFAULT_DEPTH}]"),
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_DEPTH))
+    )]
     pub depth: Option<u16>,
     /// Stay attached; SIGINT/SIGTERM flush, stop and remove the device.
     #[arg(long)]

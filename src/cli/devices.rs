@@ -138,8 +138,11 @@ pub fn list(args: &ListArgs) -> Result<ExitCode> {
             d.pid,
             format!("{}x{}", d.queues, d.depth),
             d.backing.unwrap_or_default(),
-            d.data_offset.unwrap_or(0),
-            Human(d.data_size.unwrap_or(0)).to_string()
+            // Unknown (no record) is "-", never a made-up 0.
+            d.data_offset
+                .map_or_else(|| "-".to_string(), |o| o.to_string()),
+            d.data_size
+                .map_or_else(|| "-".to_string(), |s| Human(s).to_string())
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -154,12 +157,11 @@ fn delete_one(registry: &Registry, id: u32) -> Result<()> {
     // data; refuse while the server can still serve the unmount. (With the
     // server dead, I/O waits forever, so unmounting hangs until the device is
     // gone: then deleting is the way out.)
-    if server_running {
-        if let Some(holder) = control::block_device_numbers(id)
+    if server_running
+        && let Some(holder) = control::block_device_numbers(id)
             .and_then(|(major, minor)| sysfs::block_holder(major, minor))
-        {
-            bail!("/dev/ublkb{id} is in use ({holder}); unmount or release it first");
-        }
+    {
+        bail!("/dev/ublkb{id} is in use ({holder}); unmount or release it first");
     }
     control::delete(id)?;
     if server_running && !daemon::wait_gone(info.pid, STOP_TIMEOUT) {

@@ -11,11 +11,50 @@ use pmem_stack::format::superblock::VERSION_MAJOR;
 use pmem_stack::format::{Geometry, ReserveMode, SuperBlock};
 use pmem_stack::metadata::{CopyReport, CopyState, Metadata, describe_copy};
 use pmem_stack::size::Human;
+use pmem_stack::units::PAGE_SHIFT;
+
+/// What a region of the backing is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegionKind {
+    Head,
+    Primary,
+    Padding,
+    Reserve,
+    Data,
+    Backup,
+    Tail,
+}
+
+impl RegionKind {
+    /// Its character in the bar.
+    fn symbol(self) -> char {
+        match self {
+            RegionKind::Head => 'h',
+            RegionKind::Primary => 'S',
+            RegionKind::Reserve => 'R',
+            RegionKind::Data => 'D',
+            RegionKind::Backup => 'B',
+            RegionKind::Padding | RegionKind::Tail => '.',
+        }
+    }
+
+    /// Its name in the table.
+    fn name(self) -> &'static str {
+        match self {
+            RegionKind::Head => "head",
+            RegionKind::Primary => "primary",
+            RegionKind::Padding => "padding",
+            RegionKind::Reserve => "reserve",
+            RegionKind::Data => "data",
+            RegionKind::Backup => "backup",
+            RegionKind::Tail => "tail",
+        }
+    }
+}
 
 /// One region of the bar.
 struct Region {
-    symbol: char,
-    name: &'static str,
+    kind: RegionKind,
     offset: u64,
     size: u64,
 }
@@ -24,55 +63,47 @@ fn regions(g: &Geometry) -> Vec<Region> {
     let backup = g.backup_offset();
     let mut all = vec![
         Region {
-            symbol: 'h',
-            name: "head",
+            kind: RegionKind::Head,
             offset: 0,
             size: HEAD_SIZE,
         },
         Region {
-            symbol: 'S',
-            name: "primary",
+            kind: RegionKind::Primary,
             offset: PRIMARY_OFFSET,
             size: SUPERBLOCK_SIZE,
         },
         Region {
-            symbol: '.',
-            name: "padding",
+            kind: RegionKind::Padding,
             offset: PRIMARY_OFFSET + SUPERBLOCK_SIZE,
-            size: g.reserve_offset - (PRIMARY_OFFSET + SUPERBLOCK_SIZE),
+            size: g.reserve_offset() - (PRIMARY_OFFSET + SUPERBLOCK_SIZE),
         },
         Region {
-            symbol: 'R',
-            name: "reserve",
-            offset: g.reserve_offset,
-            size: g.reserve_size,
+            kind: RegionKind::Reserve,
+            offset: g.reserve_offset(),
+            size: g.reserve_size(),
         },
         Region {
-            symbol: 'D',
-            name: "data",
-            offset: g.data_offset,
-            size: g.data_size,
+            kind: RegionKind::Data,
+            offset: g.data_offset(),
+            size: g.data_size(),
         },
         Region {
-            symbol: '.',
-            name: "padding",
+            kind: RegionKind::Padding,
             offset: g.data_end(),
             size: backup - g.data_end(),
         },
         Region {
-            symbol: 'B',
-            name: "backup",
+            kind: RegionKind::Backup,
             offset: backup,
             size: SUPERBLOCK_SIZE,
         },
     ];
     let end = backup + SUPERBLOCK_SIZE;
-    if g.device_size > end {
+    if g.device_size() > end {
         all.push(Region {
-            symbol: '.',
-            name: "tail",
+            kind: RegionKind::Tail,
             offset: end,
-            size: g.device_size - end,
+            size: g.device_size() - end,
         });
     }
     all.retain(|r| r.size > 0);
@@ -83,11 +114,12 @@ fn regions(g: &Geometry) -> Vec<Region> {
 /// (regions too small to show get one character, taken from the largest).
 pub fn layout_bar(g: &Geometry, width: usize) -> String {
     let regions = regions(g);
-    let total = g.device_size.max(1);
+    let total = g.device_size().max(1);
     let mut cells: Vec<usize> = regions
         .iter()
         .map(|r| {
             let exact = u128::from(r.size) * width as u128 / u128::from(total);
+            // A share too large for a usize is wider than the bar: clamp.
             usize::try_from(exact).unwrap_or(width).max(1)
         })
         .collect();
@@ -102,7 +134,7 @@ pub fn layout_bar(g: &Geometry, width: usize) -> String {
     let mut bar = String::with_capacity(width + 2);
     bar.push('[');
     for (region, n) in regions.iter().zip(cells) {
-        bar.extend(std::iter::repeat_n(region.symbol, n));
+        bar.extend(std::iter::repeat_n(region.kind.symbol(), n));
     }
     bar.push(']');
     bar
@@ -119,7 +151,8 @@ fn kind_name(kind: BackingKind) -> &'static str {
 /// A copy in JSON.
 #[derive(Debug, Serialize)]
 pub struct CopyJson {
-    pub offset: u64,
+    /// `null` only for a backup on a backing too small to hold one.
+    pub offset: Option<u64>,
     pub state: CopyState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -168,11 +201,11 @@ pub struct InfoJson {
 }
 
 /// Physical range of the reserve, `[start, end)`, when sysfs knows where the
-/// backing sits.
+/// backing sits. Xen names it in machine frames: `address >> PAGE_SHIFT`.
 pub fn reserve_phys(backing: &Backing, g: &Geometry) -> Option<(u64, u64)> {
     let base = backing.phys_start()?;
-    let start = base.checked_add(g.reserve_offset)?;
-    Some((start, start.checked_add(g.reserve_size)?))
+    let start = base.checked_add(g.reserve_offset())?;
+    Some((start, start.checked_add(g.reserve_size())?))
 }
 
 /// Build the JSON object.
@@ -192,22 +225,54 @@ pub fn info_json(
         uuid: sb.uuid.to_string(),
         parent_uuid: (!sb.parent_uuid.is_nil()).then(|| sb.parent_uuid.to_string()),
         generation: sb.generation,
-        device_size: g.device_size,
-        align: g.align.bytes(),
-        mode: g.mode,
-        reserve_offset: g.reserve_offset,
-        reserve_size: g.reserve_size,
-        data_offset: g.data_offset,
-        data_size: g.data_size,
-        logical_block_size: g.logical_block_size.bytes(),
+        device_size: g.device_size(),
+        align: g.align().bytes(),
+        mode: g.mode(),
+        reserve_offset: g.reserve_offset(),
+        reserve_size: g.reserve_size(),
+        data_offset: g.data_offset(),
+        data_size: g.data_size(),
+        logical_block_size: g.logical_block_size().bytes(),
         primary: CopyJson::from(&m.primary),
         backup: CopyJson::from(&m.backup),
         reserve_phys_start: phys.map(|p| p.0),
         reserve_phys_end: phys.map(|p| p.1),
-        reserve_mfn_start: phys.map(|p| p.0 >> 12),
-        reserve_mfn_end: phys.map(|p| p.1 >> 12),
+        reserve_mfn_start: phys.map(|p| p.0 >> PAGE_SHIFT),
+        reserve_mfn_end: phys.map(|p| p.1 >> PAGE_SHIFT),
         healthy: m.is_healthy(),
         served_by,
+    }
+}
+
+/// The notes column of `info`'s table for one region.
+fn region_note(
+    kind: RegionKind,
+    g: &Geometry,
+    m: &Metadata,
+    phys: Option<(u64, u64)>,
+    served_by: Option<&str>,
+) -> String {
+    match kind {
+        RegionKind::Head => "never written by pmem-stack".to_string(),
+        RegionKind::Primary => describe_copy(&m.primary),
+        RegionKind::Backup => describe_copy(&m.backup),
+        RegionKind::Reserve => {
+            let mut note = format!("mode {}, never touched by pmem-stack", g.mode());
+            if let Some((start, end)) = phys {
+                let _ = write!(
+                    note,
+                    "; phys {start:#x}-{end:#x} (MFN {:#x}-{:#x})",
+                    start >> PAGE_SHIFT,
+                    end >> PAGE_SHIFT
+                );
+            }
+            note
+        }
+        RegionKind::Data => match served_by {
+            Some(dev) => format!("served as {dev}"),
+            None => "not served".to_string(),
+        },
+        RegionKind::Padding | RegionKind::Tail => String::new(),
     }
 }
 
@@ -247,50 +312,28 @@ pub fn info_text(
     );
     let phys = reserve_phys(backing, g);
     for region in regions(g) {
-        let note = match region.name {
-            "head" => "never written by pmem-stack".to_string(),
-            "primary" => describe_copy(&m.primary),
-            "backup" => describe_copy(&m.backup),
-            "reserve" => {
-                let mut note = format!("mode {}, never touched by pmem-stack", g.mode);
-                if let Some((start, end)) = phys {
-                    let _ = write!(
-                        note,
-                        "; phys {start:#x}-{end:#x} (MFN {:#x}-{:#x})",
-                        start >> 12,
-                        end >> 12
-                    );
-                }
-                note
-            }
-            "data" => match served_by {
-                Some(dev) => format!("served as {dev}"),
-                None => "not served".to_string(),
-            },
-            _ => String::new(),
-        };
         let _ = writeln!(
             out,
             "  {:<9} {:>16} {:>12}  {}",
-            region.name,
+            region.kind.name(),
             region.offset,
             Human(region.size).to_string(),
-            note
+            region_note(region.kind, g, m, phys, served_by)
         );
     }
     let _ = writeln!(
         out,
         "\n  align {}, logical block size {}, formatted for {} ({} bytes)",
-        g.align,
-        g.logical_block_size.bytes(),
-        Human(g.device_size),
-        g.device_size
+        g.align(),
+        g.logical_block_size().bytes(),
+        Human(g.device_size()),
+        g.device_size()
     );
-    if backing.size() > g.device_size {
+    if backing.size() > g.device_size() {
         let _ = writeln!(
             out,
             "  note: the backing grew by {} since it was formatted; that space is unused",
-            Human(backing.size() - g.device_size)
+            Human(backing.size() - g.device_size())
         );
     }
     for report in [&m.primary, &m.backup] {

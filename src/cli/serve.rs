@@ -96,7 +96,7 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
         );
     }
     let (sb, _) = metadata::open_volume(&backing).with_context(context)?;
-    if sb.uuid != entry.uuid || sb.geometry.data_size != entry.data_size {
+    if sb.uuid != entry.uuid || sb.geometry.data_size() != entry.data_size {
         bail!(
             "cannot recover /dev/ublkb{id}: {} now holds volume {} (served: {}); refusing to serve different data",
             entry.backing.display(),

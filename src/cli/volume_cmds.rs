@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use pmem_stack::backing::{Access, Backing};
-use pmem_stack::format::geometry::SUPERBLOCK_SIZE;
 use pmem_stack::metadata::{self, MetadataError};
 use pmem_stack::registry::Registry;
 use pmem_stack::size::Human;
@@ -46,13 +45,13 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
     let (sb, m) = match metadata::open_volume(&backing) {
         Ok(found) => found,
         // A backing that shrank still has a readable layout worth showing.
-        Err(MetadataError::Shrunk { .. }) => {
+        Err(MetadataError::Shrunk { needed, actual, .. }) => {
             let m = metadata::read(&backing)?;
             let sb = m.current.context("no valid super block")?;
             eprintln!(
                 "warning: the backing is smaller than the volume ({} < {}); it cannot be served",
-                Human(backing.size()),
-                Human(sb.geometry.backup_offset() + SUPERBLOCK_SIZE)
+                Human(actual),
+                Human(needed)
             );
             (sb, m)
         }
@@ -87,23 +86,26 @@ fn problems(m: &metadata::Metadata, backing_size: u64) -> Vec<String> {
         .iter()
         .filter(|r| r.state != metadata::CopyState::Ok)
         .map(|r| {
+            let place = match r.offset {
+                Some(offset) => format!("at byte {offset}"),
+                None => "(the backing has no room for it)".to_string(),
+            };
             format!(
-                "{} copy at byte {}: {}",
+                "{} copy {place}: {}",
                 r.slot.name(),
-                r.offset,
                 metadata::describe_copy(r)
             )
         })
         .collect();
-    if let Some(sb) = m.current {
-        let needed = sb.geometry.backup_offset() + SUPERBLOCK_SIZE;
-        if backing_size < needed {
-            problems.push(format!(
-                "the backing ({}) is smaller than the volume ({}): it cannot be served",
-                Human(backing_size),
-                Human(needed)
-            ));
-        }
+    if let Some(sb) = m.current
+        && let Err(MetadataError::Shrunk { needed, .. }) =
+            metadata::check_fits(&sb.geometry, backing_size)
+    {
+        problems.push(format!(
+            "the backing ({}) is smaller than the volume ({}): it cannot be served",
+            Human(backing_size),
+            Human(needed)
+        ));
     }
     problems
 }
@@ -117,8 +119,10 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     };
     let path = args.backing.display().to_string();
     let before = metadata::read(&backing).with_context(|| path.clone())?;
-    if before.current.is_none() && !before.has_any_copy() {
-        return Err(MetadataError::NotFormatted).with_context(|| path.clone());
+    // Nothing to check on a backing that was never formatted; damaged copies
+    // (no valid one) are reported below like any other problem.
+    if let Err(err @ MetadataError::NotFormatted) = before.require_current() {
+        return Err(err).with_context(|| path.clone());
     }
     let mut after = before.clone();
     let mut repaired = Vec::new();

@@ -10,10 +10,14 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::units::PAGE_SHIFT;
+
 /// Never track more than this many chunks (bitmap of 512 KiB).
 const MAX_CHUNKS: u64 = 1 << 22;
+// The bitmap's word count always fits a usize.
+const _: () = assert!(MAX_CHUNKS.div_ceil(64) <= usize::MAX as u64);
 /// Smallest chunk: one page.
-const MIN_CHUNK_SHIFT: u32 = 12;
+const MIN_CHUNK_SHIFT: u32 = PAGE_SHIFT as u32;
 
 /// A bitmap of dirty chunks over `size` bytes.
 #[derive(Debug)]
@@ -32,8 +36,10 @@ impl DirtyMap {
             chunk_shift += 1;
         }
         let chunks = size.div_ceil(1u64 << chunk_shift);
-        // At most MAX_CHUNKS / 64 words, which always fits a usize.
-        let words = usize::try_from(chunks.div_ceil(64)).unwrap_or(0);
+        // A map too small would drop marks, and every flush would persist
+        // nothing: the word count must be exact, never a fallback.
+        let words = usize::try_from(chunks.div_ceil(64))
+            .expect("invariant: at most MAX_CHUNKS / 64 words, asserted to fit");
         DirtyMap {
             size,
             chunk_shift,

@@ -118,6 +118,16 @@ pub trait Transfer {
 pub enum IoError {
     #[error("request {offset}+{len} lies outside the {size}-byte data area")]
     OutOfRange { offset: u64, len: u64, size: u64 },
+    /// A request whose byte offset does not even fit in 64 bits, so it is
+    /// reported in the sectors the kernel sent.
+    #[error(
+        "request at sector {start_sector} (+{nr_sectors} sectors) lies outside the {size}-byte data area"
+    )]
+    SectorOutOfRange {
+        start_sector: u64,
+        nr_sectors: u32,
+        size: u64,
+    },
     #[error("unsupported operation {0}")]
     Unsupported(u32),
     #[error("copying request data failed: {0}")]
@@ -179,7 +189,7 @@ pub struct Engine<M: Media = DataArea> {
 impl Engine<DataArea> {
     /// Map the data area of `geometry` on `backing` (opened exclusively).
     pub fn new(backing: Arc<Backing>, geometry: &Geometry) -> Result<Engine, BackingError> {
-        let area = DataArea::map(backing, geometry.data_offset, geometry.data_size)?;
+        let area = DataArea::map(backing, geometry.data_offset(), geometry.data_size())?;
         Ok(Engine::with_media(area))
     }
 }
@@ -398,7 +408,8 @@ mod tests {
         } = fixture();
         drop(engine);
         let backing = Arc::new(Backing::open(image.path(), Access::Exclusive).expect("open"));
-        let inner = DataArea::map(backing, geometry.data_offset, geometry.data_size).expect("map");
+        let inner =
+            DataArea::map(backing, geometry.data_offset(), geometry.data_size()).expect("map");
         Fixture {
             image,
             geometry,
@@ -468,7 +479,7 @@ mod tests {
         assert_eq!(read(&f.engine, 4096, 8192).expect("read"), data);
         f.engine.flush().expect("flush");
         let on_disk = std::fs::read(f.image.path()).expect("read image");
-        let at = usize::try_from(f.geometry.data_offset + 4096).expect("small");
+        let at = usize::try_from(f.geometry.data_offset() + 4096).expect("small");
         assert_eq!(&on_disk[at..at + 8192], &data[..]);
     }
 
@@ -508,7 +519,7 @@ mod tests {
         f.engine.shutdown_flush().expect("flush");
         let on_disk = std::fs::read(f.image.path()).expect("read image");
         let g = f.geometry;
-        let data = usize::try_from(g.data_offset).expect("small")
+        let data = usize::try_from(g.data_offset()).expect("small")
             ..usize::try_from(g.data_end()).expect("small");
         for (i, b) in on_disk.iter().enumerate() {
             if data.contains(&i) {

@@ -7,6 +7,11 @@
 //! another OS needs exactly the rules in `docs/FORMAT.md`, and a super block
 //! that passes its checksum but was written by a buggy writer is still refused.
 //!
+//! So the arithmetic exists once, in [`Geometry::derive`] and the `*_for`
+//! helpers it uses: planning a new layout (`crate::layout`) derives, and
+//! validating a recorded one derives from the recorded choices and compares.
+//! Two copies of the rules could disagree; one cannot.
+//!
 //! ```text
 //! | head 0..4K (never written) | primary 4K..8K | pad | reserve | data | pad | backup |
 //!                                               ^reserve_offset  ^data_offset      ^last 4K block
@@ -15,6 +20,8 @@
 use std::fmt;
 
 use serde::Serialize;
+
+use crate::units::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PUD_SIZE, SECTOR_SHIFT};
 
 /// Bytes 0..4096 of the backing are never read for our metadata nor written.
 pub const HEAD_SIZE: u64 = 4096;
@@ -25,9 +32,6 @@ pub const PRIMARY_OFFSET: u64 = HEAD_SIZE;
 /// End of the primary copy: the reserve starts at the first alignment boundary
 /// at or after this offset.
 pub const METADATA_END: u64 = PRIMARY_OFFSET + SUPERBLOCK_SIZE;
-/// The page size that the reserve sizing rules count in (Linux and Xen both
-/// manage 4 KiB frames).
-pub const PAGE_SIZE: u64 = 4096;
 /// Bytes of `struct page` per 4 KiB data page that `--mode os` must hold
 /// (Linux's `map=dev` rule, `nd_pfn`).
 pub const OS_BYTES_PER_PAGE: u64 = 64;
@@ -51,12 +55,17 @@ impl Alignment {
     /// Every accepted alignment, smallest first.
     pub const ALL: [Alignment; 3] = [Alignment::K4, Alignment::M2, Alignment::G1];
 
+    /// The alignment when the user names none (the CLI, `volume`, `layout`
+    /// all take it from here): 2 MiB keeps huge-page mappings of the data area
+    /// possible without wasting more than a few MiB of a small namespace.
+    pub const DEFAULT: Alignment = Alignment::M2;
+
     /// The alignment in bytes.
     pub const fn bytes(self) -> u64 {
         match self {
-            Alignment::K4 => 4 << 10,
-            Alignment::M2 => 2 << 20,
-            Alignment::G1 => 1 << 30,
+            Alignment::K4 => PAGE_SIZE,
+            Alignment::M2 => PMD_SIZE,
+            Alignment::G1 => PUD_SIZE,
         }
     }
 
@@ -152,28 +161,32 @@ pub enum LogicalBlockSize {
 }
 
 impl LogicalBlockSize {
+    /// The block size when the user names none: 512, what `/dev/pmemN`
+    /// itself reports, so a volume behaves like the namespace it sits on.
+    pub const DEFAULT: LogicalBlockSize = LogicalBlockSize::B512;
+
     /// Size in bytes.
     pub const fn bytes(self) -> u32 {
-        match self {
-            LogicalBlockSize::B512 => 512,
-            LogicalBlockSize::B4096 => 4096,
-        }
+        1 << self.shift()
     }
 
-    /// log2 of the size, as ublk's `logical_bs_shift` wants it.
+    /// log2 of the size, as ublk's `logical_bs_shift` wants it: a sector or a
+    /// page.
     pub const fn shift(self) -> u8 {
         match self {
-            LogicalBlockSize::B512 => 9,
-            LogicalBlockSize::B4096 => 12,
+            LogicalBlockSize::B512 => SECTOR_SHIFT,
+            LogicalBlockSize::B4096 => PAGE_SHIFT,
         }
     }
 
     /// The block size of `bytes`, if supported.
     pub const fn from_bytes(bytes: u32) -> Option<LogicalBlockSize> {
-        match bytes {
-            512 => Some(LogicalBlockSize::B512),
-            4096 => Some(LogicalBlockSize::B4096),
-            _ => None,
+        if bytes == LogicalBlockSize::B512.bytes() {
+            Some(LogicalBlockSize::B512)
+        } else if bytes == LogicalBlockSize::B4096.bytes() {
+            Some(LogicalBlockSize::B4096)
+        } else {
+            None
         }
     }
 }
@@ -190,8 +203,27 @@ pub fn backup_offset_for(device_size: u64) -> Option<u64> {
 /// Offset of the reserve for an alignment: the first boundary at or after the
 /// primary copy.
 pub fn reserve_offset_for(align: Alignment) -> u64 {
-    // METADATA_END is tiny; rounding it up cannot overflow.
-    align.align_up(METADATA_END).unwrap_or(u64::MAX)
+    align
+        .align_up(METADATA_END)
+        .expect("invariant: 8 KiB rounded up to at most 1 GiB cannot overflow")
+}
+
+/// End of the data area on a backing of `device_size`: the last alignment
+/// boundary at or before the backup copy (whatever the reserve). `None` when
+/// the backing cannot hold the two copies.
+pub fn data_end_for(device_size: u64, align: Alignment) -> Option<u64> {
+    backup_offset_for(device_size).map(|backup| align.align_down(backup))
+}
+
+/// The data area `(data_offset, data_size)` the rules give for a reserve of
+/// `reserve_size`: from the end of the reserve to [`data_end_for`]. `None`
+/// when not even one aligned block would remain.
+pub fn data_area_for(device_size: u64, align: Alignment, reserve_size: u64) -> Option<(u64, u64)> {
+    let data_offset = reserve_offset_for(align).checked_add(reserve_size)?;
+    let data_size = data_end_for(device_size, align)?
+        .checked_sub(data_offset)
+        .filter(|&size| size >= align.bytes())?;
+    Some((data_offset, data_size))
 }
 
 /// Minimum reserve for `--mode os`: 64 bytes per 4 KiB page of the data area.
@@ -200,24 +232,28 @@ pub fn os_reserve_minimum(data_size: u64) -> u64 {
 }
 
 /// A complete layout as recorded in a super block.
+///
+/// The fields are private so that every `Geometry` outside this module obeys
+/// the rules: the only ways to get one are [`Geometry::derive`] (from the
+/// choices) and decoding a super block (which derives and compares).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Geometry {
     /// Size of the backing when it was formatted.
-    pub device_size: u64,
+    device_size: u64,
     /// Alignment of reserve and data area.
-    pub align: Alignment,
+    align: Alignment,
     /// Logical block size of the served device.
-    pub logical_block_size: LogicalBlockSize,
+    logical_block_size: LogicalBlockSize,
     /// Owner of the reserve.
-    pub mode: ReserveMode,
+    mode: ReserveMode,
     /// Byte offset of the reserve.
-    pub reserve_offset: u64,
+    reserve_offset: u64,
     /// Size of the reserve (a multiple of `align`; 0 in mode `none`).
-    pub reserve_size: u64,
+    reserve_size: u64,
     /// Byte offset of the data area.
-    pub data_offset: u64,
+    data_offset: u64,
     /// Size of the data area, the size of the served block device.
-    pub data_size: u64,
+    data_size: u64,
 }
 
 /// A geometry that breaks a layout rule.
@@ -249,9 +285,57 @@ pub enum GeometryError {
 }
 
 impl Geometry {
-    /// Byte offset of the backup copy; `Geometry::validate` guarantees it exists.
+    /// Size of the backing when it was formatted.
+    pub fn device_size(&self) -> u64 {
+        self.device_size
+    }
+
+    /// Alignment of reserve and data area.
+    pub fn align(&self) -> Alignment {
+        self.align
+    }
+
+    /// Logical block size of the served device.
+    pub fn logical_block_size(&self) -> LogicalBlockSize {
+        self.logical_block_size
+    }
+
+    /// Owner of the reserve.
+    pub fn mode(&self) -> ReserveMode {
+        self.mode
+    }
+
+    /// Byte offset of the reserve.
+    pub fn reserve_offset(&self) -> u64 {
+        self.reserve_offset
+    }
+
+    /// Size of the reserve (a multiple of the alignment; 0 in mode `none`).
+    pub fn reserve_size(&self) -> u64 {
+        self.reserve_size
+    }
+
+    /// Byte offset of the data area.
+    pub fn data_offset(&self) -> u64 {
+        self.data_offset
+    }
+
+    /// Size of the data area, the size of the served block device.
+    pub fn data_size(&self) -> u64 {
+        self.data_size
+    }
+
+    /// Byte offset of the backup copy.
     pub fn backup_offset(&self) -> u64 {
-        backup_offset_for(self.device_size).unwrap_or(0)
+        backup_offset_for(self.device_size)
+            .expect("invariant: derive refuses a device too small for the backup")
+    }
+
+    /// Bytes of backing the volume occupies: up to the end of the backup
+    /// copy. A backing smaller than this cannot serve the volume.
+    pub fn required_size(&self) -> u64 {
+        // The backup lies inside device_size, so this cannot overflow.
+        self.backup_offset() + SUPERBLOCK_SIZE
     }
 
     /// First byte after the data area.
@@ -264,7 +348,9 @@ impl Geometry {
         self.reserve_offset.saturating_add(self.reserve_size)
     }
 
-    /// Build the geometry the layout rules give for these choices, and check it.
+    /// The layout the rules of `docs/FORMAT.md` give for these choices, or the
+    /// first rule they break. The one place the layout arithmetic lives:
+    /// planning a layout and validating a recorded one both come here.
     pub fn derive(
         device_size: u64,
         align: Alignment,
@@ -272,87 +358,83 @@ impl Geometry {
         mode: ReserveMode,
         reserve_size: u64,
     ) -> Result<Geometry, GeometryError> {
-        let backup =
-            backup_offset_for(device_size).ok_or(GeometryError::DeviceTooSmall { device_size })?;
-        let reserve_offset = reserve_offset_for(align);
-        let data_offset = reserve_offset
-            .checked_add(reserve_size)
-            .ok_or(GeometryError::NoRoomForData { align })?;
-        let data_end = align.align_down(backup);
-        let data_size = data_end
-            .checked_sub(data_offset)
-            .filter(|&size| size >= align.bytes())
-            .ok_or(GeometryError::NoRoomForData { align })?;
-        let geometry = Geometry {
-            device_size,
-            align,
-            logical_block_size,
-            mode,
-            reserve_offset,
-            reserve_size,
-            data_offset,
-            data_size,
-        };
-        geometry.validate()?;
-        Ok(geometry)
-    }
-
-    /// Check every layout rule of `docs/FORMAT.md`.
-    pub fn validate(&self) -> Result<(), GeometryError> {
-        let align = self.align;
-        let backup = backup_offset_for(self.device_size).ok_or(GeometryError::DeviceTooSmall {
-            device_size: self.device_size,
-        })?;
-        let expected_reserve_offset = reserve_offset_for(align);
-        if self.reserve_offset != expected_reserve_offset {
-            return Err(GeometryError::ReserveOffset {
-                found: self.reserve_offset,
-                expected: expected_reserve_offset,
-            });
+        if backup_offset_for(device_size).is_none() {
+            return Err(GeometryError::DeviceTooSmall { device_size });
         }
-        if !align.is_aligned(self.reserve_size) {
+        if !align.is_aligned(reserve_size) {
             return Err(GeometryError::ReserveSizeMisaligned {
-                reserve_size: self.reserve_size,
+                reserve_size,
                 align,
             });
         }
-        if (self.mode == ReserveMode::None) != (self.reserve_size == 0) {
-            return Err(GeometryError::ModeMismatch {
-                mode: self.mode,
-                reserve_size: self.reserve_size,
-            });
+        if (mode == ReserveMode::None) != (reserve_size == 0) {
+            return Err(GeometryError::ModeMismatch { mode, reserve_size });
         }
-        let expected_data_offset = self
-            .reserve_offset
-            .checked_add(self.reserve_size)
+        let (data_offset, data_size) = data_area_for(device_size, align, reserve_size)
             .ok_or(GeometryError::NoRoomForData { align })?;
-        if self.data_offset != expected_data_offset {
-            return Err(GeometryError::DataOffset {
-                found: self.data_offset,
-                expected: expected_data_offset,
-            });
-        }
-        let data_end = align.align_down(backup);
-        let expected_data_size = data_end
-            .checked_sub(self.data_offset)
-            .filter(|&size| size >= align.bytes())
-            .ok_or(GeometryError::NoRoomForData { align })?;
-        if self.data_size != expected_data_size {
-            return Err(GeometryError::DataSize {
-                found: self.data_size,
-                expected: expected_data_size,
-            });
-        }
-        if self.mode == ReserveMode::Os {
-            let minimum = os_reserve_minimum(self.data_size);
-            if self.reserve_size < minimum {
+        if mode == ReserveMode::Os {
+            let minimum = os_reserve_minimum(data_size);
+            if reserve_size < minimum {
                 return Err(GeometryError::OsReserveTooSmall {
-                    reserve_size: self.reserve_size,
+                    reserve_size,
                     minimum,
                 });
             }
         }
-        Ok(())
+        Ok(Geometry {
+            device_size,
+            align,
+            logical_block_size,
+            mode,
+            reserve_offset: reserve_offset_for(align),
+            reserve_size,
+            data_offset,
+            data_size,
+        })
+    }
+
+    /// This derived geometry, if the offsets a super block records are the
+    /// ones it derives; otherwise the first that differs.
+    pub(super) fn check_recorded(
+        self,
+        reserve_offset: u64,
+        data_offset: u64,
+        data_size: u64,
+    ) -> Result<Geometry, GeometryError> {
+        if reserve_offset != self.reserve_offset {
+            return Err(GeometryError::ReserveOffset {
+                found: reserve_offset,
+                expected: self.reserve_offset,
+            });
+        }
+        if data_offset != self.data_offset {
+            return Err(GeometryError::DataOffset {
+                found: data_offset,
+                expected: self.data_offset,
+            });
+        }
+        if data_size != self.data_size {
+            return Err(GeometryError::DataSize {
+                found: data_size,
+                expected: self.data_size,
+            });
+        }
+        Ok(self)
+    }
+
+    /// Check every layout rule of `docs/FORMAT.md`: derive the layout from the
+    /// recorded choices, then compare each recorded offset with the derived
+    /// one.
+    pub fn validate(&self) -> Result<(), GeometryError> {
+        Geometry::derive(
+            self.device_size,
+            self.align,
+            self.logical_block_size,
+            self.mode,
+            self.reserve_size,
+        )?
+        .check_recorded(self.reserve_offset, self.data_offset, self.data_size)
+        .map(|_| ())
     }
 }
 

@@ -142,14 +142,12 @@ pub fn find_foreign(head: &[u8]) -> Vec<Foreign> {
     if has(head, 4096, b"NVDIMM_DAX_INFO\0") {
         found.push(Foreign::NdDax);
     }
-    for offset in [4096u64, 0] {
+    for offset in [4096usize, 0] {
         // BTT_ARENA_INFO\0 (the 16-byte field is NUL-padded).
-        if has(
-            head,
-            usize::try_from(offset).unwrap_or(usize::MAX),
-            b"BTT_ARENA_INFO\0",
-        ) {
-            found.push(Foreign::Btt { offset });
+        if has(head, offset, b"BTT_ARENA_INFO\0") {
+            found.push(Foreign::Btt {
+                offset: offset as u64,
+            });
         }
     }
     if has(head, 512, b"EFI PART") || has(head, 4096, b"EFI PART") {

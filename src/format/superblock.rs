@@ -202,6 +202,47 @@ const fn minor_is_newer(minor: u16) -> bool {
     minor > VERSION_MINOR
 }
 
+/// Step 4's layout part: the copy locations and choices the block records
+/// must be known values, and its offsets the ones the layout rules derive.
+fn decode_layout(raw: &RawSuperBlock) -> Result<Geometry, DecodeError> {
+    let primary = raw.primary_offset.get();
+    if primary != PRIMARY_OFFSET {
+        return Err(DecodeError::PrimaryOffset(primary));
+    }
+    let device_size = raw.device_size.get();
+    let expected_backup =
+        backup_offset_for(device_size).ok_or(GeometryError::DeviceTooSmall { device_size })?;
+    let backup = raw.backup_offset.get();
+    if backup != expected_backup {
+        return Err(DecodeError::BackupOffset {
+            found: backup,
+            expected: expected_backup,
+        });
+    }
+    let align_raw = raw.align.get();
+    let align = Alignment::from_bytes(align_raw).ok_or(DecodeError::Alignment(align_raw))?;
+    let lbs_raw = raw.logical_block_size.get();
+    let logical_block_size =
+        LogicalBlockSize::from_bytes(lbs_raw).ok_or(DecodeError::LogicalBlockSize(lbs_raw))?;
+    let mode_raw = raw.reserve_mode.get();
+    let mode = ReserveMode::from_raw(mode_raw).ok_or(DecodeError::ReserveMode(mode_raw))?;
+    // The layout rules: derive from the recorded choices, then every
+    // recorded offset must be the derived one.
+    Geometry::derive(
+        device_size,
+        align,
+        logical_block_size,
+        mode,
+        raw.reserve_size.get(),
+    )?
+    .check_recorded(
+        raw.reserve_offset.get(),
+        raw.data_offset.get(),
+        raw.data_size.get(),
+    )
+    .map_err(DecodeError::from)
+}
+
 impl SuperBlock {
     /// Whether this copy was written by a newer minor version; such a copy is
     /// read but never rewritten.
@@ -225,14 +266,14 @@ impl SuperBlock {
             self_offset: U64::new(slot.offset(g)),
             primary_offset: U64::new(PRIMARY_OFFSET),
             backup_offset: U64::new(g.backup_offset()),
-            device_size: U64::new(g.device_size),
-            align: U64::new(g.align.bytes()),
-            logical_block_size: U32::new(g.logical_block_size.bytes()),
-            reserve_mode: U32::new(g.mode.to_raw()),
-            reserve_offset: U64::new(g.reserve_offset),
-            reserve_size: U64::new(g.reserve_size),
-            data_offset: U64::new(g.data_offset),
-            data_size: U64::new(g.data_size),
+            device_size: U64::new(g.device_size()),
+            align: U64::new(g.align().bytes()),
+            logical_block_size: U32::new(g.logical_block_size().bytes()),
+            reserve_mode: U32::new(g.mode().to_raw()),
+            reserve_offset: U64::new(g.reserve_offset()),
+            reserve_size: U64::new(g.reserve_size()),
+            data_offset: U64::new(g.data_offset()),
+            data_size: U64::new(g.data_size()),
             reserved: [0; BLOCK_LEN - RESERVED_OFFSET],
         };
         let mut block = [0u8; BLOCK_LEN];
@@ -275,38 +316,7 @@ impl SuperBlock {
                 actual: read_at,
             });
         }
-        let primary = raw.primary_offset.get();
-        if primary != PRIMARY_OFFSET {
-            return Err(DecodeError::PrimaryOffset(primary));
-        }
-        let device_size = raw.device_size.get();
-        let expected_backup =
-            backup_offset_for(device_size).ok_or(GeometryError::DeviceTooSmall { device_size })?;
-        let backup = raw.backup_offset.get();
-        if backup != expected_backup {
-            return Err(DecodeError::BackupOffset {
-                found: backup,
-                expected: expected_backup,
-            });
-        }
-        let align_raw = raw.align.get();
-        let align = Alignment::from_bytes(align_raw).ok_or(DecodeError::Alignment(align_raw))?;
-        let lbs_raw = raw.logical_block_size.get();
-        let logical_block_size =
-            LogicalBlockSize::from_bytes(lbs_raw).ok_or(DecodeError::LogicalBlockSize(lbs_raw))?;
-        let mode_raw = raw.reserve_mode.get();
-        let mode = ReserveMode::from_raw(mode_raw).ok_or(DecodeError::ReserveMode(mode_raw))?;
-        let geometry = Geometry {
-            device_size,
-            align,
-            logical_block_size,
-            mode,
-            reserve_offset: raw.reserve_offset.get(),
-            reserve_size: raw.reserve_size.get(),
-            data_offset: raw.data_offset.get(),
-            data_size: raw.data_size.get(),
-        };
-        geometry.validate()?;
+        let geometry = decode_layout(raw)?;
         let uuid = Uuid(raw.uuid);
         if uuid.is_nil() {
             return Err(DecodeError::NilUuid);
@@ -322,10 +332,10 @@ impl SuperBlock {
             return Err(DecodeError::UnknownIncompatFeatures(unknown));
         }
         // 6. reserved bytes, unless a newer minor may have defined them.
-        if !minor_is_newer(minor) {
-            if let Some(pos) = raw.reserved.iter().position(|&b| b != 0) {
-                return Err(DecodeError::ReservedNotZero(RESERVED_OFFSET + pos));
-            }
+        if !minor_is_newer(minor)
+            && let Some(pos) = raw.reserved.iter().position(|&b| b != 0)
+        {
+            return Err(DecodeError::ReservedNotZero(RESERVED_OFFSET + pos));
         }
         Ok(SuperBlock {
             version_minor: minor,

@@ -25,6 +25,7 @@ use libublk::{UblkError, UblkFlags, sys};
 
 use crate::engine::{Engine, IoError};
 use crate::format::LogicalBlockSize;
+use crate::units::{PAGE_SHIFT, SECTOR_SHIFT};
 
 use super::features::{Features, IoPath};
 use super::queue::serve_queue;
@@ -298,23 +299,23 @@ pub fn stop(id: u32) -> Result<(), ServeError> {
 }
 
 fn set_params(dev: &mut UblkDev, size: u64, lbs: LogicalBlockSize) {
-    let max_sectors = dev.dev_info.max_io_buf_bytes >> 9;
+    let max_sectors = dev.dev_info.max_io_buf_bytes >> SECTOR_SHIFT;
     dev.tgt.dev_size = size;
     dev.tgt.params = sys::ublk_params {
         types: sys::UBLK_PARAM_TYPE_BASIC | sys::UBLK_PARAM_TYPE_DISCARD,
         basic: sys::ublk_param_basic {
             attrs: sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA,
             logical_bs_shift: lbs.shift(),
-            physical_bs_shift: 12,
-            io_opt_shift: 12,
-            io_min_shift: 12,
+            physical_bs_shift: PAGE_SHIFT,
+            io_opt_shift: PAGE_SHIFT,
+            io_min_shift: PAGE_SHIFT,
             max_sectors,
-            dev_sectors: size >> 9,
+            dev_sectors: size >> SECTOR_SHIFT,
             ..Default::default()
         },
         discard: sys::ublk_param_discard {
             discard_alignment: 0,
-            discard_granularity: 4096,
+            discard_granularity: 1 << PAGE_SHIFT,
             max_discard_sectors: MAX_ZERO_SECTORS,
             max_write_zeroes_sectors: MAX_ZERO_SECTORS,
             max_discard_segments: 1,
@@ -332,10 +333,10 @@ fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeErro
                 Some(id) => i32::try_from(id).map_err(|_| ServeError::IdTaken(id))?,
                 None => -1,
             };
-            if let Some(id) = id {
-                if device_ids().contains(&id) {
-                    return Err(ServeError::IdTaken(id));
-                }
+            if let Some(id) = id
+                && device_ids().contains(&id)
+            {
+                return Err(ServeError::IdTaken(id));
             }
             let ctrl = UblkCtrlBuilder::default()
                 .name(TARGET_NAME)

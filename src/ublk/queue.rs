@@ -10,15 +10,19 @@ use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
 use libublk::{BufDesc, BufDescList, UblkIORes, sys};
 
 use crate::engine::{Engine, IoError, Op, Request};
+use crate::units::SECTOR_SIZE;
 
 use super::user_copy::{Bounce, UserCopy};
 
-/// Bytes per ublk sector (the unit of `start_sector` and `nr_sectors`,
-/// whatever the logical block size).
-const SECTOR: u64 = 512;
-
-/// Translate a ublk I/O descriptor into an engine request.
-pub fn decode(op_flags: u32, start_sector: u64, nr_sectors: u32) -> Result<Request, IoError> {
+/// Translate a ublk I/O descriptor into an engine request for a data area of
+/// `data_size` bytes (the size only names the limit in an error; the engine
+/// checks the range).
+pub fn decode(
+    op_flags: u32,
+    start_sector: u64,
+    nr_sectors: u32,
+    data_size: u64,
+) -> Result<Request, IoError> {
     let op = match op_flags & 0xff {
         sys::UBLK_IO_OP_READ => Op::Read,
         sys::UBLK_IO_OP_WRITE => Op::Write {
@@ -37,22 +41,27 @@ pub fn decode(op_flags: u32, start_sector: u64, nr_sectors: u32) -> Result<Reque
             len: 0,
         });
     }
-    let overflow = || IoError::OutOfRange {
-        offset: start_sector,
-        len: u64::from(nr_sectors),
-        size: 0,
+    let overflow = || IoError::SectorOutOfRange {
+        start_sector,
+        nr_sectors,
+        size: data_size,
     };
     Ok(Request {
         op,
-        offset: start_sector.checked_mul(SECTOR).ok_or_else(overflow)?,
-        len: u64::from(nr_sectors) * SECTOR,
+        offset: start_sector.checked_mul(SECTOR_SIZE).ok_or_else(overflow)?,
+        len: u64::from(nr_sectors) * SECTOR_SIZE,
     })
 }
 
 /// The completion value for a result: bytes done, or a negative errno.
 pub fn completion(result: Result<u64, IoError>) -> i32 {
     match result {
-        Ok(bytes) => i32::try_from(bytes).unwrap_or(i32::MAX),
+        // The kernel caps a request at max_io_buf_bytes, far below 2 GiB; a
+        // count the completion cannot carry is an error, not a short count.
+        Ok(bytes) => i32::try_from(bytes).unwrap_or_else(|_| {
+            log::error!("request completed {bytes} bytes, more than a completion can report");
+            -libc::EIO
+        }),
         Err(err) => {
             log::warn!("request failed: {err}");
             -err.errno()
@@ -67,8 +76,13 @@ fn handle(
     transfer: &mut dyn crate::engine::Transfer,
 ) -> i32 {
     let iod = queue.get_iod(tag);
-    let result = decode(iod.op_flags, iod.start_sector, iod.nr_sectors)
-        .and_then(|req| engine.execute(&req, transfer));
+    let result = decode(
+        iod.op_flags,
+        iod.start_sector,
+        iod.nr_sectors,
+        engine.size(),
+    )
+    .and_then(|req| engine.execute(&req, transfer));
     completion(result)
 }
 
@@ -135,10 +149,13 @@ pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, user_copy: bool) {
 mod tests {
     use super::*;
 
+    /// The data area the requests are decoded for.
+    const SIZE: u64 = 1 << 30;
+
     #[test]
     fn decodes_every_supported_op() {
         assert_eq!(
-            decode(sys::UBLK_IO_OP_READ, 8, 16).expect("read"),
+            decode(sys::UBLK_IO_OP_READ, 8, 16, SIZE).expect("read"),
             Request {
                 op: Op::Read,
                 offset: 4096,
@@ -146,37 +163,50 @@ mod tests {
             }
         );
         assert_eq!(
-            decode(sys::UBLK_IO_OP_WRITE, 0, 1).expect("write").op,
+            decode(sys::UBLK_IO_OP_WRITE, 0, 1, SIZE).expect("write").op,
             Op::Write { fua: false }
         );
         assert_eq!(
-            decode(sys::UBLK_IO_OP_WRITE | sys::UBLK_IO_F_FUA, 0, 1)
+            decode(sys::UBLK_IO_OP_WRITE | sys::UBLK_IO_F_FUA, 0, 1, SIZE)
                 .expect("fua")
                 .op,
             Op::Write { fua: true }
         );
         assert_eq!(
-            decode(sys::UBLK_IO_OP_FLUSH, 0, 0).expect("flush").op,
+            decode(sys::UBLK_IO_OP_FLUSH, 0, 0, SIZE).expect("flush").op,
             Op::Flush
         );
         assert_eq!(
-            decode(sys::UBLK_IO_OP_DISCARD, 0, 8).expect("discard").op,
+            decode(sys::UBLK_IO_OP_DISCARD, 0, 8, SIZE)
+                .expect("discard")
+                .op,
             Op::Discard
         );
         assert_eq!(
-            decode(sys::UBLK_IO_OP_WRITE_ZEROES | sys::UBLK_IO_F_NOUNMAP, 0, 8)
-                .expect("zeroes")
-                .op,
+            decode(
+                sys::UBLK_IO_OP_WRITE_ZEROES | sys::UBLK_IO_F_NOUNMAP,
+                0,
+                8,
+                SIZE
+            )
+            .expect("zeroes")
+            .op,
             Op::WriteZeroes
         );
     }
 
     #[test]
     fn unsupported_ops_and_overflow_fail_cleanly() {
-        let err = decode(sys::UBLK_IO_OP_ZONE_APPEND, 0, 8).expect_err("zoned");
+        let err = decode(sys::UBLK_IO_OP_ZONE_APPEND, 0, 8, SIZE).expect_err("zoned");
         assert_eq!(err.errno(), libc::EOPNOTSUPP);
         assert_eq!(completion(Err(err)), -libc::EOPNOTSUPP);
-        let err = decode(sys::UBLK_IO_OP_READ, u64::MAX / 2, 8).expect_err("overflow");
+        let err = decode(sys::UBLK_IO_OP_READ, u64::MAX / 2, 8, SIZE).expect_err("overflow");
+        // Reported in the sectors sent, against the real size.
+        assert!(
+            err.to_string()
+                .ends_with(&format!("outside the {SIZE}-byte data area")),
+            "{err}"
+        );
         assert_eq!(completion(Err(err)), -libc::EIO);
         assert_eq!(completion(Ok(4096)), 4096);
     }

@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use libublk::io::UblkIOCtx;
+use libublk::sys;
 
 use crate::backing::MediaRange;
 use crate::engine::Transfer;
@@ -58,12 +59,18 @@ fn transfer_all(len: usize, mut step: impl FnMut(usize) -> isize) -> io::Result<
     Ok(())
 }
 
+// A position is UBLKSRV_IO_BUF_OFFSET (2^31) + (qid << UBLK_QID_OFF | tag <<
+// UBLK_TAG_OFF | offset < 2^UBLK_IO_BUF_BITS), with 16-bit qid and tag: below
+// 2^62, so it always fits an off_t.
+const _: () = assert!(sys::UBLK_QID_OFF + 16 <= 62);
+const _: () = assert!(sys::UBLK_TAG_OFF + 16 <= sys::UBLK_QID_OFF);
+const _: () = assert!(sys::UBLK_IO_BUF_BITS <= sys::UBLK_TAG_OFF);
+
 impl UserCopy {
     /// The char device position of byte `done` of the request.
     fn position(&self, done: usize) -> libc::off_t {
-        // Positions stay below 2^63: UBLKSRV_IO_BUF_OFFSET plus queue, tag and
-        // a 25-bit offset; an out-of-range value makes the syscall fail.
-        libc::off_t::try_from(self.pos + done as u64).unwrap_or(-1)
+        libc::off_t::try_from(self.pos + done as u64)
+            .expect("invariant: ublk user-copy positions are below 2^62 (asserted above)")
     }
 }
 
