@@ -89,10 +89,28 @@ pub struct CopyReport {
     pub offset: Option<u64>,
     /// Its health.
     pub state: CopyState,
-    /// Why it is not `ok`, for people.
-    pub detail: Option<String>,
+    /// Why it is not `ok`.
+    pub problem: Option<CopyProblem>,
     /// The decoded copy, when valid.
     pub decoded: Option<SuperBlock>,
+}
+
+/// Why a copy is not `ok`: what was found there, typed, so callers can tell
+/// a checksum failure from a copy of another layout without reading text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CopyProblem {
+    /// No pmem-stack magic at the copy's place (or no place for it).
+    #[error("no pmem-stack super block")]
+    NotFound,
+    /// Our magic, but the block does not decode.
+    #[error(transparent)]
+    Invalid(DecodeError),
+    /// Valid, but an older generation than the other copy.
+    #[error("generation {generation} is older than the other copy's {current}")]
+    Older { generation: u64, current: u64 },
+    /// Valid, same generation, different contents.
+    #[error("differs from the other copy")]
+    Differs,
 }
 
 /// The state of the metadata on a backing.
@@ -261,35 +279,31 @@ fn judge(
     found: &Found,
     current: Option<SuperBlock>,
 ) -> CopyReport {
-    let (state, detail, decoded) = match found {
-        Found::Missing => (
-            CopyState::Missing,
-            Some("no pmem-stack super block".to_string()),
+    let (state, problem, decoded) = match found {
+        Found::Missing => (CopyState::Missing, Some(CopyProblem::NotFound), None),
+        Found::Invalid(err) => (
+            CopyState::Corrupt,
+            Some(CopyProblem::Invalid(err.clone())),
             None,
         ),
-        Found::Invalid(err) => (CopyState::Corrupt, Some(err.to_string()), None),
         Found::Valid(sb) => match current {
             Some(cur) if cur == *sb => (CopyState::Ok, None, Some(*sb)),
             Some(cur) if sb.generation < cur.generation => (
                 CopyState::Stale,
-                Some(format!(
-                    "generation {} is older than the other copy's {}",
-                    sb.generation, cur.generation
-                )),
+                Some(CopyProblem::Older {
+                    generation: sb.generation,
+                    current: cur.generation,
+                }),
                 Some(*sb),
             ),
-            _ => (
-                CopyState::Stale,
-                Some("differs from the other copy".to_string()),
-                Some(*sb),
-            ),
+            _ => (CopyState::Stale, Some(CopyProblem::Differs), Some(*sb)),
         },
     };
     CopyReport {
         slot,
         offset,
         state,
-        detail,
+        problem,
         decoded,
     }
 }
@@ -365,8 +379,8 @@ pub fn check_fits(geometry: &Geometry, actual: u64) -> Result<(), MetadataError>
 
 /// Human summary of a copy's state, e.g. `corrupt (checksum mismatch ...)`.
 pub fn describe_copy(report: &CopyReport) -> String {
-    match &report.detail {
-        Some(detail) => format!("{} ({detail})", report.state.name()),
+    match &report.problem {
+        Some(problem) => format!("{} ({problem})", report.state.name()),
         None => report.state.name().to_string(),
     }
 }
@@ -652,13 +666,10 @@ pub(crate) mod tests {
             let m = read(&img).expect("read");
             assert_eq!(m.current, Some(sb), "the other copy carries on");
             assert_eq!(m.copy(slot).state, CopyState::Corrupt);
-            assert!(
-                m.copy(slot)
-                    .detail
-                    .as_deref()
-                    .unwrap_or("")
-                    .contains("checksum")
-            );
+            assert!(matches!(
+                m.copy(slot).problem,
+                Some(CopyProblem::Invalid(DecodeError::Checksum { .. }))
+            ));
             let out = repair(&img).expect("repair");
             assert_eq!(out.rewritten, vec![slot]);
             assert!(read(&img).expect("read").is_healthy());

@@ -163,7 +163,7 @@ impl From<&CopyReport> for CopyJson {
         CopyJson {
             offset: r.offset,
             state: r.state,
-            detail: r.detail.clone(),
+            detail: r.problem.as_ref().map(ToString::to_string),
         }
     }
 }
