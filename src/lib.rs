@@ -22,6 +22,7 @@ pub mod format;
 pub mod layout;
 pub mod metadata;
 pub mod registry;
+pub mod remedy;
 pub mod server;
 pub mod size;
 pub mod ublk;

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cli::remedy::message(&err));
             ExitCode::FAILURE
         }
     }

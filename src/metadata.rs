@@ -23,6 +23,7 @@ use crate::format::geometry::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, backup_offset_for
 use crate::format::signatures::{Foreign, PROBE_LEN, find_foreign};
 use crate::format::superblock::{BLOCK_LEN, VERSION_MINOR, has_magic};
 use crate::format::{DecodeError, Geometry, Slot, SuperBlock, Uuid};
+use crate::remedy::{HasRemedy, Remedy};
 use crate::size::Human;
 
 /// The block I/O the metadata layer needs; [`Backing`] is the real one, tests
@@ -162,21 +163,38 @@ impl Metadata {
 /// Why a format was refused (nothing was written).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error(
-        "it already holds a pmem-stack volume (uuid {uuid}, generation {generation}); pass --force to destroy it and format anew"
-    )]
+    #[error("it already holds a pmem-stack volume (uuid {uuid}, generation {generation})")]
     ExistingVolume { uuid: Uuid, generation: u64 },
-    #[error(
-        "it holds a damaged pmem-stack super block ({detail}); run 'pmem-stack check --repair' or pass --force to format anew"
-    )]
+    #[error("it holds a damaged pmem-stack super block ({detail})")]
     DamagedVolume { detail: String },
-    #[error("it holds {}; pass --force to overwrite it", list_foreign(.0))]
+    #[error("it holds {}", list_foreign(.0))]
     Foreign(Vec<Foreign>),
+}
+
+impl HasRemedy for Refusal {
+    fn remedy(&self) -> Option<Remedy> {
+        Some(match self {
+            Refusal::ExistingVolume { .. } => Remedy::Reformat,
+            Refusal::Foreign(_) => Remedy::Overwrite,
+            Refusal::DamagedVolume { .. } => Remedy::RepairOrOverwrite,
+        })
+    }
 }
 
 fn list_foreign(found: &[Foreign]) -> String {
     let names: Vec<String> = found.iter().map(ToString::to_string).collect();
     names.join(" and ")
+}
+
+impl HasRemedy for MetadataError {
+    fn remedy(&self) -> Option<Remedy> {
+        match self {
+            MetadataError::NotFormatted => Some(Remedy::Format),
+            MetadataError::NoValidCopy { .. } => Some(Remedy::StartOver),
+            MetadataError::Refused(refusal) => refusal.remedy(),
+            _ => None,
+        }
+    }
 }
 
 /// Errors of the metadata layer.
@@ -190,10 +208,10 @@ pub enum MetadataError {
         #[source]
         source: DecodeError,
     },
-    #[error("no pmem-stack super block found (not formatted); 'pmem-stack format' creates one")]
+    #[error("no pmem-stack super block found (not formatted)")]
     NotFormatted,
     #[error(
-        "no valid pmem-stack super block: primary {primary}, backup {backup}; nothing to repair from (only 'format --force' can start over, destroying the data)"
+        "no valid pmem-stack super block: primary {primary}, backup {backup}; nothing to repair from"
     )]
     NoValidCopy { primary: String, backup: String },
     #[error(
@@ -740,10 +758,9 @@ pub(crate) mod tests {
         let img = MemImage::new(16 << 20);
         img.bytes.borrow_mut()[0..4].copy_from_slice(b"XFSB");
         let err = check_format_allowed(&img, false).expect_err("xfs");
-        assert_eq!(
-            err.to_string(),
-            "it holds an xfs file system; pass --force to overwrite it"
-        );
+        // The problem here; the CLI words the way out (`--force`).
+        assert_eq!(err.to_string(), "it holds an xfs file system");
+        assert_eq!(err.remedy(), Some(Remedy::Overwrite));
         assert_eq!(check_format_allowed(&img, true).expect("force"), 1);
     }
 

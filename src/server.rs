@@ -28,6 +28,7 @@ use crate::engine::Engine;
 use crate::format::SuperBlock;
 use crate::metadata::{self, MetadataError};
 use crate::registry::{Entry, Registry};
+use crate::remedy::{HasRemedy, Remedy};
 use crate::ublk::control::{self, Attach, Granted, QueueConfig, ServeError};
 use crate::volume::FormatPlan;
 
@@ -91,6 +92,15 @@ pub enum ServerError {
     Died { log: String },
     #[error("the server did not bring the device up within {secs} s and was stopped{log}")]
     TimedOut { secs: u64, log: String },
+}
+
+impl HasRemedy for ServerError {
+    fn remedy(&self) -> Option<Remedy> {
+        match self {
+            ServerError::Serve(err) => err.remedy(),
+            _ => None,
+        }
+    }
 }
 
 /// A background server's life cycle: reports over the handshake pipe, and

@@ -10,6 +10,7 @@
 use crate::format::{Alignment, Geometry, LogicalBlockSize, ReserveMode, SuperBlock};
 use crate::layout::{self, LayoutError, LayoutRequest, Plan, ReserveRequest};
 use crate::metadata::{self, Metadata, MetadataError, MetadataIo};
+use crate::remedy::{HasRemedy, Remedy};
 use crate::size::Human;
 
 /// Layout options as given on the command line; all optional.
@@ -86,16 +87,24 @@ pub enum VolumeError {
     Metadata(#[from] MetadataError),
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    #[error("no reserve given: pass --reserve SIZE|auto (or --reserve 0 for none)")]
+    #[error("no reserve given")]
     FormatNeedsReserve,
-    #[error(
-        "it is not formatted yet: pass --reserve SIZE|auto (and optionally --mode, --align) to format it on first use"
-    )]
+    #[error("it is not formatted yet")]
     AddNeedsReserve,
-    #[error(
-        "{given} disagrees with the layout it records ({recorded}); leave the layout options out to serve it as recorded, or re-layout with 'pmem-stack format --force' (destroys the data)"
-    )]
+    #[error("{given} disagrees with the layout it records ({recorded})")]
     Disagrees { given: String, recorded: String },
+}
+
+impl HasRemedy for VolumeError {
+    fn remedy(&self) -> Option<Remedy> {
+        match self {
+            VolumeError::Metadata(err) => err.remedy(),
+            VolumeError::Layout(_) => None,
+            VolumeError::FormatNeedsReserve => Some(Remedy::GiveReserve),
+            VolumeError::AddNeedsReserve => Some(Remedy::GiveReserveToServe),
+            VolumeError::Disagrees { .. } => Some(Remedy::ServeAsRecorded),
+        }
+    }
 }
 
 /// A format that may proceed.
@@ -226,7 +235,8 @@ mod tests {
     fn add_on_blank_without_reserve_says_what_to_pass() {
         let img = MemImage::new(64 << 20);
         let err = plan_add(&img, &LayoutOptions::default(), false).expect_err("blank");
-        assert!(err.to_string().contains("--reserve"), "{err}");
+        // The CLI turns this remedy into "pass --reserve SIZE|auto ...".
+        assert_eq!(err.remedy(), Some(Remedy::GiveReserveToServe), "{err}");
     }
 
     #[test]

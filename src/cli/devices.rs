@@ -183,7 +183,7 @@ pub fn del(args: &DelArgs) -> Result<ExitCode> {
         let mut failed = false;
         for entry in current_entries(&registry) {
             if let Err(err) = delete_one(&registry, entry.id) {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", super::remedy::message(&err));
                 failed = true;
             }
         }

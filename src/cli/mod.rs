@@ -4,6 +4,7 @@
 
 pub mod args;
 mod devices;
+pub mod remedy;
 mod render;
 mod serve;
 mod volume_cmds;

@@ -25,6 +25,7 @@ use libublk::{UblkError, UblkFlags, sys};
 
 use crate::engine::{Engine, IoError};
 use crate::format::LogicalBlockSize;
+use crate::remedy::{HasRemedy, Remedy};
 use crate::units::{PAGE_SHIFT, SECTOR_SHIFT};
 
 use super::features::{Features, IoPath};
@@ -174,7 +175,7 @@ pub enum ServeError {
     NoDriver,
     #[error("ublk {what} failed: {detail}")]
     Ublk { what: &'static str, detail: String },
-    #[error("device id {0} is already taken; pick another --id or leave it out")]
+    #[error("device id {0} is already taken")]
     IdTaken(u32),
     #[error("/dev/ublkb{0} does not exist")]
     NoSuchDevice(u32),
@@ -188,6 +189,15 @@ pub enum ServeError {
     Prepare(#[source] Box<dyn StdError + Send + Sync>),
     #[error("final flush failed: {0}")]
     Flush(#[source] IoError),
+}
+
+impl HasRemedy for ServeError {
+    fn remedy(&self) -> Option<Remedy> {
+        match self {
+            ServeError::IdTaken(_) => Some(Remedy::OtherDeviceId),
+            _ => None,
+        }
+    }
 }
 
 fn errno_text(errno: i32) -> String {

@@ -1,0 +1,73 @@
+//! The CLI's words for the library's remedies: which flag or command gets a
+//! user out of an error. Every error message the CLI prints goes through
+//! [`message`], so the library's errors stay free of flag names.
+
+use pmem_stack::metadata::{MetadataError, Refusal};
+use pmem_stack::remedy::{HasRemedy, Remedy};
+use pmem_stack::server::ServerError;
+use pmem_stack::ublk::control::ServeError;
+use pmem_stack::volume::VolumeError;
+
+/// How to apply `remedy` with this CLI.
+pub fn remedy_text(remedy: Remedy) -> &'static str {
+    match remedy {
+        Remedy::Overwrite => "pass --force to overwrite it",
+        Remedy::Reformat => "pass --force to destroy it and format anew",
+        Remedy::RepairOrOverwrite => {
+            "run 'pmem-stack check --repair' or pass --force to format anew"
+        }
+        Remedy::Format => "'pmem-stack format' creates one",
+        Remedy::StartOver => "only 'format --force' can start over, destroying the data",
+        Remedy::GiveReserve => "pass --reserve SIZE|auto (or --reserve 0 for none)",
+        Remedy::GiveReserveToServe => {
+            "pass --reserve SIZE|auto (and optionally --mode, --align) to format it on first use"
+        }
+        Remedy::ServeAsRecorded => {
+            "leave the layout options out to serve it as recorded, or re-layout with 'pmem-stack format --force' (destroys the data)"
+        }
+        Remedy::OtherDeviceId => "pick another --id or leave it out",
+    }
+}
+
+/// The first remedy any error in the chain knows.
+fn find(err: &anyhow::Error) -> Option<Remedy> {
+    fn of<E: HasRemedy + std::error::Error + 'static>(
+        cause: &(dyn std::error::Error + 'static),
+    ) -> Option<Remedy> {
+        cause.downcast_ref::<E>()?.remedy()
+    }
+    err.chain().find_map(|cause| {
+        of::<VolumeError>(cause)
+            .or_else(|| of::<MetadataError>(cause))
+            .or_else(|| of::<Refusal>(cause))
+            .or_else(|| of::<ServerError>(cause))
+            .or_else(|| of::<ServeError>(cause))
+    })
+}
+
+/// The one-line message for `err`: its chain, then what to do about it.
+pub fn message(err: &anyhow::Error) -> String {
+    match find(err) {
+        Some(remedy) => format!("{err:#}; {}", remedy_text(remedy)),
+        None => format!("{err:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn the_remedy_follows_the_whole_chain() {
+        let err = Err::<(), _>(VolumeError::from(MetadataError::NotFormatted))
+            .context("cannot add /dev/pmem0")
+            .expect_err("error");
+        assert_eq!(
+            message(&err),
+            "cannot add /dev/pmem0: no pmem-stack super block found (not formatted); 'pmem-stack format' creates one"
+        );
+        let plain = anyhow::anyhow!("no remedy here");
+        assert_eq!(message(&plain), "no remedy here");
+    }
+}
