@@ -28,3 +28,18 @@ pub mod size;
 pub mod ublk;
 pub mod units;
 pub mod volume;
+
+/// An error and every error behind it, as one line: `outer: inner: root`.
+/// For the places that show an error without `anyhow`'s `{:#}` (the server's
+/// report to the starting command, log lines): messages here never repeat
+/// their source, so the chain is how the whole story is told.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}

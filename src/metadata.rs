@@ -202,7 +202,7 @@ impl HasRemedy for MetadataError {
 pub enum MetadataError {
     #[error(transparent)]
     Backing(#[from] BackingError),
-    #[error("the {} super block {source}", .slot.name())]
+    #[error("the {} super block", .slot.name())]
     Unsupported {
         slot: Slot,
         #[source]
@@ -233,7 +233,7 @@ pub enum MetadataError {
     },
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("could not create a volume uuid: {0}")]
+    #[error("could not create a volume uuid")]
     Random(#[source] std::io::Error),
     #[error("repair wrote the {} copy but it does not read back as ok: {detail}", .slot.name())]
     RepairUnverified { slot: Slot, detail: String },
@@ -729,10 +729,36 @@ pub(crate) mod tests {
         assert_eq!(*img.bytes.borrow(), before);
     }
 
+    /// Rewrite the copy at `at` as a writer of format major 2 would have.
+    fn make_newer_major(img: &MemImage, at: usize) {
+        let mut bytes = img.bytes.borrow_mut();
+        let block: &mut [u8; 4096] = (&mut bytes[at..at + 4096]).try_into().expect("block");
+        block[0x10..0x12].copy_from_slice(&2u16.to_le_bytes());
+        let sum = crate::format::superblock::checksum(block);
+        block[0x14..0x18].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    #[test]
+    fn a_damaged_version_byte_is_corruption_and_the_backup_carries_on() {
+        for value in [0u8, 3, 0xFF] {
+            let (img, sb) = formatted(16 << 20);
+            img.bytes.borrow_mut()[4096 + 0x10] = value;
+            let m = read(&img).expect("the backup is intact");
+            assert_eq!(m.current, Some(sb));
+            assert_eq!(m.primary.state, CopyState::Corrupt);
+            assert!(matches!(
+                m.primary.problem,
+                Some(CopyProblem::Invalid(DecodeError::Checksum { .. }))
+            ));
+            assert_eq!(repair(&img).expect("repair").rewritten, vec![Slot::Primary]);
+            assert!(read(&img).expect("read").is_healthy());
+        }
+    }
+
     #[test]
     fn newer_major_is_never_overwritten_without_force() {
         let (img, _) = formatted(16 << 20);
-        img.bytes.borrow_mut()[4096 + 0x10] = 2;
+        make_newer_major(&img, 4096);
         let before = img.bytes.borrow().clone();
         assert!(matches!(
             read(&img),

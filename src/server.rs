@@ -242,7 +242,7 @@ enum PrepareError {
     Format(#[from] MetadataError),
     #[error(transparent)]
     Map(#[from] BackingError),
-    #[error("cannot record the device in {dir}: {source}")]
+    #[error("cannot record the device in {dir}")]
     Record {
         dir: String,
         #[source]
@@ -344,7 +344,7 @@ pub fn run(
         let _ = registry.remove(entry.id);
     }
     result.map_err(|err| {
-        lock(&lifecycle).failed(&err.to_string());
+        lock(&lifecycle).failed(&crate::error_chain(&err));
         ServerError::Serve(err)
     })
 }

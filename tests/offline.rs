@@ -501,12 +501,41 @@ fn both_copies_bad_cannot_be_repaired_and_nothing_is_written() {
     assert_eq!(digest(&img), before);
 }
 
+/// Rewrite the copy at `at` as a writer of format major 2 would: the new
+/// version under a valid checksum.
+fn make_newer_major(img: &std::path::Path, at: u64) {
+    let mut block: [u8; 4096] = read_at(img, at, 4096).try_into().expect("block");
+    block[0x10..0x12].copy_from_slice(&2u16.to_le_bytes());
+    let sum = pmem_stack::format::superblock::checksum(&block);
+    block[0x14..0x18].copy_from_slice(&sum.to_le_bytes());
+    write_at(img, at, &block);
+}
+
+#[test]
+fn a_damaged_version_byte_is_repaired_from_the_backup() {
+    let t = Scratch::new();
+    let img = t.image("pmem.img", 256 * MIB);
+    t.run(["format", s(&img), "--reserve", "8M"]).ok();
+    for value in [0u8, 3] {
+        write_at(&img, 4096 + 0x10, &[value]);
+        let info = t.run(["info", s(&img), "--json"]).ok().stdout();
+        assert!(info.contains("\"corrupt\""), "{info}");
+        assert!(!info.contains("newer"), "{info}");
+        let check = t.run(["check", s(&img)]);
+        assert_eq!(check.code(), 1, "unhealthy");
+        assert!(check.stdout().contains("corrupt"), "{}", check.stdout());
+        t.run(["check", s(&img), "--repair"]).ok();
+        t.run(["check", s(&img)]).ok();
+    }
+}
+
 #[test]
 fn a_newer_format_version_is_never_overwritten() {
     let t = Scratch::new();
     let img = t.image("pmem.img", 256 * MIB);
     t.run(["format", s(&img), "--reserve", "8M"]).ok();
-    write_at(&img, 4096 + 0x10, &2u16.to_le_bytes());
+    make_newer_major(&img, 4096);
+    make_newer_major(&img, 256 * MIB - 4096);
     let before = digest(&img);
     t.run(["info", s(&img)])
         .fails(1, &["newer", "upgrade pmem-stack"]);

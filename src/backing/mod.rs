@@ -124,7 +124,7 @@ pub enum BackingError {
         .path.display()
     )]
     Unsupported { path: PathBuf, what: &'static str },
-    #[error("{}: {op} failed: {source}", .path.display())]
+    #[error("{}: {op} failed", .path.display())]
     Io {
         path: PathBuf,
         op: &'static str,

@@ -157,7 +157,7 @@ fn launch(spec: ServeSpec, foreground: bool, json: bool, registry: &Registry) ->
         // status is for the log only.
         Spawned::Exited(Ok(())) => Ok(ExitCode::SUCCESS),
         Spawned::Exited(Err(err)) => {
-            log::error!("{err}");
+            log::error!("{}", pmem_stack::error_chain(&err));
             Ok(ExitCode::FAILURE)
         }
     }

@@ -130,12 +130,12 @@ pub enum IoError {
     },
     #[error("unsupported operation {0}")]
     Unsupported(u32),
-    #[error("copying request data failed: {0}")]
+    #[error("copying request data failed")]
     Transfer(#[source] io::Error),
-    #[error("making data durable failed: {0}")]
+    #[error("making data durable failed")]
     Persist(#[source] io::Error),
-    #[error("{0}")]
-    Backing(#[source] BackingError),
+    #[error(transparent)]
+    Backing(BackingError),
     #[error("an earlier write-back failed; flushes are refused until the device is restarted")]
     Failed,
 }

@@ -137,6 +137,8 @@ pub enum DecodeError {
         "format version {major}.{minor} is newer than this pmem-stack reads ({VERSION_MAJOR}.x); upgrade pmem-stack"
     )]
     UnsupportedVersion { major: u16, minor: u16 },
+    #[error("format version {major}.{minor} was never written by any pmem-stack")]
+    UnknownVersion { major: u16, minor: u16 },
     #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     Checksum { stored: u32, computed: u32 },
     #[error("copy records offset {recorded} but was read at {actual}")]
@@ -295,20 +297,34 @@ impl SuperBlock {
         if raw.magic != MAGIC {
             return Err(DecodeError::NoMagic);
         }
-        // 2. version: a newer major may have changed everything after it,
-        //    including the checksum, so nothing else can be judged.
-        let major = raw.version_major.get();
-        let minor = raw.version_minor.get();
-        if major != VERSION_MAJOR {
-            return Err(DecodeError::UnsupportedVersion { major, minor });
-        }
-        // 3. checksum
+        // 2. checksum, before any field is believed: a damaged byte may sit
+        //    in the version or the feature flags too. Its place and
+        //    algorithm are fixed for every major version (FORMAT.md §4), so
+        //    a newer major's intact copy passes here.
         let stored = raw.checksum.get();
         let computed = checksum(block);
         if stored != computed {
             return Err(DecodeError::Checksum { stored, computed });
         }
-        // 4. ranges: where the copy is, then the layout rules.
+        // 3. version: only an intact copy of a newer major is unsupported;
+        //    an older one was never written by anyone.
+        let major = raw.version_major.get();
+        let minor = raw.version_minor.get();
+        if major > VERSION_MAJOR {
+            return Err(DecodeError::UnsupportedVersion { major, minor });
+        }
+        if major < VERSION_MAJOR {
+            return Err(DecodeError::UnknownVersion { major, minor });
+        }
+        // 4. unknown incompatible features: a newer format, whose layout this
+        //    reader cannot judge — so before the layout checks, never
+        //    "corrupt", and never repaired over.
+        let incompat = raw.incompat_features.get();
+        let unknown = incompat & !KNOWN_INCOMPAT_FEATURES;
+        if unknown != 0 {
+            return Err(DecodeError::UnknownIncompatFeatures(unknown));
+        }
+        // 5. ranges: where the copy is, then the layout rules.
         let self_offset = raw.self_offset.get();
         if self_offset != read_at {
             return Err(DecodeError::WrongLocation {
@@ -324,12 +340,6 @@ impl SuperBlock {
         let generation = raw.generation.get();
         if generation == 0 {
             return Err(DecodeError::ZeroGeneration);
-        }
-        // 5. unknown incompatible features
-        let incompat = raw.incompat_features.get();
-        let unknown = incompat & !KNOWN_INCOMPAT_FEATURES;
-        if unknown != 0 {
-            return Err(DecodeError::UnknownIncompatFeatures(unknown));
         }
         // 6. reserved bytes, unless a newer minor may have defined them.
         if !minor_is_newer(minor)
@@ -559,6 +569,51 @@ mod tests {
         assert_eq!(sb.encode(Slot::Primary), b);
     }
 
+    /// `block` with the u16 at `at` set to `value` and the checksum redone:
+    /// what a writer of that value would have written.
+    fn rewritten(mut block: [u8; BLOCK_LEN], at: usize, value: &[u8]) -> [u8; BLOCK_LEN] {
+        block[at..at + value.len()].copy_from_slice(value);
+        let sum = checksum(&block);
+        block[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&sum.to_le_bytes());
+        block
+    }
+
+    #[test]
+    fn only_an_intact_newer_major_is_unsupported() {
+        let block = sample().encode(Slot::Primary);
+        let newer = rewritten(block, std::mem::offset_of!(RawSuperBlock, version_major), &2u16.to_le_bytes());
+        let err = SuperBlock::decode(&newer, PRIMARY_OFFSET).expect_err("v2");
+        assert!(err.is_unsupported(), "{err}");
+        assert!(err.to_string().contains("newer"), "{err}");
+        // Major 0 was never written: an intact but impossible copy is
+        // corrupt, and never called "newer".
+        let zero = rewritten(block, std::mem::offset_of!(RawSuperBlock, version_major), &0u16.to_le_bytes());
+        let err = SuperBlock::decode(&zero, PRIMARY_OFFSET).expect_err("v0");
+        assert_eq!(err, DecodeError::UnknownVersion { major: 0, minor: 0 });
+        assert!(!err.is_unsupported());
+        assert!(!err.to_string().contains("newer"), "{err}");
+        // A damaged version byte is corruption, whatever it claims.
+        let mut damaged = block;
+        damaged[0x10] = 3;
+        let err = SuperBlock::decode(&damaged, PRIMARY_OFFSET).expect_err("damaged");
+        assert!(matches!(err, DecodeError::Checksum { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_newer_format_with_a_layout_we_cannot_judge_is_unsupported_not_corrupt() {
+        // An intact copy with an unknown incompatible feature whose layout
+        // fields break our rules: unsupported (never repaired over), not
+        // corrupt.
+        let block = sample().encode(Slot::Primary);
+        let newer = rewritten(block, std::mem::offset_of!(RawSuperBlock, incompat_features), &(1u64 << 40).to_le_bytes());
+        let odd_layout = rewritten(newer, std::mem::offset_of!(RawSuperBlock, data_offset), &7u64.to_le_bytes());
+        let err = SuperBlock::decode(&odd_layout, PRIMARY_OFFSET).expect_err("newer");
+        assert!(err.is_unsupported(), "{err}");
+        // It is also unsupported when read at another copy's place.
+        let err = SuperBlock::decode(&newer, 8192).expect_err("elsewhere");
+        assert!(err.is_unsupported(), "{err}");
+    }
+
     #[test]
     fn newer_minor_is_read_and_its_reserved_bytes_are_not_judged() {
         let mut b = sample().encode(Slot::Primary);
@@ -607,7 +662,9 @@ mod tests {
                 let err = SuperBlock::decode(&block, PRIMARY_OFFSET).expect_err("changed");
                 match pos {
                     0..=15 => prop_assert_eq!(err, DecodeError::NoMagic),
-                    0x10 | 0x11 => prop_assert!(err.is_unsupported()),
+                    // The version too: no field is believed before the
+                    // checksum holds, so a damaged version is corruption,
+                    // not a newer format.
                     _ => prop_assert!(matches!(err, DecodeError::Checksum { .. }), "{:?}", err),
                 }
             }

@@ -185,9 +185,9 @@ pub enum ServeError {
         state: String,
         hint: &'static str,
     },
-    #[error("{0}")]
-    Prepare(#[source] Box<dyn StdError + Send + Sync>),
-    #[error("final flush failed: {0}")]
+    #[error(transparent)]
+    Prepare(Box<dyn StdError + Send + Sync>),
+    #[error("final flush failed")]
     Flush(#[source] IoError),
 }
 

@@ -63,7 +63,7 @@ pub fn completion(result: Result<u64, IoError>) -> i32 {
             -libc::EIO
         }),
         Err(err) => {
-            log::warn!("request failed: {err}");
+            log::warn!("request failed: {}", crate::error_chain(&err));
             -err.errno()
         }
     }
