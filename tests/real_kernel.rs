@@ -1,23 +1,32 @@
-//! The end-to-end suite on a real kernel.
+//! The end-to-end suite on real kernels.
 //!
-//! Boots Debian's 6.12 kernel in QEMU (TCG) with an emulated NVDIMM, once per
-//! scenario, and runs the guest scripts in `tests/guest/` against the freshly
-//! built release binary (shared into the guest read-only). Each scenario gets
-//! a fresh namespace image; the power-cut scenario boots twice on one image
-//! with QEMU killed from the host in between.
+//! Boots each of two Debian kernels in QEMU (TCG) with an emulated NVDIMM —
+//! `lts` (Debian 12's 6.12) and `current` (the newest in trixie-backports,
+//! 7.3 today) — once per scenario, and runs the guest scripts in
+//! `tests/guest/` against the freshly built release binary (shared into the
+//! guest read-only). Every scenario runs on every kernel; a failure on either
+//! fails the run. Each run gets a fresh namespace image; the power-cut
+//! scenario boots twice on one image with QEMU killed from the host in
+//! between. The first scenario, `smoke`, is the harness's own check
+//! (`tests/vm/smoke.sh`: devices, O_DIRECT, file systems, dm, fio on the
+//! bare `/dev/pmem0`), so a broken kernel setup shows as such.
 //!
-//! Needs root, the packages and kernel that `scripts/setup` installs, and
+//! Needs root, the packages and kernels that `scripts/setup` installs, and
 //! `cargo build --release` (`scripts/test` does all of it). When anything is
 //! missing it fails and says what — it never skips. Not part of a plain
 //! `cargo test` (it takes minutes and root): run it with
-//! `cargo test --test real_kernel [-- NAME...]`.
+//! `[PMEM_STACK_KERNELS=lts,current] cargo test --test real_kernel [-- NAME...]`
+//! (NAME selects scenarios by substring; the kernels default to both).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The kernel series `tests/vm/setup.sh` prepares, in the default order.
+const KERNELS: &[&str] = &["lts", "current"];
 
 /// One boot of one guest script.
 struct Boot {
@@ -36,6 +45,17 @@ struct Scenario {
 }
 
 const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "smoke",
+        what: "the harness itself: /dev/pmem0, /dev/ublk-control, O_DIRECT, ext4, xfs, dm, fio on bare pmem",
+        boots: &[Boot {
+            script: "tests/vm/smoke.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
+    },
     Scenario {
         name: "serve",
         what: "add on 2 GiB pmem, fio verify, ext4, xfs, discard, refusals, del and re-add",
@@ -108,6 +128,67 @@ fn newest_mtime(dir: &Path) -> SystemTime {
     newest
 }
 
+/// The VM cache (`tests/vm/setup.sh` and `boot.sh` use the same default).
+fn vm_dir(repo: &Path) -> PathBuf {
+    std::env::var_os("PMEM_STACK_VM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target/vm"))
+}
+
+/// The kernels to run on: `PMEM_STACK_KERNELS` (comma separated), default all.
+fn selected_kernels() -> Result<Vec<&'static str>, String> {
+    let Some(list) = std::env::var("PMEM_STACK_KERNELS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(KERNELS.to_vec());
+    };
+    let mut kernels = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let known = KERNELS.iter().find(|k| **k == name).ok_or_else(|| {
+            format!(
+                "PMEM_STACK_KERNELS: unknown kernel '{name}' (known: {})",
+                KERNELS.join(", ")
+            )
+        })?;
+        if !kernels.contains(known) {
+            kernels.push(*known);
+        }
+    }
+    Ok(kernels)
+}
+
+/// The version `tests/vm/setup.sh` recorded for a kernel series, or what to run.
+fn kernel_version(vm: &Path, series: &str) -> Result<String, String> {
+    let env = vm.join(series).join("kernel.env");
+    let text = fs::read_to_string(&env).map_err(|_| {
+        format!(
+            "kernel '{series}' is not set up ({} missing): run 'sudo tests/vm/setup.sh --kernel {series}' \
+             (scripts/setup prepares both kernels)",
+            env.display()
+        )
+    })?;
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+    };
+    if field("VM_KERNEL_SERIES").as_deref() != Some(series) {
+        return Err(format!(
+            "{} is not for kernel '{series}': run 'sudo tests/vm/setup.sh --kernel {series}'",
+            env.display()
+        ));
+    }
+    field("VM_KERNEL_VERSION")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "{} has no VM_KERNEL_VERSION: run 'sudo tests/vm/setup.sh'",
+                env.display()
+            )
+        })
+}
+
 /// Everything the suite needs, or a message saying what is missing.
 fn preflight(repo: &Path) -> Result<(), String> {
     // SAFETY-free check of the effective uid through /proc.
@@ -151,7 +232,7 @@ fn preflight(repo: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Result of one scenario.
+/// Result of one boot.
 struct Outcome {
     passed: usize,
     failures: Vec<String>,
@@ -159,6 +240,7 @@ struct Outcome {
 
 fn run_boot(
     repo: &Path,
+    kernel: &str,
     dir: &Path,
     index: usize,
     boot: &Boot,
@@ -167,6 +249,8 @@ fn run_boot(
     let results = dir.join(format!("boot{index}"));
     let mut cmd = Command::new(repo.join("tests/vm/boot.sh"));
     cmd.current_dir(repo)
+        .arg("--kernel")
+        .arg(kernel)
         .arg("--script")
         .arg(boot.script)
         .arg("--image")
@@ -235,72 +319,182 @@ fn run_boot(
     Ok(outcome)
 }
 
+/// One scenario on one kernel.
+struct Run {
+    kernel: &'static str,
+    scenario: &'static str,
+    checks: usize,
+    failures: Vec<String>,
+    time: Duration,
+}
+
+fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scenario) -> Run {
+    let started = Instant::now();
+    println!("[{kernel}] {}: {}", scenario.name, scenario.what);
+    let dir = suite.join(kernel).join(scenario.name);
+    let _ = fs::create_dir_all(&dir);
+    let image = dir.join("pmem.img");
+    let _ = fs::remove_file(&image);
+    let mut failures = Vec::new();
+    let mut checks = 0;
+    for (i, boot) in scenario.boots.iter().enumerate() {
+        match run_boot(repo, kernel, &dir, i, boot, &image) {
+            Ok(outcome) => {
+                checks += outcome.passed;
+                failures.extend(outcome.failures);
+            }
+            Err(why) => failures.push(why),
+        }
+        if !failures.is_empty() {
+            break;
+        }
+    }
+    let time = started.elapsed();
+    if failures.is_empty() {
+        // The image is scratch (up to 2 GiB); a failed run keeps it for inspection.
+        let _ = fs::remove_file(&image);
+        println!(
+            "[{kernel}] {}: ok ({checks} checks, {:.0} s)",
+            scenario.name,
+            time.as_secs_f64()
+        );
+    } else {
+        println!(
+            "[{kernel}] {}: FAILED ({} failures, {:.0} s; results in {})",
+            scenario.name,
+            failures.len(),
+            time.as_secs_f64(),
+            dir.display()
+        );
+        for f in &failures {
+            println!("    {f}");
+        }
+    }
+    Run {
+        kernel,
+        scenario: scenario.name,
+        checks,
+        failures,
+        time,
+    }
+}
+
 fn main() -> ExitCode {
     let repo = PathBuf::from(REPO);
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let vm = vm_dir(&repo);
+    let kernels = match selected_kernels() {
+        Ok(k) if !k.is_empty() => k,
+        Ok(_) => {
+            eprintln!("real_kernel: cannot run: PMEM_STACK_KERNELS selects no kernel");
+            return ExitCode::FAILURE;
+        }
+        Err(why) => {
+            eprintln!("real_kernel: cannot run: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut versions = Vec::new();
+    let mut missing = Vec::new();
+    for kernel in &kernels {
+        match kernel_version(&vm, kernel) {
+            Ok(v) => versions.push(v),
+            Err(why) => missing.push(why),
+        }
+    }
     if let Err(why) = preflight(&repo) {
-        eprintln!("real_kernel: cannot run: {why}");
+        missing.insert(0, why);
+    }
+    if !missing.is_empty() {
+        for why in &missing {
+            eprintln!("real_kernel: cannot run: {why}");
+        }
         return ExitCode::FAILURE;
     }
-    let suite_dir = repo.join("target/vm/suite");
     let selected: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name.contains(f.as_str())))
         .collect();
     if selected.is_empty() {
-        eprintln!("real_kernel: no scenario matches {filters:?}");
+        eprintln!(
+            "real_kernel: no scenario matches {filters:?} (scenarios: {})",
+            SCENARIOS
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return ExitCode::FAILURE;
     }
-    let mut failed = Vec::new();
-    let mut total_passed = 0;
-    for scenario in selected {
+    let suite = vm.join("suite");
+    println!(
+        "real_kernel: kernels {}; scenarios {}",
+        kernels
+            .iter()
+            .zip(&versions)
+            .map(|(k, v)| format!("{k} ({v})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        selected
+            .iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut runs = Vec::new();
+    let mut kernel_times = Vec::new();
+    for (kernel, version) in kernels.iter().zip(&versions) {
+        println!("\n== kernel {kernel}: {version}");
         let started = Instant::now();
-        println!("scenario {}: {}", scenario.name, scenario.what);
-        let dir = suite_dir.join(scenario.name);
-        let _ = fs::create_dir_all(&dir);
-        let image = dir.join("pmem.img");
-        let _ = fs::remove_file(&image);
-        let mut failures = Vec::new();
-        let mut passed = 0;
-        for (i, boot) in scenario.boots.iter().enumerate() {
-            match run_boot(&repo, &dir, i, boot, &image) {
-                Ok(outcome) => {
-                    passed += outcome.passed;
-                    failures.extend(outcome.failures);
-                }
-                Err(why) => failures.push(why),
-            }
-            if !failures.is_empty() {
-                break;
-            }
+        for scenario in &selected {
+            runs.push(run_scenario(&repo, &suite, kernel, scenario));
         }
-        total_passed += passed;
-        let secs = started.elapsed().as_secs_f64();
-        if failures.is_empty() {
-            println!(
-                "scenario {}: ok ({passed} checks, {secs:.0} s)",
-                scenario.name
-            );
-        } else {
-            println!(
-                "scenario {}: FAILED ({} failures, {secs:.0} s)",
-                scenario.name,
-                failures.len()
-            );
-            for f in &failures {
-                println!("    {f}");
-            }
-            failed.push(scenario.name);
-        }
+        kernel_times.push(started.elapsed());
     }
+
+    println!("\nreal_kernel: results");
+    for run in &runs {
+        println!(
+            "  {:<8} {:<9} {:<6} {:>4} checks {:>5.0} s",
+            run.kernel,
+            run.scenario,
+            if run.failures.is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            },
+            run.checks,
+            run.time.as_secs_f64()
+        );
+    }
+    for ((kernel, version), time) in kernels.iter().zip(&versions).zip(&kernel_times) {
+        let mine = runs.iter().filter(|r| r.kernel == *kernel);
+        let failed = mine.clone().filter(|r| !r.failures.is_empty()).count();
+        println!(
+            "  kernel {kernel} ({version}): {} passed, {failed} failed in {:.0} s",
+            mine.count() - failed,
+            time.as_secs_f64()
+        );
+    }
+    let failed: Vec<String> = runs
+        .iter()
+        .filter(|r| !r.failures.is_empty())
+        .map(|r| format!("{}/{}", r.kernel, r.scenario))
+        .collect();
+    if !failed.is_empty() {
+        println!("  failed: {}", failed.join(", "));
+    }
+    println!(
+        "{} passed, {} failed",
+        runs.len() - failed.len(),
+        failed.len()
+    );
     if failed.is_empty() {
-        println!("real_kernel: all scenarios passed ({total_passed} checks)");
         ExitCode::SUCCESS
     } else {
-        println!("real_kernel: failed: {}", failed.join(", "));
         ExitCode::FAILURE
     }
 }

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Guest script: proves the VM harness works.  Run on the host with
-#   tests/vm/boot.sh --script tests/vm/smoke.sh            (2 GiB raw namespace)
-# Every check prints PASS/FAIL; exits 1 if any check failed.
+# Guest script: proves the VM harness works on the booted kernel.  The guest suite
+# (tests/real_kernel.rs) runs it first on every kernel, as the scenario "smoke"; by hand:
+#   tests/vm/boot.sh [--kernel lts|current] --script tests/vm/smoke.sh   (2 GiB raw namespace)
+# Every check prints PASS/FAIL, the last line is "summary: N checks, M failures";
+# exits 1 if any check failed.
 set -euo pipefail
 
 FAILS=0
-pass() { echo "PASS: $*"; }
+CHECKS=0
+pass() {
+    echo "PASS: $*"
+    CHECKS=$((CHECKS + 1))
+}
 fail() {
     echo "FAIL: $*"
+    CHECKS=$((CHECKS + 1))
     FAILS=$((FAILS + 1))
 }
 check() { # description, command...
@@ -23,7 +30,7 @@ check() { # description, command...
     fi
 }
 
-echo "kernel $(uname -r), $(nproc) vCPUs, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo), cwd $PWD"
+echo "NOTE: kernel $(uname -r), $(nproc) vCPUs, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo), cwd $PWD"
 : "${RESULTS:?RESULTS not set: not running under tests/vm/boot.sh}"
 : "${PMEM_STACK_VM_IMAGE_SIZE:?PMEM_STACK_VM_IMAGE_SIZE not set}"
 
@@ -133,5 +140,5 @@ else
     fail "fio exited non-zero"
 fi
 
-echo "smoke: $FAILS failure(s)"
+echo "summary: $CHECKS checks, $FAILS failures"
 [[ $FAILS -eq 0 ]]
