@@ -6,7 +6,7 @@
 //! 1. [`format`]: the on-media super block and layout rules (pure).
 //! 2. [`layout`]: planning a layout from what the user asks for (pure).
 //! 3. [`backing`]: opening the namespace, device or file; the mapping and how
-//!    to make it durable (owns the `unsafe` for mmap and ioctls).
+//!    to make it durable (owns the mapping's `unsafe`).
 //! 4. [`metadata`]: reading, checking, writing and repairing the two copies.
 //! 5. [`engine`]: the I/O engine, pure logic over a mapping.
 //! 6. [`ublk`]: the glue to the kernel's ublk driver (control vs data plane).
@@ -21,6 +21,7 @@ pub mod engine;
 pub mod format;
 pub mod layout;
 pub mod metadata;
+pub mod progress;
 pub mod registry;
 pub mod remedy;
 pub mod server;

@@ -56,6 +56,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging();
+    cli::progress_line::install_if_terminal();
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

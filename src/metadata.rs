@@ -19,12 +19,14 @@
 use serde::Serialize;
 
 use crate::backing::{Backing, BackingError};
-use crate::format::geometry::{PRIMARY_OFFSET, SUPERBLOCK_SIZE, backup_offset_for};
+use crate::format::geometry::{METADATA_END, PRIMARY_OFFSET, SUPERBLOCK_SIZE, backup_offset_for};
 use crate::format::signatures::{Foreign, PROBE_LEN, find_foreign};
-use crate::format::superblock::{BLOCK_LEN, VERSION_MINOR, has_magic};
+use crate::format::superblock::{BLOCK_LEN, VERSION_MINOR, claimed_device_size, has_magic};
 use crate::format::{DecodeError, Geometry, Slot, SuperBlock, Uuid};
+use crate::progress;
 use crate::remedy::{HasRemedy, Remedy};
 use crate::size::Human;
+use crate::units::PMD_SIZE;
 
 /// The block I/O the metadata layer needs; [`Backing`] is the real one, tests
 /// use an in-memory image that can "crash" after a number of writes.
@@ -136,11 +138,39 @@ impl Metadata {
         self.primary.state != CopyState::Missing || self.backup.state != CopyState::Missing
     }
 
+    /// With no valid copy: when every copy that carries our magic is intact
+    /// but records another place than where it was read — a copy of another
+    /// layout, left behind when the namespace was resized or reconfigured
+    /// (e.g. fsdax to devdax, which moves the device's start) — where the
+    /// first one was found and where it says it belongs.
+    pub fn other_layout(&self) -> Option<(u64, u64)> {
+        if self.current.is_some() {
+            return None;
+        }
+        let mut found = None;
+        for report in [&self.primary, &self.backup] {
+            match (&report.problem, report.offset) {
+                (Some(CopyProblem::NotFound), _) => {}
+                (
+                    Some(CopyProblem::Invalid(DecodeError::WrongLocation { recorded, actual })),
+                    Some(_),
+                ) => {
+                    found = found.or(Some((*actual, *recorded)));
+                }
+                _ => return None,
+            }
+        }
+        found
+    }
+
     /// The newest valid copy, or why there is none: `NotFormatted` when no
     /// copy carries our magic, `NoValidCopy` (naming both copies' states) when
     /// one does but none is valid. The one place that tells the two apart, for
     /// `open_volume`, `repair` and `check`.
     pub fn require_current(&self) -> Result<SuperBlock, MetadataError> {
+        if let Some((found_at, recorded)) = self.other_layout() {
+            return Err(MetadataError::OtherLayout { found_at, recorded });
+        }
         match self.current {
             Some(current) => Ok(current),
             None if self.has_any_copy() => Err(MetadataError::NoValidCopy {
@@ -169,6 +199,10 @@ pub enum Refusal {
     DamagedVolume { detail: String },
     #[error("it holds {}", list_foreign(.0))]
     Foreign(Vec<Foreign>),
+    #[error(
+        "it holds a pmem-stack super block copy of another layout at byte {found_at} (it records itself at byte {recorded}): the device was resized or reconfigured since that volume was formatted"
+    )]
+    OtherLayout { found_at: u64, recorded: u64 },
 }
 
 impl HasRemedy for Refusal {
@@ -176,6 +210,7 @@ impl HasRemedy for Refusal {
         Some(match self {
             Refusal::ExistingVolume { .. } => Remedy::Reformat,
             Refusal::Foreign(_) => Remedy::Overwrite,
+            Refusal::OtherLayout { .. } => Remedy::RestoreOrOverwrite,
             Refusal::DamagedVolume { .. } => Remedy::RepairOrOverwrite,
         })
     }
@@ -191,6 +226,7 @@ impl HasRemedy for MetadataError {
         match self {
             MetadataError::NotFormatted => Some(Remedy::Format),
             MetadataError::NoValidCopy { .. } => Some(Remedy::StartOver),
+            MetadataError::OtherLayout { .. } => Some(Remedy::RestoreOrOverwrite),
             MetadataError::Refused(refusal) => refusal.remedy(),
             _ => None,
         }
@@ -210,6 +246,10 @@ pub enum MetadataError {
     },
     #[error("no pmem-stack super block found (not formatted)")]
     NotFormatted,
+    #[error(
+        "no volume of this device: its only pmem-stack super block copy, at byte {found_at}, belongs to another layout (it records itself at byte {recorded}); the device was resized or reconfigured since that volume was formatted"
+    )]
+    OtherLayout { found_at: u64, recorded: u64 },
     #[error(
         "no valid pmem-stack super block: primary {primary}, backup {backup}; nothing to repair from"
     )]
@@ -263,31 +303,129 @@ fn read_block<M: MetadataIo + ?Sized>(io: &M, offset: u64) -> Result<Found, Back
         Err(err) => Found::Invalid(err),
     })
 }
-
-/// Where the backup copy is and what is there. It lives in the last block of
-/// the device it was formatted on: normally the current last block; if the
-/// primary records another size (the namespace was resized), also look where
-/// it says. No location at all (`None`) when the backing is too small to hold
-/// a backup and no valid primary names one.
+/// Where to look for the backup copy, and what is there (FORMAT.md §2,
+/// "Finding the backup"):
+///
+/// 1. the last 4 KiB block of the backing (the normal case);
+/// 2. if the primary is valid and records another place (the backing was
+///    resized), that place;
+/// 3. if the primary is damaged and nothing (no magic) is at the end: the
+///    place its own, unverified `device_size` field implies — damage rarely
+///    takes the whole block — validated in full there;
+/// 4. then a scan down from the end: every 4 KiB block when the primary
+///    carries our magic (a damaged volume is certainly there), every 2 MiB
+///    boundary when it carries nothing (a cheap look, so that a grown volume
+///    whose primary was wiped is not formatted over).
+///
+/// A copy found by 3 or 4 counts only if it is valid at exactly the place
+/// its own layout puts the backup. No location at all (`None`) when the
+/// backing is too small to hold a backup and no valid primary names one.
 fn locate_backup<M: MetadataIo + ?Sized>(
     io: &M,
     primary: &Found,
 ) -> Result<(Option<u64>, Found), BackingError> {
     let here = backup_offset_for(io.size());
-    let recorded = match primary {
-        Found::Valid(sb) => Some(sb.geometry.backup_offset()),
-        _ => None,
-    };
     let backup = match here {
         Some(offset) => read_block(io, offset)?,
         None => Found::Missing,
     };
-    if let (Found::Missing, Some(offset)) = (&backup, recorded)
-        && Some(offset) != here
-    {
-        return Ok((Some(offset), read_block(io, offset)?));
+    if let Found::Valid(sb) = primary {
+        let recorded = sb.geometry.backup_offset();
+        if matches!(backup, Found::Missing) && Some(recorded) != here {
+            return Ok((Some(recorded), read_block(io, recorded)?));
+        }
+        return Ok((here.or(Some(recorded)), backup));
     }
-    Ok((here.or(recorded), backup))
+    if matches!(backup, Found::Missing) {
+        if let Some(found) = claimed_backup(io, primary, here)? {
+            return Ok(found);
+        }
+        let step = match primary {
+            Found::Invalid(_) => SUPERBLOCK_SIZE,
+            _ => PMD_SIZE,
+        };
+        if let Some(found) = scan_for_backup(io, here, step)? {
+            return Ok(found);
+        }
+    }
+    Ok((here, backup))
+}
+
+/// A valid backup copy at exactly `offset`, the place its own layout puts it.
+fn backup_at(found: Found, offset: u64) -> Option<(Option<u64>, Found)> {
+    match &found {
+        Found::Valid(sb) if sb.geometry.backup_offset() == offset => Some((Some(offset), found)),
+        _ => None,
+    }
+}
+
+/// Step 3 of [`locate_backup`]: where a damaged primary's size field says.
+fn claimed_backup<M: MetadataIo + ?Sized>(
+    io: &M,
+    primary: &Found,
+    here: Option<u64>,
+) -> Result<Option<(Option<u64>, Found)>, BackingError> {
+    if !matches!(primary, Found::Invalid(_)) {
+        return Ok(None);
+    }
+    let mut block = [0u8; BLOCK_LEN];
+    io.read_at(PRIMARY_OFFSET, &mut block)?;
+    let Some(offset) = claimed_device_size(&block)
+        .filter(|&size| size < io.size())
+        .and_then(backup_offset_for)
+        .filter(|&offset| Some(offset) != here)
+    else {
+        return Ok(None);
+    };
+    Ok(backup_at(read_block(io, offset)?, offset))
+}
+
+/// What a scan for a lost backup copy reports as it goes.
+const SCAN_WHAT: &str = "searching the backing for a backup super block";
+
+/// Step 4 of [`locate_backup`]: the last 4 KiB block of every `step`-aligned
+/// end below the current one, from the top down (a grown volume's old end is
+/// most likely near the new one). Reads 1 MiB at a time when the step is
+/// smaller than that.
+fn scan_for_backup<M: MetadataIo + ?Sized>(
+    io: &M,
+    here: Option<u64>,
+    step: u64,
+) -> Result<Option<(Option<u64>, Found)>, BackingError> {
+    const WINDOW: u64 = 1 << 20;
+    let total = io.size();
+    let lowest_end = METADATA_END + SUPERBLOCK_SIZE;
+    let window = if step < WINDOW {
+        WINDOW
+    } else {
+        SUPERBLOCK_SIZE
+    };
+    let mut buf = vec![0u8; usize::try_from(window).expect("invariant: 1 MiB fits usize")];
+    let mut top = total - total % step;
+    while top >= lowest_end {
+        // The window ends at `top`; every step-aligned end inside it is a
+        // candidate, its copy in the 4 KiB block before it.
+        let start = top.saturating_sub(window).max(lowest_end - SUPERBLOCK_SIZE);
+        let len = usize::try_from(top - start).expect("invariant: at most 1 MiB");
+        io.read_at(start, &mut buf[..len])?;
+        let mut end = top;
+        while end >= start + SUPERBLOCK_SIZE && end >= lowest_end {
+            let offset = end - SUPERBLOCK_SIZE;
+            let at = usize::try_from(offset - start).expect("invariant: inside the window");
+            if Some(offset) != here
+                && has_magic(&buf[at..])
+                && let Some(found) = backup_at(read_block(io, offset)?, offset)
+            {
+                progress::finish(SCAN_WHAT);
+                return Ok(Some(found));
+            }
+            end -= step;
+        }
+        progress::update(SCAN_WHAT, total - start, total);
+        top = end;
+    }
+    progress::finish(SCAN_WHAT);
+    Ok(None)
 }
 
 /// Judge what was found at one copy's location against the newest valid copy.
@@ -436,6 +574,9 @@ pub fn check_format_allowed<M: MetadataIo + ?Sized>(
                     generation: cur.generation,
                 }
                 .into());
+            }
+            if let Some((found_at, recorded)) = m.other_layout() {
+                return Err(Refusal::OtherLayout { found_at, recorded }.into());
             }
             if m.has_any_copy() {
                 let report = if m.primary.state == CopyState::Missing {
@@ -604,6 +745,102 @@ pub(crate) mod tests {
         let sb =
             write_new_volume(&img, geometry(size as u64, 4 * MIB), generation).expect("format");
         (img, sb)
+    }
+
+    /// Damage done to a primary copy's 4 KiB.
+    type Damage = fn(&mut [u8]);
+
+    /// A volume formatted on `size` bytes whose backing then grew by `grow`
+    /// and whose primary copy then suffered `damage`.
+    fn grown_and_damaged(size: usize, grow: usize, damage: Damage) -> (MemImage, SuperBlock) {
+        let (img, sb) = formatted(size);
+        img.bytes.borrow_mut().resize(size + grow, 0);
+        damage(&mut img.bytes.borrow_mut()[4096..8192]);
+        (img, sb)
+    }
+
+    #[test]
+    fn a_grown_backing_with_a_damaged_primary_finds_its_backup() {
+        let damages: [(&str, Damage); 3] = [
+            // A changed byte: the size field still names the old end.
+            ("one byte", |b| b[0x30] ^= 0x55),
+            // The size field itself damaged: only the scan finds it.
+            ("size field", |b| b[0x68] ^= 0x01),
+            // The whole block gone: the cheap 2 MiB probe finds it.
+            ("wiped", |b| b.fill(0)),
+        ];
+        for (what, damage) in damages {
+            let (img, sb) = grown_and_damaged(32 << 20, 16 << 20, damage);
+            let m = read(&img).expect(what);
+            assert_eq!(m.current, Some(sb), "{what}");
+            assert_eq!(m.backup.state, CopyState::Ok, "{what}");
+            assert_eq!(m.backup.offset, Some((32 << 20) - 4096), "{what}");
+            // The message must never suggest destroying it ...
+            assert!(matches!(
+                check_format_allowed(&img, false),
+                Err(MetadataError::Refused(_))
+            ));
+            // ... and repair brings the primary back.
+            assert_eq!(repair(&img).expect(what).rewritten, vec![Slot::Primary]);
+            assert!(read(&img).expect("read").is_healthy(), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_scan_finds_an_old_end_that_is_not_2m_aligned() {
+        // An image grown from a size that is not a multiple of 2 MiB, its
+        // primary's size field damaged: the 4 KiB scan finds the backup.
+        let (img, sb) = grown_and_damaged((32 << 20) + 12288, 5 << 20, |b| b[0x68] ^= 0x10);
+        let m = read(&img).expect("read");
+        assert_eq!(m.current, Some(sb));
+        assert_eq!(m.backup.offset, Some((32 << 20) + 8192));
+    }
+
+    #[test]
+    fn a_damaged_copy_at_the_end_is_not_passed_over_for_an_older_one() {
+        // A volume formatted at 32 MiB, then re-formatted (--force) at
+        // 48 MiB; both of the new copies damaged. The old volume's backup is
+        // still at 32 MiB, but the damaged copy at the end says a newer
+        // volume is there: no scan, nothing "recovered" from the past.
+        let (img, _) = formatted(32 << 20);
+        img.bytes.borrow_mut().resize(48 << 20, 0);
+        let generation = check_format_allowed(&img, true).expect("force");
+        write_new_volume(&img, geometry(48 << 20, 4 * MIB), generation).expect("format");
+        img.bytes.borrow_mut()[4096 + 0x30] ^= 1;
+        img.bytes.borrow_mut()[(48 << 20) - 4096 + 0x30] ^= 1;
+        assert!(read(&img).expect("read").current.is_none());
+    }
+
+    #[test]
+    fn a_copy_of_another_layout_is_named_as_such() {
+        // fsdax -> devdax: the new device starts 4 MiB further in and is
+        // that much shorter, so the old backup sits in its last block but
+        // records a place 4 MiB later.
+        let (old, _) = formatted(64 << 20);
+        let shifted = old.bytes.borrow()[4 << 20..].to_vec();
+        let img = MemImage::new(shifted.len());
+        *img.bytes.borrow_mut() = shifted;
+        let before = img.bytes.borrow().clone();
+        let m = read(&img).expect("read");
+        assert_eq!(
+            m.other_layout(),
+            Some(((60 << 20) - 4096, (64 << 20) - 4096))
+        );
+        let err = m.require_current().expect_err("not this device's");
+        assert!(matches!(err, MetadataError::OtherLayout { .. }), "{err}");
+        assert!(err.to_string().contains("another layout"), "{err}");
+        assert_eq!(err.remedy(), Some(Remedy::RestoreOrOverwrite));
+        let refusal = check_format_allowed(&img, false).expect_err("refused");
+        assert!(matches!(
+            refusal,
+            MetadataError::Refused(Refusal::OtherLayout { .. })
+        ));
+        assert!(matches!(
+            repair(&img),
+            Err(MetadataError::OtherLayout { .. })
+        ));
+        assert_eq!(*img.bytes.borrow(), before, "nothing written");
+        check_format_allowed(&img, true).expect("--force may");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum Remedy {
     /// Nothing is left to repair from: only formatting anew (destroying the
     /// data) starts over.
     StartOver,
+    /// The metadata found belongs to the device as it was configured before:
+    /// configure it that way again to reach the volume, or overwrite.
+    RestoreOrOverwrite,
     /// A format needs a reserve size.
     GiveReserve,
     /// Serving a blank backing needs a reserve size to format it with.

@@ -530,6 +530,58 @@ fn a_damaged_version_byte_is_repaired_from_the_backup() {
 }
 
 #[test]
+fn a_grown_backing_with_a_lost_primary_is_found_and_repaired() {
+    let t = Scratch::new();
+    let img = t.image("pmem.img", 256 * MIB);
+    t.run(["format", s(&img), "--reserve", "8M"]).ok();
+    let uuid = t.run(["info", s(&img), "--json"]).ok().stdout();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .and_then(|f| f.set_len(384 * MIB))
+        .expect("grow");
+    write_at(&img, 4096, &[0u8; 4096]);
+    let before = digest(&img);
+    // Refused, naming the volume, and never with advice to destroy it.
+    let refusal = t.run(["format", s(&img), "--reserve", "8M"]);
+    assert_eq!(refusal.code(), 1);
+    assert!(
+        refusal
+            .stderr()
+            .contains("already holds a pmem-stack volume"),
+        "{}",
+        refusal.stderr()
+    );
+    assert_eq!(digest(&img), before);
+    t.run(["check", s(&img), "--repair"]).ok();
+    let info = t.run(["info", s(&img), "--json"]).ok().stdout();
+    let uuid_of = |json: &str| json.split("\"uuid\"").nth(1).map(|r| r[..42].to_string());
+    assert_eq!(uuid_of(&info), uuid_of(&uuid), "the same volume is back");
+    t.run(["check", s(&img)]).ok();
+}
+
+#[test]
+fn a_copy_of_another_layout_is_refused_saying_what_it_is() {
+    let t = Scratch::new();
+    let old = t.image("old.img", 256 * MIB);
+    t.run(["format", s(&old), "--reserve", "8M"]).ok();
+    // The namespace reconfigured: the device now starts 16 MiB further in.
+    let bytes = std::fs::read(&old).expect("read");
+    let img = t.path("new.img");
+    std::fs::write(&img, &bytes[16 << 20..]).expect("write");
+    let before = digest(&img);
+    for args in [
+        vec!["format", s(&img), "--reserve", "8M"],
+        vec!["info", s(&img)],
+        vec!["check", s(&img), "--repair"],
+    ] {
+        t.run(args.clone())
+            .fails(1, &["another layout", "resized or reconfigured", "--force"]);
+    }
+    assert_eq!(digest(&img), before);
+}
+
+#[test]
 fn a_newer_format_version_is_never_overwritten() {
     let t = Scratch::new();
     let img = t.image("pmem.img", 256 * MIB);

@@ -4,6 +4,7 @@
 
 pub mod args;
 mod devices;
+pub mod progress_line;
 pub mod remedy;
 mod render;
 mod serve;

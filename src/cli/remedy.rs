@@ -18,6 +18,9 @@ pub fn remedy_text(remedy: Remedy) -> &'static str {
         }
         Remedy::Format => "'pmem-stack format' creates one",
         Remedy::StartOver => "only 'format --force' can start over, destroying the data",
+        Remedy::RestoreOrOverwrite => {
+            "to reach that volume, give the namespace its earlier size and mode again (ndctl); or format this device anew with 'pmem-stack format --force', giving up what is left of it"
+        }
         Remedy::GiveReserve => "pass --reserve SIZE|auto (or --reserve 0 for none)",
         Remedy::GiveReserveToServe => {
             "pass --reserve SIZE|auto (and optionally --mode, --align) to format it on first use"

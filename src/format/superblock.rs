@@ -196,6 +196,16 @@ pub fn has_magic(block: &[u8]) -> bool {
     block.get(..MAGIC.len()) == Some(&MAGIC[..])
 }
 
+/// The `device_size` a block *claims*, read without any validation — for one
+/// purpose only: when the primary copy is damaged, its size field (often
+/// intact: damage is rarely the whole block) names the place where that
+/// volume's backup copy would be, which is then read and validated in full.
+/// `None` without our magic.
+pub fn claimed_device_size(block: &[u8; BLOCK_LEN]) -> Option<u64> {
+    let raw = RawSuperBlock::ref_from_bytes(block.as_slice()).ok()?;
+    (raw.magic == MAGIC).then(|| raw.device_size.get())
+}
+
 /// Whether `minor` is newer than the minor this code writes. (With minor 0
 /// today the comparison looks trivial to a linter; it is the rule for every
 /// future minor.)
@@ -581,13 +591,21 @@ mod tests {
     #[test]
     fn only_an_intact_newer_major_is_unsupported() {
         let block = sample().encode(Slot::Primary);
-        let newer = rewritten(block, std::mem::offset_of!(RawSuperBlock, version_major), &2u16.to_le_bytes());
+        let newer = rewritten(
+            block,
+            std::mem::offset_of!(RawSuperBlock, version_major),
+            &2u16.to_le_bytes(),
+        );
         let err = SuperBlock::decode(&newer, PRIMARY_OFFSET).expect_err("v2");
         assert!(err.is_unsupported(), "{err}");
         assert!(err.to_string().contains("newer"), "{err}");
         // Major 0 was never written: an intact but impossible copy is
         // corrupt, and never called "newer".
-        let zero = rewritten(block, std::mem::offset_of!(RawSuperBlock, version_major), &0u16.to_le_bytes());
+        let zero = rewritten(
+            block,
+            std::mem::offset_of!(RawSuperBlock, version_major),
+            &0u16.to_le_bytes(),
+        );
         let err = SuperBlock::decode(&zero, PRIMARY_OFFSET).expect_err("v0");
         assert_eq!(err, DecodeError::UnknownVersion { major: 0, minor: 0 });
         assert!(!err.is_unsupported());
@@ -605,8 +623,16 @@ mod tests {
         // fields break our rules: unsupported (never repaired over), not
         // corrupt.
         let block = sample().encode(Slot::Primary);
-        let newer = rewritten(block, std::mem::offset_of!(RawSuperBlock, incompat_features), &(1u64 << 40).to_le_bytes());
-        let odd_layout = rewritten(newer, std::mem::offset_of!(RawSuperBlock, data_offset), &7u64.to_le_bytes());
+        let newer = rewritten(
+            block,
+            std::mem::offset_of!(RawSuperBlock, incompat_features),
+            &(1u64 << 40).to_le_bytes(),
+        );
+        let odd_layout = rewritten(
+            newer,
+            std::mem::offset_of!(RawSuperBlock, data_offset),
+            &7u64.to_le_bytes(),
+        );
         let err = SuperBlock::decode(&odd_layout, PRIMARY_OFFSET).expect_err("newer");
         assert!(err.is_unsupported(), "{err}");
         // It is also unsupported when read at another copy's place.

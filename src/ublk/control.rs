@@ -338,86 +338,92 @@ fn set_params(dev: &mut UblkDev, size: u64, lbs: LogicalBlockSize) {
 fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeError> {
     check_driver()?;
     match attach {
-        Attach::Add { id } => {
-            let signed = match id {
-                Some(id) => i32::try_from(id).map_err(|_| ServeError::IdTaken(id))?,
-                None => -1,
-            };
-            if let Some(id) = id
-                && device_ids().contains(&id)
-            {
-                return Err(ServeError::IdTaken(id));
-            }
-            let ctrl = UblkCtrlBuilder::default()
-                .name(TARGET_NAME)
-                .id(signed)
-                .nr_queues(cfg.queues)
-                .depth(cfg.depth)
-                .io_buf_bytes(IO_BUF_BYTES)
-                .ctrl_flags(WANTED_FLAGS)
-                .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
-                .build()
-                .map_err(|err| match (err, id) {
-                    (UblkError::OtherError(e) | UblkError::UringIOError(e), Some(id))
-                        if e == -libc::EEXIST || e == -libc::EBUSY || e == -libc::ENOSPC =>
-                    {
-                        ServeError::IdTaken(id)
-                    }
-                    (err, _) => ublk_error("ADD_DEV")(err),
-                })?;
-            // libublk reports ADD_DEV's -EBUSY as success and leaves our own
-            // request in dev_info (with our pid as ublksrv_pid). A real ADD
-            // copies the kernel's record back, in which the server pid is -1
-            // until START_DEV. Without this check a failed add would treat
-            // somebody else's device as ours — and dropping the control
-            // object would delete it.
-            let info = ctrl.dev_info();
-            if info.ublksrv_pid != -1 {
-                ctrl.disown();
-                return Err(match id {
-                    Some(id) => ServeError::IdTaken(id),
-                    None => ServeError::Ublk {
-                        what: "ADD_DEV",
-                        detail: "the kernel did not create a device (busy)".to_string(),
-                    },
-                });
-            }
-            Ok(ctrl)
-        }
-        Attach::Recover { id } => {
-            let old = open_existing(id)?;
-            let info = old.dev_info();
-            let state = DeviceState::from_raw(info.state);
-            if !matches!(state, DeviceState::Quiesced | DeviceState::Live) {
-                return Err(ServeError::NotRecoverable {
-                    id,
-                    state: state.name(),
-                    hint: "only a device whose server died can be recovered; 'pmem-stack del' removes it",
-                });
-            }
-            if info.flags & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
-                return Err(ServeError::NotRecoverable {
-                    id,
-                    state: state.name(),
-                    hint: "the kernel did not grant user recovery for it",
-                });
-            }
-            // Waits (up to 30 s) while the kernel still tears the old server down.
-            checked("START_USER_RECOVERY", old.start_user_recover())?;
-            drop(old);
-            let signed = i32::try_from(id).map_err(|_| ServeError::NoSuchDevice(id))?;
-            UblkCtrlBuilder::default()
-                .name(TARGET_NAME)
-                .id(signed)
-                .nr_queues(info.nr_hw_queues)
-                .depth(info.queue_depth)
-                .io_buf_bytes(info.max_io_buf_bytes)
-                .ctrl_flags(recovery_flags(info.flags))
-                .dev_flags(UblkFlags::UBLK_DEV_F_RECOVER_DEV)
-                .build()
-                .map_err(ublk_error("recovery attach"))
-        }
+        Attach::Add { id } => add_control(id, cfg),
+        Attach::Recover { id } => recover_control(id),
     }
+}
+
+/// A control object for a new device (with `id`, or the next free one).
+fn add_control(id: Option<u32>, cfg: QueueConfig) -> Result<UblkCtrl, ServeError> {
+    let signed = match id {
+        Some(id) => i32::try_from(id).map_err(|_| ServeError::IdTaken(id))?,
+        None => -1,
+    };
+    if let Some(id) = id
+        && device_ids().contains(&id)
+    {
+        return Err(ServeError::IdTaken(id));
+    }
+    let ctrl = UblkCtrlBuilder::default()
+        .name(TARGET_NAME)
+        .id(signed)
+        .nr_queues(cfg.queues)
+        .depth(cfg.depth)
+        .io_buf_bytes(IO_BUF_BYTES)
+        .ctrl_flags(WANTED_FLAGS)
+        .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+        .build()
+        .map_err(|err| match (err, id) {
+            (UblkError::OtherError(e) | UblkError::UringIOError(e), Some(id))
+                if e == -libc::EEXIST || e == -libc::EBUSY || e == -libc::ENOSPC =>
+            {
+                ServeError::IdTaken(id)
+            }
+            (err, _) => ublk_error("ADD_DEV")(err),
+        })?;
+    // libublk reports ADD_DEV's -EBUSY as success and leaves our own
+    // request in dev_info (with our pid as ublksrv_pid). A real ADD
+    // copies the kernel's record back, in which the server pid is -1
+    // until START_DEV. Without this check a failed add would treat
+    // somebody else's device as ours — and dropping the control
+    // object would delete it.
+    let info = ctrl.dev_info();
+    if info.ublksrv_pid != -1 {
+        ctrl.disown();
+        return Err(match id {
+            Some(id) => ServeError::IdTaken(id),
+            None => ServeError::Ublk {
+                what: "ADD_DEV",
+                detail: "the kernel did not create a device (busy)".to_string(),
+            },
+        });
+    }
+    Ok(ctrl)
+}
+
+/// A control object re-attached to device `id`, whose server died.
+fn recover_control(id: u32) -> Result<UblkCtrl, ServeError> {
+    let old = open_existing(id)?;
+    let info = old.dev_info();
+    let state = DeviceState::from_raw(info.state);
+    if !matches!(state, DeviceState::Quiesced | DeviceState::Live) {
+        return Err(ServeError::NotRecoverable {
+            id,
+            state: state.name(),
+            hint: "only a device whose server died can be recovered; 'pmem-stack del' removes it",
+        });
+    }
+    if info.flags & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
+        return Err(ServeError::NotRecoverable {
+            id,
+            state: state.name(),
+            hint: "the kernel did not grant user recovery for it",
+        });
+    }
+    // Waits (up to 30 s) while the kernel still tears the old server down.
+    checked("START_USER_RECOVERY", old.start_user_recover())?;
+    drop(old);
+    let signed = i32::try_from(id).map_err(|_| ServeError::NoSuchDevice(id))?;
+    UblkCtrlBuilder::default()
+        .name(TARGET_NAME)
+        .id(signed)
+        .nr_queues(info.nr_hw_queues)
+        .depth(info.queue_depth)
+        .io_buf_bytes(info.max_io_buf_bytes)
+        .ctrl_flags(recovery_flags(info.flags))
+        .dev_flags(UblkFlags::UBLK_DEV_F_RECOVER_DEV)
+        .build()
+        .map_err(ublk_error("recovery attach"))
 }
 
 /// The flags a re-attaching server passes back: the ones pmem-stack asks for
@@ -483,8 +489,9 @@ where
         queues: info.nr_hw_queues,
         depth: info.queue_depth,
     };
-    log_features(&granted);
     let engine = prepare(&granted).map_err(ServeError::Prepare)?;
+    // After prepare: a background server's log file is open from there on.
+    log_features(&granted);
     let size = engine.size();
 
     let signals = StopOnSignal::install(granted.id);

@@ -28,6 +28,16 @@ expect_eq "list: state live" "$(echo "$list" | jget 'd[0]["state"]')" live
 expect_eq "list: backing" "$(echo "$list" | jget 'd[0]["backing"]')" /dev/pmem0
 expect_eq "list: data_offset" "$(echo "$list" | jget 'd[0]["data_offset"]')" "$data_offset"
 expect_eq "list: user copy in use" "$(echo "$list" | jget 'd[0]["user_copy"]')" true
+expect_eq "list: io_path" "$(echo "$list" | jget 'd[0]["io_path"]')" user_copy
+for feature in user_copy user_recovery user_recovery_reissue; do
+	expect_eq "list: features has $feature" \
+		"$(echo "$list" | jget "'$feature' in d[0]['features']")" true
+done
+# What this kernel offers beyond 6.12, by name (informational: the
+# assertions above hold on every supported kernel).
+note "kernel $(uname -r): granted $(echo "$list" | jget '",".join(d[0]["features"])')"
+check "the server log names the I/O path and the kernel's features" \
+	grep -q "I/O path user_copy" /run/pmem-stack/ublkb0.log
 check "list: keys" bash -c "'$P' list --json | python3 -c 'import json,sys; e=json.load(sys.stdin)[0]; missing=[k for k in \"id device backing state pid queues depth data_offset data_size reserve_offset reserve_size\".split() if k not in e]; sys.exit(1 if missing else 0)'"
 expect_eq "logical block size 512" "$(blockdev --getss /dev/ublkb0)" 512
 expect_eq "volatile write cache advertised" "$(cat /sys/block/ublkb0/queue/write_cache)" "write back"
