@@ -383,6 +383,13 @@ fn claimed_backup<M: MetadataIo + ?Sized>(
 /// What a scan for a lost backup copy reports as it goes.
 const SCAN_WHAT: &str = "searching the backing for a backup super block";
 
+/// How far below the current end a scan looks: a backing that grew by more
+/// than this since it was formatted, and then lost its primary, is beyond
+/// the search (FORMAT.md §2 says so). It keeps the scan of a blank multi-TiB
+/// backing (every 2 MiB) to half a million reads, and a full 4 KiB scan to
+/// at most 1 TiB read.
+pub const SCAN_LIMIT: u64 = 1 << 40;
+
 /// Step 4 of [`locate_backup`]: the last 4 KiB block of every `step`-aligned
 /// end below the current one, from the top down (a grown volume's old end is
 /// most likely near the new one). Reads 1 MiB at a time when the step is
@@ -402,7 +409,8 @@ fn scan_for_backup<M: MetadataIo + ?Sized>(
     };
     let mut buf = vec![0u8; usize::try_from(window).expect("invariant: 1 MiB fits usize")];
     let mut top = total - total % step;
-    while top >= lowest_end {
+    let floor = total.saturating_sub(SCAN_LIMIT).max(lowest_end);
+    while top >= floor {
         // The window ends at `top`; every step-aligned end inside it is a
         // candidate, its copy in the 4 KiB block before it.
         let start = top.saturating_sub(window).max(lowest_end - SUPERBLOCK_SIZE);
@@ -421,7 +429,7 @@ fn scan_for_backup<M: MetadataIo + ?Sized>(
             }
             end -= step;
         }
-        progress::update(SCAN_WHAT, total - start, total);
+        progress::update(SCAN_WHAT, total - start, total - floor);
         top = end;
     }
     progress::finish(SCAN_WHAT);
