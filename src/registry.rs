@@ -112,14 +112,76 @@ impl Registry {
         self.dir.join(format!("ublkb{id}.log"))
     }
 
-    /// Write (or replace) the record atomically.
+    /// Create the directory (mode 0700), or check the one that is there:
+    /// a real directory (not a symbolic link), owned by this user, writable
+    /// by nobody else. Records and logs steer root's tools; a directory
+    /// someone else can write could feed them a forged record.
+    pub fn prepare_dir(&self) -> io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        match fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Ok(()) => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                // A missing parent (a test's scratch directory): make it.
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .recursive(true)
+                    .create(&self.dir)?;
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        }
+        let meta = fs::symlink_metadata(&self.dir)?;
+        let refuse = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} {why}; refusing to keep records there", self.dir.display()),
+            )
+        };
+        if !meta.file_type().is_dir() {
+            return Err(refuse("is not a directory (a symbolic link?)"));
+        }
+        if meta.uid() != rustix::process::geteuid().as_raw() {
+            return Err(refuse("belongs to another user"));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(refuse("is writable by others"));
+        }
+        Ok(())
+    }
+
+    /// Open `path` in the registry for writing, never through a symbolic
+    /// link, readable by this user only.
+    fn open_private(path: &std::path::Path, options: &mut fs::OpenOptions) -> io::Result<fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    }
+
+    /// The server log of device `id`, opened for appending.
+    pub fn open_log(&self, id: u32) -> io::Result<fs::File> {
+        self.prepare_dir()?;
+        Self::open_private(
+            &self.log_path(id),
+            fs::OpenOptions::new().create(true).append(true),
+        )
+    }
+
+    /// Write (or replace) the record atomically: a new file (never an
+    /// existing one, never through a link), synced, renamed into place, and
+    /// the directory synced.
     pub fn save(&self, entry: &Entry) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+        self.prepare_dir()?;
         let final_path = self.entry_path(entry.id);
         let tmp = self
             .dir
             .join(format!(".ublkb{}.json.{}", entry.id, std::process::id()));
-        let mut file = fs::File::create(&tmp)?;
+        // A leftover of a crashed save (or a planted link): remove the name,
+        // never what it points to.
+        let _ = fs::remove_file(&tmp);
+        let mut file = Self::open_private(&tmp, fs::OpenOptions::new().write(true).create_new(true))?;
         let text = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
         file.write_all(&text)?;
         file.sync_all()?;
@@ -199,6 +261,38 @@ mod tests {
             data_size: 1532 << 20,
             log: None,
         }
+    }
+
+    #[test]
+    fn records_and_logs_are_private_and_never_followed() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let top = tempfile::tempdir().expect("dir");
+        let reg = Registry::at(top.path().join("run"));
+        reg.save(&sample(1)).expect("save");
+        let mode = |p: &std::path::Path| fs::metadata(p).expect("stat").mode() & 0o777;
+        assert_eq!(mode(reg.dir()), 0o700);
+        assert_eq!(mode(&reg.entry_path(1)), 0o600);
+        drop(reg.open_log(1).expect("log"));
+        assert_eq!(mode(&reg.log_path(1)), 0o600);
+        // A log name planted as a link to another file is not followed.
+        let victim = top.path().join("victim");
+        fs::write(&victim, b"keep").expect("victim");
+        std::os::unix::fs::symlink(&victim, reg.log_path(2)).expect("link");
+        assert!(reg.open_log(2).is_err());
+        // A temporary name planted as a link is replaced, not written through.
+        let tmp = reg.dir().join(format!(".ublkb3.json.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).expect("link");
+        reg.save(&sample(3)).expect("save");
+        assert_eq!(fs::read(&victim).expect("victim"), b"keep");
+        // A registry directory others can write, or a link, is refused.
+        fs::set_permissions(reg.dir(), fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = reg.save(&sample(4)).expect_err("world-writable");
+        assert!(err.to_string().contains("writable by others"), "{err}");
+        let linked = Registry::at(top.path().join("linked"));
+        std::os::unix::fs::symlink(top.path().join("run"), linked.dir()).expect("link");
+        let err = linked.save(&sample(5)).expect_err("link");
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert_eq!(fs::metadata(&victim).expect("victim").mode() & 0o777, mode(&victim));
     }
 
     #[test]

@@ -117,7 +117,11 @@ impl Lifecycle for Detached {
         let path = self.registry.log_path(id);
         // From here on stderr is the device's log file, which records the
         // server's life at info level (unless RUST_LOG says more).
-        match self.reporter.log_to(&path) {
+        match self
+            .registry
+            .open_log(id)
+            .and_then(|log| self.reporter.log_to(&log))
+        {
             Ok(()) => {
                 if std::env::var_os("RUST_LOG").is_none() {
                     log::set_max_level(log::LevelFilter::Info);

@@ -16,7 +16,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -166,16 +165,12 @@ impl Reporter {
         self.pipe = None;
     }
 
-    /// Send stderr (and so the log) to `path` from now on.
-    pub fn log_to(&self, path: &Path) -> io::Result<()> {
+    /// Send stderr (and so the log) to `log` from now on.
+    pub fn log_to(&self, log: &File) -> io::Result<()> {
         if self.pipe.is_none() {
             return Ok(());
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let log = OpenOptions::new().create(true).append(true).open(path)?;
-        rustix::stdio::dup2_stderr(&log)?;
+        rustix::stdio::dup2_stderr(log)?;
         Ok(())
     }
 }
