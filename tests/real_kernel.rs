@@ -270,9 +270,25 @@ fn run_boot(
     if let Some(marker) = boot.kill_on {
         cmd.arg("--kill-on").arg(marker);
     }
-    let status = cmd
+    let mut status = cmd
         .status()
         .map_err(|e| format!("cannot run tests/vm/boot.sh: {e}"))?;
+    if crashed_before_script(&results) {
+        // The guest kernel died before the scenario started: nothing of
+        // pmem-stack had run, and the image is untouched. Under TCG this
+        // happens now and then (an int3 oops in early scheduling, an IO-APIC
+        // timer check); one more boot tells a fault of the emulator from a
+        // fault of ours. The crashed console is kept beside the results.
+        let kept = dir.join(format!("boot{index}-crashed-console.log"));
+        let _ = fs::copy(results.join("console.log"), &kept);
+        println!(
+            "    NOTE: the guest kernel panicked before the scenario started (see {}); booting once more",
+            kept.display()
+        );
+        status = cmd
+            .status()
+            .map_err(|e| format!("cannot run tests/vm/boot.sh: {e}"))?;
+    }
     let log = fs::read_to_string(results.join("guest.log")).unwrap_or_default();
     let mut outcome = Outcome {
         passed: 0,
@@ -317,6 +333,13 @@ fn run_boot(
             .push("no check passed: the scenario did not run".into());
     }
     Ok(outcome)
+}
+
+/// Whether the boot in `results` died in the kernel before the guest
+/// script started (no boot-to-script mark, a panic on the console).
+fn crashed_before_script(results: &Path) -> bool {
+    let console = fs::read_to_string(results.join("console.log")).unwrap_or_default();
+    !results.join("boot-to-script-seconds").exists() && console.contains("Kernel panic")
 }
 
 /// One scenario on one kernel.
