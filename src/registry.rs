@@ -135,7 +135,10 @@ impl Registry {
         let refuse = |why: &str| {
             io::Error::new(
                 io::ErrorKind::PermissionDenied,
-                format!("{} {why}; refusing to keep records there", self.dir.display()),
+                format!(
+                    "{} {why}; refusing to keep records there",
+                    self.dir.display()
+                ),
             )
         };
         if !meta.file_type().is_dir() {
@@ -181,7 +184,8 @@ impl Registry {
         // A leftover of a crashed save (or a planted link): remove the name,
         // never what it points to.
         let _ = fs::remove_file(&tmp);
-        let mut file = Self::open_private(&tmp, fs::OpenOptions::new().write(true).create_new(true))?;
+        let mut file =
+            Self::open_private(&tmp, fs::OpenOptions::new().write(true).create_new(true))?;
         let text = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
         file.write_all(&text)?;
         file.sync_all()?;
@@ -280,7 +284,9 @@ mod tests {
         std::os::unix::fs::symlink(&victim, reg.log_path(2)).expect("link");
         assert!(reg.open_log(2).is_err());
         // A temporary name planted as a link is replaced, not written through.
-        let tmp = reg.dir().join(format!(".ublkb3.json.{}", std::process::id()));
+        let tmp = reg
+            .dir()
+            .join(format!(".ublkb3.json.{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &tmp).expect("link");
         reg.save(&sample(3)).expect("save");
         assert_eq!(fs::read(&victim).expect("victim"), b"keep");
@@ -292,7 +298,10 @@ mod tests {
         std::os::unix::fs::symlink(top.path().join("run"), linked.dir()).expect("link");
         let err = linked.save(&sample(5)).expect_err("link");
         assert!(err.to_string().contains("not a directory"), "{err}");
-        assert_eq!(fs::metadata(&victim).expect("victim").mode() & 0o777, mode(&victim));
+        assert_eq!(
+            fs::metadata(&victim).expect("victim").mode() & 0o777,
+            mode(&victim)
+        );
     }
 
     #[test]

@@ -34,8 +34,74 @@ pub enum Remedy {
     OtherDeviceId,
 }
 
+impl Remedy {
+    /// Every remedy, for naming them across the server's handshake.
+    const ALL: [Remedy; 10] = [
+        Remedy::Overwrite,
+        Remedy::Reformat,
+        Remedy::RepairOrOverwrite,
+        Remedy::Format,
+        Remedy::StartOver,
+        Remedy::RestoreOrOverwrite,
+        Remedy::GiveReserve,
+        Remedy::GiveReserveToServe,
+        Remedy::ServeAsRecorded,
+        Remedy::OtherDeviceId,
+    ];
+
+    /// A stable name (the `Debug` form), for the handshake pipe.
+    pub fn name(self) -> String {
+        format!("{self:?}")
+    }
+
+    /// The remedy called `name`.
+    pub fn from_name(name: &str) -> Option<Remedy> {
+        Remedy::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
 /// An error that may know a way out.
 pub trait HasRemedy {
     /// The way out, if there is one.
     fn remedy(&self) -> Option<Remedy>;
+}
+
+/// The remedy of `cause` itself, if it is one of the library's errors that
+/// know one.
+pub fn of(cause: &(dyn std::error::Error + 'static)) -> Option<Remedy> {
+    fn as_<E: HasRemedy + std::error::Error + 'static>(
+        cause: &(dyn std::error::Error + 'static),
+    ) -> Option<Remedy> {
+        cause.downcast_ref::<E>()?.remedy()
+    }
+    as_::<crate::volume::VolumeError>(cause)
+        .or_else(|| as_::<crate::metadata::MetadataError>(cause))
+        .or_else(|| as_::<crate::metadata::Refusal>(cause))
+        .or_else(|| as_::<crate::server::ServerError>(cause))
+        .or_else(|| as_::<crate::ublk::control::ServeError>(cause))
+}
+
+/// The first remedy anywhere in `err`'s chain of causes.
+pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<Remedy> {
+    let mut cause = Some(err);
+    while let Some(now) = cause {
+        if let Some(remedy) = of(now) {
+            return Some(remedy);
+        }
+        cause = now.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for remedy in Remedy::ALL {
+            assert_eq!(Remedy::from_name(&remedy.name()), Some(remedy));
+        }
+        assert_eq!(Remedy::from_name("Nonsense"), None);
+    }
 }

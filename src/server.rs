@@ -73,8 +73,9 @@ pub trait Lifecycle: Send {
     fn added(&mut self, id: u32) -> Option<PathBuf>;
     /// The device serves I/O; `entry` is its registry record.
     fn live(&mut self, entry: &Entry);
-    /// The server failed before or while serving.
-    fn failed(&mut self, reason: &str);
+    /// The server failed before or while serving; `remedy` is the way out
+    /// the error knows, if any.
+    fn failed(&mut self, reason: &str, remedy: Option<Remedy>);
 }
 
 /// Why a server did not start or stopped badly.
@@ -86,8 +87,11 @@ pub enum ServerError {
     Fork(std::io::Error),
     #[error("waiting for the server: {0}")]
     Handshake(std::io::Error),
-    #[error("{0}")]
-    Reported(String),
+    #[error("{reason}")]
+    Reported {
+        reason: String,
+        remedy: Option<Remedy>,
+    },
     #[error("the server exited before the device was live{log}")]
     Died { log: String },
     #[error("the server did not bring the device up within {secs} s and was stopped{log}")]
@@ -97,7 +101,8 @@ pub enum ServerError {
 impl HasRemedy for ServerError {
     fn remedy(&self) -> Option<Remedy> {
         match self {
-            ServerError::Serve(err) => err.remedy(),
+            ServerError::Serve(err) => crate::remedy::find(err),
+            ServerError::Reported { remedy, .. } => *remedy,
             _ => None,
         }
     }
@@ -139,8 +144,9 @@ impl Lifecycle for Detached {
         self.reporter.live(entry.id);
     }
 
-    fn failed(&mut self, reason: &str) {
-        self.reporter.failed(reason);
+    fn failed(&mut self, reason: &str, remedy: Option<Remedy>) {
+        self.reporter
+            .failed(reason, remedy.map(Remedy::name).as_deref());
     }
 }
 
@@ -184,7 +190,13 @@ pub fn spawn(spec: ServeSpec, registry: &Registry) -> Result<Spawned, ServerErro
             };
             let (id, err) = match outcome {
                 StartOutcome::Live { id } => return Ok(Spawned::Live { id, pid: child }),
-                StartOutcome::Failed { id, reason } => (id, ServerError::Reported(reason)),
+                StartOutcome::Failed { id, reason, remedy } => (
+                    id,
+                    ServerError::Reported {
+                        reason,
+                        remedy: remedy.as_deref().and_then(Remedy::from_name),
+                    },
+                ),
                 StartOutcome::Died { id } => (id, ServerError::Died { log: log(id) }),
                 StartOutcome::TimedOut { id } => (
                     id,
@@ -348,7 +360,7 @@ pub fn run(
         let _ = registry.remove(entry.id);
     }
     result.map_err(|err| {
-        lock(&lifecycle).failed(&crate::error_chain(&err));
+        lock(&lifecycle).failed(&crate::error_chain(&err), crate::remedy::find(&err));
         ServerError::Serve(err)
     })
 }

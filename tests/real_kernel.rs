@@ -109,7 +109,51 @@ const SCENARIOS: &[Scenario] = &[
             kill_on: None,
         }],
     },
+    Scenario {
+        name: "crashes",
+        what: "20 kill -9 under fio + recover; kills idle, in flushes, in del; races and misuse",
+        boots: &[Boot {
+            script: "tests/guest/crashes.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
+    },
+    Scenario {
+        name: "powercycle",
+        what: "10 power cuts in a row under ext4 and xfs: every acknowledged file survives, fsck clean",
+        boots: &[
+            POWER_CUT,
+            POWER_CUT,
+            POWER_CUT,
+            POWER_CUT,
+            POWER_CUT,
+            POWER_CUT,
+            POWER_CUT,
+            POWER_CUT,
+            POWER_CUT,
+            POWER_CUT,
+            POWER_CUT_VERIFY,
+        ],
+    },
 ];
+
+/// One cycle of `powercycle`: the guest finds the cycle count on the media.
+const POWER_CUT: Boot = Boot {
+    script: "tests/guest/powercycle.sh",
+    size: "1G",
+    label_size: None,
+    env: &["PHASE=cut", "CUTS=10"],
+    kill_on: Some("cut-now"),
+};
+
+/// The boot after the last cut of `powercycle`.
+const POWER_CUT_VERIFY: Boot = Boot {
+    env: &["PHASE=verify", "CUTS=10"],
+    kill_on: None,
+    ..POWER_CUT
+};
 
 fn newest_mtime(dir: &Path) -> SystemTime {
     let mut newest = SystemTime::UNIX_EPOCH;

@@ -62,6 +62,10 @@ impl Kind for BlockDevice {
         file.seek(SeekFrom::End(0))
     }
 
+    fn kernel_name(&self) -> Option<String> {
+        sysfs::kernel_name(&self.sysfs_dir)
+    }
+
     fn phys_start(&self) -> Option<u64> {
         sysfs::block_phys_start(&self.sysfs_dir)
     }

@@ -88,6 +88,11 @@ pub(crate) trait Kind: fmt::Debug + Send + Sync {
         None
     }
 
+    /// The kernel's name of the device (`pmem0`, `ublkb3`), if it is one.
+    fn kernel_name(&self) -> Option<String> {
+        None
+    }
+
     /// UUID of the NVDIMM namespace the backing belongs to.
     fn namespace_uuid(&self) -> Option<Uuid> {
         None

@@ -277,6 +277,12 @@ impl Backing {
         self.kind.phys_start()
     }
 
+    /// The kernel's name of the device (`pmem0`, `ublkb3`), for block
+    /// devices.
+    pub fn kernel_name(&self) -> Option<String> {
+        self.kind.kernel_name()
+    }
+
     /// UUID of the NVDIMM namespace the backing belongs to, if it has one.
     pub fn namespace_uuid(&self) -> Option<Uuid> {
         self.kind.namespace_uuid()

@@ -23,6 +23,13 @@ pub fn device_dir(block: bool, major: u32, minor: u32) -> PathBuf {
     PathBuf::from(format!("/sys/dev/{class}/{major}:{minor}"))
 }
 
+/// The kernel's name of a device (`pmem0`, `ublkb3`, `dax0.0`): the last
+/// component of where its sysfs directory link points.
+pub fn kernel_name(dev_dir: &Path) -> Option<String> {
+    let target = fs::read_link(dev_dir).ok()?;
+    Some(target.file_name()?.to_str()?.to_string())
+}
+
 fn read_trimmed(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }

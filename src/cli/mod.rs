@@ -44,6 +44,15 @@ fn attachment(registry: &Registry, backing: &Backing) -> Option<Entry> {
         .find(|e| e.identity == identity && live.contains(&e.id))
 }
 
+/// When `backing` is one of pmem-stack's own `/dev/ublkbN`: the backing that
+/// device serves. Stacking on ourselves would serve the same media twice and
+/// can deadlock a server on its own device.
+fn own_device(registry: &Registry, backing: &Backing) -> Option<std::path::PathBuf> {
+    let name = backing.kernel_name()?;
+    let id = name.strip_prefix("ublkb")?.parse().ok()?;
+    registry.load(id).ok().flatten().map(|entry| entry.backing)
+}
+
 /// Open `path` for writing, refusing it when anything else holds it — with a
 /// message naming the holder, including a pmem-stack device whose server died
 /// (the kernel no longer sees an exclusive opener then, but the backing is
@@ -51,6 +60,13 @@ fn attachment(registry: &Registry, backing: &Backing) -> Option<Entry> {
 fn open_exclusive(path: &Path, registry: &Registry) -> Result<Backing> {
     match Backing::open(path, Access::Exclusive) {
         Ok(backing) => {
+            if let Some(served) = own_device(registry, &backing) {
+                bail!(
+                    "{}: is a pmem-stack device (it serves {}); pmem-stack does not stack on itself: give that backing instead",
+                    path.display(),
+                    served.display()
+                );
+            }
             if let Some(entry) = attachment(registry, &backing) {
                 bail!(
                     "{}: is attached to /dev/ublkb{} whose server (pid {}) is not running; 'pmem-stack recover {}' re-attaches it, 'pmem-stack del {}' removes it",

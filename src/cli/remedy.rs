@@ -2,11 +2,7 @@
 //! user out of an error. Every error message the CLI prints goes through
 //! [`message`], so the library's errors stay free of flag names.
 
-use pmem_stack::metadata::{MetadataError, Refusal};
-use pmem_stack::remedy::{HasRemedy, Remedy};
-use pmem_stack::server::ServerError;
-use pmem_stack::ublk::control::ServeError;
-use pmem_stack::volume::VolumeError;
+use pmem_stack::remedy::Remedy;
 
 /// How to apply `remedy` with this CLI.
 pub fn remedy_text(remedy: Remedy) -> &'static str {
@@ -34,18 +30,7 @@ pub fn remedy_text(remedy: Remedy) -> &'static str {
 
 /// The first remedy any error in the chain knows.
 fn find(err: &anyhow::Error) -> Option<Remedy> {
-    fn of<E: HasRemedy + std::error::Error + 'static>(
-        cause: &(dyn std::error::Error + 'static),
-    ) -> Option<Remedy> {
-        cause.downcast_ref::<E>()?.remedy()
-    }
-    err.chain().find_map(|cause| {
-        of::<VolumeError>(cause)
-            .or_else(|| of::<MetadataError>(cause))
-            .or_else(|| of::<Refusal>(cause))
-            .or_else(|| of::<ServerError>(cause))
-            .or_else(|| of::<ServeError>(cause))
-    })
+    err.chain().find_map(pmem_stack::remedy::of)
 }
 
 /// The one-line message for `err`: its chain, then what to do about it.
@@ -60,6 +45,8 @@ pub fn message(err: &anyhow::Error) -> String {
 mod tests {
     use super::*;
     use anyhow::Context;
+    use pmem_stack::metadata::MetadataError;
+    use pmem_stack::volume::VolumeError;
 
     #[test]
     fn the_remedy_follows_the_whole_chain() {

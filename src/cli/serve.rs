@@ -133,7 +133,7 @@ impl Lifecycle for Printer {
         }
     }
 
-    fn failed(&mut self, _reason: &str) {
+    fn failed(&mut self, _reason: &str, _remedy: Option<pmem_stack::remedy::Remedy>) {
         // The error comes back from server::run and is printed by main.
     }
 }

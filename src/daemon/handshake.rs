@@ -53,7 +53,12 @@ pub enum StartOutcome {
     /// The device is live.
     Live { id: u32 },
     /// The server reported an error.
-    Failed { id: Option<u32>, reason: String },
+    Failed {
+        id: Option<u32>,
+        reason: String,
+        /// The name of the way out, if the server knew one.
+        remedy: Option<String>,
+    },
     /// The server exited without a report.
     Died { id: Option<u32> },
     /// No report in time; the server was killed.
@@ -159,8 +164,11 @@ impl Reporter {
         self.pipe = None;
     }
 
-    /// The server cannot start.
-    pub fn failed(&mut self, reason: &str) {
+    /// The server cannot start; `remedy` names the way out, if any.
+    pub fn failed(&mut self, reason: &str, remedy: Option<&str>) {
+        if let Some(name) = remedy {
+            self.send(&Report::Remedy(name.to_string()));
+        }
         self.send(&Report::Error(reason.to_string()));
         self.pipe = None;
     }
@@ -318,7 +326,8 @@ mod tests {
             handshake.wait(PATIENCE).expect("wait"),
             StartOutcome::Failed {
                 id: Some(4),
-                reason: "no space".to_string()
+                reason: "no space".to_string(),
+                remedy: None,
             }
         );
         drop(child);
@@ -354,7 +363,7 @@ mod tests {
             pipe: Some(File::from(write)),
         };
         reporter.added(1);
-        reporter.failed("bad\nnews");
+        reporter.failed("bad\nnews", None);
         assert!(reporter.pipe.is_none());
         // Closed: nothing more goes out, and no error either.
         reporter.live(1);
@@ -365,7 +374,8 @@ mod tests {
             Progress::read(&text).at_end(),
             StartOutcome::Failed {
                 id: Some(1),
-                reason: "bad news".to_string()
+                reason: "bad news".to_string(),
+                remedy: None,
             }
         );
     }

@@ -18,6 +18,8 @@ pub(super) enum Report {
     Added(u32),
     /// `LIVE <id>`: device `id` serves I/O.
     Live(u32),
+    /// `REMEDY <name>`: the way out of the error that follows.
+    Remedy(String),
     /// `ERROR <reason>`: the server cannot start.
     Error(String),
 }
@@ -29,6 +31,7 @@ impl fmt::Display for Report {
         match self {
             Report::Added(id) => write!(f, "ADDED {id}"),
             Report::Live(id) => write!(f, "LIVE {id}"),
+            Report::Remedy(name) => write!(f, "REMEDY {}", name.replace('\n', " ")),
             Report::Error(reason) => write!(f, "ERROR {}", reason.replace('\n', " ")),
         }
     }
@@ -41,6 +44,8 @@ impl Report {
             id.trim().parse().ok().map(Report::Added)
         } else if let Some(id) = line.strip_prefix("LIVE ") {
             id.trim().parse().ok().map(Report::Live)
+        } else if let Some(name) = line.strip_prefix("REMEDY ") {
+            Some(Report::Remedy(name.trim().to_string()))
         } else {
             let reason = line.strip_prefix("ERROR ")?;
             Some(Report::Error(reason.to_string()))
@@ -57,6 +62,8 @@ pub(super) struct Progress {
     pub live: bool,
     /// The reason of the last `ERROR`, if one arrived.
     pub error: Option<String>,
+    /// The last `REMEDY`, if one arrived.
+    pub remedy: Option<String>,
 }
 
 impl Progress {
@@ -70,6 +77,7 @@ impl Progress {
                     progress.id = Some(id);
                     progress.live = true;
                 }
+                Report::Remedy(name) => progress.remedy = Some(name),
                 Report::Error(reason) => progress.error = Some(reason),
             }
         }
@@ -84,6 +92,7 @@ impl Progress {
             (_, id, Some(reason)) => Some(StartOutcome::Failed {
                 id,
                 reason: reason.clone(),
+                remedy: self.remedy.clone(),
             }),
             _ => None,
         }
@@ -105,6 +114,7 @@ mod tests {
             id,
             live,
             error: error.map(str::to_string),
+            remedy: None,
         }
     }
 
@@ -158,20 +168,39 @@ mod tests {
             Progress::read("ADDED 2\nERROR bad\n").verdict(),
             Some(StartOutcome::Failed {
                 id: Some(2),
-                reason: "bad".to_string()
+                reason: "bad".to_string(),
+                remedy: None,
             })
         );
         assert_eq!(
             Progress::read("ERROR early\n").verdict(),
             Some(StartOutcome::Failed {
                 id: None,
-                reason: "early".to_string()
+                reason: "early".to_string(),
+                remedy: None,
             })
         );
         // Live wins over an error in the same read.
         assert_eq!(
             Progress::read("LIVE 2\nERROR late\n").verdict(),
             Some(StartOutcome::Live { id: 2 })
+        );
+    }
+
+    #[test]
+    fn a_remedy_travels_with_the_error() {
+        let text = format!(
+            "{}\n{}\n",
+            Report::Remedy("OtherDeviceId".into()),
+            Report::Error("device id 0 is already taken".into())
+        );
+        assert_eq!(
+            Progress::read(&text).verdict(),
+            Some(StartOutcome::Failed {
+                id: None,
+                reason: "device id 0 is already taken".to_string(),
+                remedy: Some("OtherDeviceId".to_string()),
+            })
         );
     }
 
@@ -190,7 +219,8 @@ mod tests {
             Progress::read("ADDED 7\nERROR gone").at_end(),
             StartOutcome::Failed {
                 id: Some(7),
-                reason: "gone".to_string()
+                reason: "gone".to_string(),
+                remedy: None,
             }
         );
     }
