@@ -42,6 +42,48 @@ struct Scenario {
     name: &'static str,
     what: &'static str,
     boots: &'static [Boot],
+    /// How many cycles, when the scenario has a size to turn up.
+    knob: Option<Knob>,
+}
+
+/// A scenario's number of cycles: `default` in the test command, the host's
+/// `env` for a soak (`scripts/soak`). The guest gets it as `guest`; with
+/// `repeat_first_boot`, the first boot is also booted that many times (one
+/// boot per power cut).
+struct Knob {
+    env: &'static str,
+    guest: &'static str,
+    default: usize,
+    repeat_first_boot: bool,
+}
+
+impl Knob {
+    fn cycles(&self) -> usize {
+        std::env::var(self.env)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(self.default)
+    }
+}
+
+/// The boots of `scenario`, with its cycle count applied.
+fn boots_of(scenario: &Scenario) -> Vec<(&Boot, Option<String>)> {
+    let Some(knob) = &scenario.knob else {
+        return scenario.boots.iter().map(|b| (b, None)).collect();
+    };
+    let n = knob.cycles();
+    let env = Some(format!("{}={n}", knob.guest));
+    let mut boots = Vec::new();
+    for (i, boot) in scenario.boots.iter().enumerate() {
+        let times = if i == 0 && knob.repeat_first_boot {
+            n
+        } else {
+            1
+        };
+        boots.extend(std::iter::repeat_n((boot, env.clone()), times));
+    }
+    boots
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -55,6 +97,7 @@ const SCENARIOS: &[Scenario] = &[
             env: &[],
             kill_on: None,
         }],
+        knob: None,
     },
     Scenario {
         name: "serve",
@@ -66,6 +109,7 @@ const SCENARIOS: &[Scenario] = &[
             env: &[],
             kill_on: None,
         }],
+        knob: None,
     },
     Scenario {
         name: "recover",
@@ -77,6 +121,7 @@ const SCENARIOS: &[Scenario] = &[
             env: &[],
             kill_on: None,
         }],
+        knob: None,
     },
     Scenario {
         name: "powercut",
@@ -97,6 +142,7 @@ const SCENARIOS: &[Scenario] = &[
                 kill_on: None,
             },
         ],
+        knob: None,
     },
     Scenario {
         name: "devdax",
@@ -108,6 +154,7 @@ const SCENARIOS: &[Scenario] = &[
             env: &[],
             kill_on: None,
         }],
+        knob: None,
     },
     Scenario {
         name: "crashes",
@@ -119,23 +166,23 @@ const SCENARIOS: &[Scenario] = &[
             env: &[],
             kill_on: None,
         }],
+        knob: Some(Knob {
+            env: "PMEM_STACK_CRASH_CYCLES",
+            guest: "CRASH_CYCLES",
+            default: 20,
+            repeat_first_boot: false,
+        }),
     },
     Scenario {
         name: "powercycle",
         what: "10 power cuts in a row under ext4 and xfs: every acknowledged file survives, fsck clean",
-        boots: &[
-            POWER_CUT,
-            POWER_CUT,
-            POWER_CUT,
-            POWER_CUT,
-            POWER_CUT,
-            POWER_CUT,
-            POWER_CUT,
-            POWER_CUT,
-            POWER_CUT,
-            POWER_CUT,
-            POWER_CUT_VERIFY,
-        ],
+        boots: &[POWER_CUT, POWER_CUT_VERIFY],
+        knob: Some(Knob {
+            env: "PMEM_STACK_POWER_CUTS",
+            guest: "CUTS",
+            default: 10,
+            repeat_first_boot: true,
+        }),
     },
 ];
 
@@ -144,13 +191,13 @@ const POWER_CUT: Boot = Boot {
     script: "tests/guest/powercycle.sh",
     size: "1G",
     label_size: None,
-    env: &["PHASE=cut", "CUTS=10"],
+    env: &["PHASE=cut"],
     kill_on: Some("cut-now"),
 };
 
 /// The boot after the last cut of `powercycle`.
 const POWER_CUT_VERIFY: Boot = Boot {
-    env: &["PHASE=verify", "CUTS=10"],
+    env: &["PHASE=verify"],
     kill_on: None,
     ..POWER_CUT
 };
@@ -288,6 +335,7 @@ fn run_boot(
     dir: &Path,
     index: usize,
     boot: &Boot,
+    extra_env: Option<&str>,
     image: &Path,
 ) -> Result<Outcome, String> {
     let results = dir.join(format!("boot{index}"));
@@ -308,7 +356,7 @@ fn run_boot(
     if let Some(label) = boot.label_size {
         cmd.arg("--label-size").arg(label);
     }
-    for env in boot.env {
+    for env in boot.env.iter().copied().chain(extra_env) {
         cmd.arg("--env").arg(env);
     }
     if let Some(marker) = boot.kill_on {
@@ -404,8 +452,8 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
     let _ = fs::remove_file(&image);
     let mut failures = Vec::new();
     let mut checks = 0;
-    for (i, boot) in scenario.boots.iter().enumerate() {
-        match run_boot(repo, kernel, &dir, i, boot, &image) {
+    for (i, (boot, extra_env)) in boots_of(scenario).into_iter().enumerate() {
+        match run_boot(repo, kernel, &dir, i, boot, extra_env.as_deref(), &image) {
             Ok(outcome) => {
                 checks += outcome.passed;
                 failures.extend(outcome.failures);

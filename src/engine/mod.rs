@@ -682,4 +682,61 @@ mod tests {
             assert!(back.iter().all(|&b| b == t + 1));
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                Just(Op::Read),
+                any::<bool>().prop_map(|fua| Op::Write { fua }),
+                Just(Op::Discard),
+                Just(Op::WriteZeroes),
+            ]
+        }
+
+        /// Offsets and lengths anywhere: inside, across the end, near
+        /// `u64::MAX` (where `offset + len` overflows).
+        fn extent() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                0u64..(16 << 20),
+                (u64::MAX - (16 << 20))..=u64::MAX,
+                any::<u64>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// No request, whatever its range, touches a byte outside the
+            /// data area: it is served exactly when it lies inside, and
+            /// fails with EIO otherwise.
+            #[test]
+            fn no_request_reaches_outside_the_data_area(
+                requests in proptest::collection::vec((op(), extent(), 0u64..(1 << 20)), 1..24)
+            ) {
+                let f = fixture();
+                let size = f.engine.size();
+                for (op, offset, len) in requests {
+                    let req = Request { op, offset, len };
+                    let buffer = vec![0x5A; usize::try_from(len).expect("small")];
+                    let result = f.engine.execute(&req, &mut VecTransfer(buffer));
+                    let inside = offset.checked_add(len).is_some_and(|end| end <= size);
+                    prop_assert_eq!(result.is_ok(), inside, "{:?}", req);
+                    if let Err(err) = result {
+                        prop_assert_eq!(err.errno(), libc::EIO);
+                    }
+                }
+                f.engine.shutdown_flush().expect("flush");
+                let on_disk = std::fs::read(f.image.path()).expect("read image");
+                let (start, end) = (
+                    usize::try_from(f.geometry.data_offset()).expect("small"),
+                    usize::try_from(f.geometry.data_end()).expect("small"),
+                );
+                prop_assert!(on_disk[..start].iter().all(|&b| b == 0xEE), "before the data area");
+                prop_assert!(on_disk[end..].iter().all(|&b| b == 0xEE), "after the data area");
+            }
+        }
+    }
 }

@@ -210,4 +210,36 @@ mod tests {
         assert_eq!(completion(Err(err)), -libc::EIO);
         assert_eq!(completion(Ok(4096)), 4096);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any descriptor decodes without panicking to the exact byte
+            /// range it names (never a wrapped one), or to an error. Bounds
+            /// against the data area are the engine's to check: see
+            /// `engine::tests::properties`.
+            #[test]
+            fn any_descriptor_decodes_inside_or_fails(
+                op in prop_oneof![
+                    Just(sys::UBLK_IO_OP_READ),
+                    Just(sys::UBLK_IO_OP_WRITE),
+                    Just(sys::UBLK_IO_OP_WRITE | sys::UBLK_IO_F_FUA),
+                    Just(sys::UBLK_IO_OP_DISCARD),
+                    Just(sys::UBLK_IO_OP_WRITE_ZEROES),
+                    any::<u32>(),
+                ],
+                start in prop_oneof![0u64..4096, any::<u64>(), (u64::MAX - 4096)..=u64::MAX],
+                sectors in any::<u32>(),
+            ) {
+                if let Ok(req) = decode(op, start, sectors, SIZE)
+                    && req.op != Op::Flush
+                {
+                    prop_assert_eq!(u128::from(req.offset), u128::from(start) * 512);
+                    prop_assert_eq!(u128::from(req.len), u128::from(sectors) * 512);
+                }
+            }
+        }
+    }
 }
