@@ -211,7 +211,8 @@ impl HasRemedy for Refusal {
             Refusal::ExistingVolume { .. } => Remedy::Reformat,
             Refusal::Foreign(_) => Remedy::Overwrite,
             Refusal::OtherLayout { .. } => Remedy::RestoreOrOverwrite,
-            Refusal::DamagedVolume { .. } => Remedy::RepairOrOverwrite,
+            // Raised only when no copy is valid: nothing to repair from.
+            Refusal::DamagedVolume { .. } => Remedy::StartOver,
         })
     }
 }
@@ -336,8 +337,11 @@ fn locate_backup<M: MetadataIo + ?Sized>(
         }
         return Ok((here.or(Some(recorded)), backup));
     }
-    if matches!(backup, Found::Missing) {
-        if let Some(found) = claimed_backup(io, primary, here)? {
+    // A newer format's intact primary: nothing of ours to search for (read
+    // reports it unsupported).
+    let unsupported = matches!(primary, Found::Invalid(err) if err.is_unsupported());
+    if matches!(backup, Found::Missing) && !unsupported {
+        if let Some(found) = claimed_backup(io, claimed_size(io, primary)?, here)? {
             return Ok(found);
         }
         let step = match primary {
@@ -351,6 +355,19 @@ fn locate_backup<M: MetadataIo + ?Sized>(
     Ok((here, backup))
 }
 
+/// The device size a damaged primary claims, if it carries our magic.
+fn claimed_size<M: MetadataIo + ?Sized>(
+    io: &M,
+    primary: &Found,
+) -> Result<Option<u64>, BackingError> {
+    if !matches!(primary, Found::Invalid(_)) {
+        return Ok(None);
+    }
+    let mut block = [0u8; BLOCK_LEN];
+    io.read_at(PRIMARY_OFFSET, &mut block)?;
+    Ok(claimed_device_size(&block))
+}
+
 /// A valid backup copy at exactly `offset`, the place its own layout puts it.
 fn backup_at(found: Found, offset: u64) -> Option<(Option<u64>, Found)> {
     match &found {
@@ -362,15 +379,13 @@ fn backup_at(found: Found, offset: u64) -> Option<(Option<u64>, Found)> {
 /// Step 3 of [`locate_backup`]: where a damaged primary's size field says.
 fn claimed_backup<M: MetadataIo + ?Sized>(
     io: &M,
-    primary: &Found,
+    claimed: Option<u64>,
     here: Option<u64>,
 ) -> Result<Option<(Option<u64>, Found)>, BackingError> {
-    if !matches!(primary, Found::Invalid(_)) {
+    let Some(size) = claimed else {
         return Ok(None);
-    }
-    let mut block = [0u8; BLOCK_LEN];
-    io.read_at(PRIMARY_OFFSET, &mut block)?;
-    let Some(offset) = claimed_device_size(&block)
+    };
+    let Some(offset) = Some(size)
         .filter(|&size| size < io.size())
         .and_then(backup_offset_for)
         .filter(|&offset| Some(offset) != here)
@@ -393,7 +408,10 @@ pub const SCAN_LIMIT: u64 = 1 << 40;
 /// Step 4 of [`locate_backup`]: the last 4 KiB block of every `step`-aligned
 /// end below the current one, from the top down (a grown volume's old end is
 /// most likely near the new one). Reads 1 MiB at a time when the step is
-/// smaller than that.
+/// smaller than that. The scan ends at the first block with our magic: the
+/// newest volume's backup is the highest one, and if that one is damaged, an
+/// older volume's backup further down must not be taken for it (repair would
+/// then write the old volume over the new one's primary).
 fn scan_for_backup<M: MetadataIo + ?Sized>(
     io: &M,
     here: Option<u64>,
@@ -420,16 +438,13 @@ fn scan_for_backup<M: MetadataIo + ?Sized>(
         while end >= start + SUPERBLOCK_SIZE && end >= lowest_end {
             let offset = end - SUPERBLOCK_SIZE;
             let at = usize::try_from(offset - start).expect("invariant: inside the window");
-            if Some(offset) != here
-                && has_magic(&buf[at..])
-                && let Some(found) = backup_at(read_block(io, offset)?, offset)
-            {
+            if Some(offset) != here && has_magic(&buf[at..]) {
                 progress::finish(SCAN_WHAT);
-                return Ok(Some(found));
+                return Ok(backup_at(read_block(io, offset)?, offset));
             }
             end -= step;
         }
-        progress::update(SCAN_WHAT, total - start, total - floor);
+        progress::update(SCAN_WHAT, total - start.max(floor), total - floor);
         top = end;
     }
     progress::finish(SCAN_WHAT);
@@ -817,6 +832,28 @@ pub(crate) mod tests {
         img.bytes.borrow_mut()[4096 + 0x30] ^= 1;
         img.bytes.borrow_mut()[(48 << 20) - 4096 + 0x30] ^= 1;
         assert!(read(&img).expect("read").current.is_none());
+    }
+
+    #[test]
+    fn the_scan_never_resurrects_an_older_volume() {
+        // A at 32 MiB; grown to 48 MiB and re-formatted as B; grown to
+        // 64 MiB; then both of B's copies damaged. The scan meets B's
+        // damaged backup at 48 MiB first and must stop there, not go on to
+        // A's intact backup at 32 MiB (repair would write A over B).
+        let (img, _a) = formatted(32 << 20);
+        img.bytes.borrow_mut().resize(48 << 20, 0);
+        let generation = check_format_allowed(&img, true).expect("force");
+        write_new_volume(&img, geometry(48 << 20, 4 * MIB), generation).expect("format B");
+        img.bytes.borrow_mut().resize(64 << 20, 0);
+        img.bytes.borrow_mut()[4096 + 0x30] ^= 1;
+        img.bytes.borrow_mut()[(48 << 20) - 4096 + 0x30] ^= 1;
+        let before = img.bytes.borrow().clone();
+        assert!(read(&img).expect("read").current.is_none());
+        assert!(matches!(
+            repair(&img),
+            Err(MetadataError::NoValidCopy { .. })
+        ));
+        assert_eq!(*img.bytes.borrow(), before, "nothing written");
     }
 
     #[test]

@@ -117,26 +117,36 @@ impl Registry {
     /// by nobody else. Records and logs steer root's tools; a directory
     /// someone else can write could feed them a forged record.
     pub fn prepare_dir(&self) -> io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        use std::os::unix::fs::DirBuilderExt;
         match fs::DirBuilder::new().mode(0o700).create(&self.dir) {
-            Ok(()) => return Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => self.check_dir().map(|_| ()),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // A missing parent (a test's scratch directory): make it.
                 fs::DirBuilder::new()
                     .mode(0o700)
                     .recursive(true)
-                    .create(&self.dir)?;
-                return Ok(());
+                    .create(&self.dir)
             }
-            Err(err) => return Err(err),
+            Err(err) => Err(err),
         }
-        let meta = fs::symlink_metadata(&self.dir)?;
+    }
+
+    /// Whether the directory exists, and when it does, that it is safe to
+    /// believe: a real directory of this user's that nobody else can write
+    /// (readers check too: a forged record would steer `recover` and `del`).
+    fn check_dir(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match fs::symlink_metadata(&self.dir) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(err),
+        };
         let refuse = |why: &str| {
             io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!(
-                    "{} {why}; refusing to keep records there",
+                    "{} {why}; refusing to use records there",
                     self.dir.display()
                 ),
             )
@@ -150,7 +160,7 @@ impl Registry {
         if meta.mode() & 0o022 != 0 {
             return Err(refuse("is writable by others"));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Open `path` in the registry for writing, never through a symbolic
@@ -195,6 +205,9 @@ impl Registry {
 
     /// The record for device `id`, if any.
     pub fn load(&self, id: u32) -> io::Result<Option<Entry>> {
+        if !self.check_dir()? {
+            return Ok(None);
+        }
         match fs::read(self.entry_path(id)) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -206,6 +219,10 @@ impl Registry {
 
     /// Every readable record, by id.
     pub fn all(&self) -> Vec<Entry> {
+        if let Err(err) = self.check_dir() {
+            log::warn!("{err}");
+            return Vec::new();
+        }
         let mut entries: Vec<Entry> = fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
@@ -294,6 +311,8 @@ mod tests {
         fs::set_permissions(reg.dir(), fs::Permissions::from_mode(0o777)).expect("chmod");
         let err = reg.save(&sample(4)).expect_err("world-writable");
         assert!(err.to_string().contains("writable by others"), "{err}");
+        assert!(reg.load(1).is_err(), "nor are records read from it");
+        assert!(reg.all().is_empty());
         let linked = Registry::at(top.path().join("linked"));
         std::os::unix::fs::symlink(top.path().join("run"), linked.dir()).expect("link");
         let err = linked.save(&sample(5)).expect_err("link");

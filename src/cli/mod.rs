@@ -49,8 +49,17 @@ fn attachment(registry: &Registry, backing: &Backing) -> Option<Entry> {
 /// can deadlock a server on its own device.
 fn own_device(registry: &Registry, backing: &Backing) -> Option<std::path::PathBuf> {
     let name = backing.kernel_name()?;
-    let id = name.strip_prefix("ublkb")?.parse().ok()?;
-    registry.load(id).ok().flatten().map(|entry| entry.backing)
+    // ublkbN, or a partition of it, ublkbNpM.
+    let digits = name.strip_prefix("ublkb")?;
+    let id: u32 = digits.split('p').next()?.parse().ok()?;
+    match registry.load(id) {
+        Ok(Some(entry)) => Some(entry.backing),
+        Ok(None) => None,
+        // A record that cannot be read: rather refuse than stack on ourselves.
+        Err(_) => Some(std::path::PathBuf::from(format!(
+            "/dev/ublkb{id}'s backing"
+        ))),
+    }
 }
 
 /// Open `path` for writing, refusing it when anything else holds it — with a

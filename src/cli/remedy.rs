@@ -30,7 +30,7 @@ pub fn remedy_text(remedy: Remedy) -> &'static str {
 
 /// The first remedy any error in the chain knows.
 fn find(err: &anyhow::Error) -> Option<Remedy> {
-    err.chain().find_map(pmem_stack::remedy::of)
+    pmem_stack::remedy::find(err.as_ref())
 }
 
 /// The one-line message for `err`: its chain, then what to do about it.

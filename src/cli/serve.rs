@@ -25,6 +25,9 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
     // Fail before touching the backing when ublk cannot work here.
     control::check_driver().with_context(context)?;
     let registry = Registry::system();
+    // Before anything is written: a server that formats and then cannot
+    // record its device would leave a changed backing behind a failed add.
+    registry.prepare_dir().with_context(context)?;
     let backing = open_exclusive(&args.backing, &registry)?;
     let volume = match volume::plan_add(&backing, &options, args.force).with_context(context)? {
         AddPlan::Existing {

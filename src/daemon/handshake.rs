@@ -193,10 +193,13 @@ impl Handshake {
     /// is killed; the caller removes any device it had added.
     pub fn wait(mut self, timeout: Duration) -> io::Result<StartOutcome> {
         let deadline = Instant::now() + timeout;
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         let mut buf = [0u8; 512];
         loop {
-            let progress = Progress::read(&text);
+            // While the pipe is open, only whole lines count: a report cut
+            // at a read boundary ("LIVE 1" of "LIVE 12") is not one yet.
+            let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let progress = Progress::read(&String::from_utf8_lossy(&bytes[..whole]));
             if let Some(outcome) = progress.verdict() {
                 // A live server goes on; a failed one is on its way out.
                 if !matches!(outcome, StartOutcome::Live { .. }) {
@@ -215,9 +218,10 @@ impl Handshake {
             match self.pipe.read(&mut buf) {
                 Ok(0) => {
                     self.reap();
-                    return Ok(progress.at_end());
+                    // The server is gone: what it wrote last counts too.
+                    return Ok(Progress::read(&String::from_utf8_lossy(&bytes)).at_end());
                 }
-                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => return Err(err),
             }
@@ -316,6 +320,18 @@ mod tests {
         );
         child.kill().expect("kill");
         child.wait().expect("reap");
+    }
+
+    #[test]
+    fn a_report_split_across_reads_is_read_whole() {
+        // "LIVE 12" arrives as "LIVE 1" and "2\n": the id is 12, not 1.
+        let (handshake, child) =
+            handshake("printf 'ADDED 12\\nLIVE 1'; sleep 0.3; printf '2\\n'; sleep 5");
+        assert_eq!(
+            handshake.wait(PATIENCE).expect("wait"),
+            StartOutcome::Live { id: 12 }
+        );
+        drop(child);
     }
 
     #[test]

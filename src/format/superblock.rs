@@ -2,10 +2,11 @@
 //!
 //! The raw struct below is the byte layout and nothing else; [`SuperBlock`] is
 //! the validated form the rest of the program uses. Decoding trusts no field
-//! before the magic, the version and the CRC32C have passed, and then checks in
-//! the order the format document lists: ranges (the layout rules), unknown
-//! incompatible features, reserved bytes. Each failure has its own variant so
-//! `check` can say exactly what is wrong with a copy.
+//! before the magic and the CRC32C have passed, then checks in the order
+//! FORMAT.md §5 lists: the version, unknown incompatible features (both mean
+//! "a newer format": unsupported, never corrupt), the location and layout
+//! rules, reserved bytes. Each failure has its own variant so `check` can say
+//! exactly what is wrong with a copy.
 //!
 //! Version rule: a reader accepts any minor version of the major it knows. A
 //! newer minor may only add fields in the reserved area (and compat features),
@@ -214,7 +215,7 @@ const fn minor_is_newer(minor: u16) -> bool {
     minor > VERSION_MINOR
 }
 
-/// Step 4's layout part: the copy locations and choices the block records
+/// Step 5's layout part: the copy locations and choices the block records
 /// must be known values, and its offsets the ones the layout rules derive.
 fn decode_layout(raw: &RawSuperBlock) -> Result<Geometry, DecodeError> {
     let primary = raw.primary_offset.get();

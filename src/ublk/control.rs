@@ -524,6 +524,13 @@ where
     if went_live.load(Ordering::Acquire) || matches!(attach, Attach::Add { .. }) {
         let _ = ctrl.del_dev_async();
     }
+    if let Err(err) = &flushed {
+        log::error!(
+            "/dev/ublkb{}: the final flush failed: {}",
+            granted.id,
+            crate::error_chain(err)
+        );
+    }
     checked("serving", result)?;
     flushed.map_err(ServeError::Flush)?;
     log::info!("/dev/ublkb{}: stopped", granted.id);
