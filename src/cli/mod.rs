@@ -27,10 +27,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Format(a) => volume_cmds::format(&a),
         Command::Info(a) => volume_cmds::info(&a),
         Command::Check(a) => volume_cmds::check(&a),
-        Command::Add(a) => serve::add(&a),
-        Command::Recover(a) => serve::recover(&a),
-        Command::Del(a) => devices::del(&a),
+        Command::Add(a) => require_root("add").and_then(|()| serve::add(&a)),
+        Command::Recover(a) => require_root("recover").and_then(|()| serve::recover(&a)),
+        Command::Del(a) => require_root("del").and_then(|()| devices::del(&a)),
         Command::List(a) => devices::list(&a),
+    }
+}
+
+/// Refuse `command` up front unless running as root: ublk devices are made
+/// and controlled through /dev/ublk-control, and their records live in
+/// root's /run/pmem-stack. Saying so beats whichever EACCES comes first.
+fn require_root(command: &str) -> Result<()> {
+    if rustix::process::geteuid().is_root() {
+        Ok(())
+    } else {
+        bail!("pmem-stack {command} needs root: it creates and controls ublk devices (run it with sudo)")
     }
 }
 
