@@ -41,7 +41,9 @@ fn require_root(command: &str) -> Result<()> {
     if rustix::process::geteuid().is_root() {
         Ok(())
     } else {
-        bail!("pmem-stack {command} needs root: it creates and controls ublk devices (run it with sudo)")
+        bail!(
+            "pmem-stack {command} needs root: it creates and controls ublk devices (run it with sudo)"
+        )
     }
 }
 
