@@ -136,12 +136,6 @@ fn detach() -> io::Result<()> {
 }
 
 impl Reporter {
-    /// A reporter for a server running in the foreground (reports go nowhere;
-    /// the caller prints the device itself).
-    pub fn foreground() -> Reporter {
-        Reporter { pipe: None }
-    }
-
     fn send(&mut self, report: &Report) {
         if let Some(pipe) = self.pipe.as_mut() {
             // One write per line: a pipe write of at most PIPE_BUF bytes is
