@@ -1,18 +1,31 @@
 #!/bin/bash
-# Guest side of bench/run: fio against /dev/pmem0 (the kernel's pmem driver,
-# the ceiling), pmem-stack (/dev/ublkbN over the data area of /dev/pmem0) and
-# rublk's loop target (a peer ublk server over /dev/pmem0), side by side in
-# ONE boot. Runs inside the QEMU guest (tests/vm/boot.sh), as root.
+# Guest side of bench/run: the same fio jobs against every target side by side
+# in ONE boot, rounds interleaved. Runs inside the QEMU guest
+# (tests/vm/boot.sh --label-size ...), as root.
+#
+# Targets (BENCH_TARGETS, in this order by default):
+#   raw           /dev/pmem0, the kernel's pmem driver: the limit
+#   dm-linear     a device-mapper linear device over /dev/pmem0 at pmem-stack's
+#                 data offset and size: the in-kernel alternative
+#   rublk-null    rublk's null target: the ublk round trip and nothing else
+#   rublk-loop    rublk's loop target over /dev/pmem0 (O_DIRECT, io_uring)
+#   ps-<path>     pmem-stack on /dev/pmem0 with `add --io-path <path>`, for
+#                 every path in BENCH_PATHS (default: user-copy direct); a path
+#                 the kernel does not offer is recorded as unavailable
+#   ps-devdax     pmem-stack on the devdax namespace, default path
+#
+# The NVDIMM's label area is split in two namespaces: fsdax (/dev/pmem0,
+# BENCH_PMEM_SIZE) and devdax (the rest).
 #
 # Writes to $RESULTS:
-#   fio.tsv     round target job iops bw_bytes lat_mean_ns lat_p99_ns server_minflt server_cpu_ticks
-#               (one line per run; the last two are "-" for the raw device)
+#   fio.tsv     round target job iops bw_bytes lat_mean_ns lat_p50_ns lat_p99_ns server_minflt server_cpu_ticks
+#               (the last two are "-" without a server process)
 #   mem.tsv     round target pid VmRSS VmHWM RssAnon RssFile RssShmem (kB) cpu_s minflt majflt threads
+#   unavailable.tsv  target reason (a target that could not run on this kernel)
 #   meta.env    parameters and environment facts
 #   fio/*.json  every fio report, untouched
-#   rublk-unavailable   why the rublk column is missing (only if it is)
-# Exit: 0 everything measured; 3 raw + pmem-stack measured but rublk could not
-# be (reason in rublk-unavailable); anything else: failed, nothing to trust.
+# Exit: 0 everything in BENCH_TARGETS measured or recorded as unavailable
+# with its reason; anything else: failed, nothing to trust.
 #
 # Self-contained on purpose (does not source tests/guest/lib.sh): that file
 # belongs to the test suite and may change under us.
@@ -31,29 +44,46 @@ P=${PMEM_STACK_BIN:-$PMEM_STACK_REPO/target/release/pmem-stack}
 RUBLK=${RUBLK:-}
 RUBLK_UNAVAILABLE=${RUBLK_UNAVAILABLE:-}
 
-RUNTIME=${BENCH_RUNTIME:-4}  # seconds measured per job
-RAMP=${BENCH_RAMP:-1}        # seconds of ramp-up (not measured) per job
+RUNTIME=${BENCH_RUNTIME:-3}   # seconds measured per job
+RAMP=${BENCH_RAMP:-1}         # seconds of ramp-up (not measured) per job
 OFFSET=${BENCH_OFFSET:-1024M} # same region on every target
 SIZE=${BENCH_SIZE:-256M}
-ROUNDS=${BENCH_ROUNDS:-3}
-SETTLE=${BENCH_SETTLE:-3}   # idle seconds before reading a server's memory
+ROUNDS=${BENCH_ROUNDS:-5}
+SETTLE=${BENCH_SETTLE:-2}     # idle seconds before reading a server's memory
 QUEUES=${BENCH_QUEUES:-2}
 DEPTH=${BENCH_DEPTH:-128}
 RESERVE=${BENCH_RESERVE:-512M}
-JOBS=${BENCH_JOBS:-randread4k randwrite4k fsyncwrite4k seqread128k seqwrite128k}
+PMEM_SIZE=${BENCH_PMEM_SIZE:-2G}
+PATHS=${BENCH_PATHS:-user-copy direct}
+JOBS=${BENCH_JOBS:-randread4k randwrite4k randread4k-qd1 seqread128k seqwrite128k fsyncwrite4k}
+default_targets="raw dm-linear rublk-null rublk-loop"
+for path in $PATHS; do default_targets+=" ps-$path"; done
+TARGETS=${BENCH_TARGETS:-$default_targets ps-devdax}
 
 export HOME=/tmp
 cd /tmp # fio may drop state files into its cwd; the repo is read-only here
 
 # ---- prerequisites: refuse to run rather than measure the wrong thing
-[ -b /dev/pmem0 ] || die "/dev/pmem0 missing (no NVDIMM in this guest?)"
 [ -c /dev/ublk-control ] || die "/dev/ublk-control missing (ublk_drv not loaded?)"
-command -v fio >/dev/null || die "fio not found in the guest's PATH"
-command -v python3 >/dev/null || die "python3 not found in the guest's PATH"
+for tool in fio python3 ndctl dmsetup; do
+	command -v "$tool" >/dev/null || die "$tool not found in the guest's PATH"
+done
 [ -x "$P" ] || die "$P is not an executable (cargo build --release on the host)"
 fio --enghelp=io_uring >/dev/null 2>&1 || die "this fio has no io_uring engine"
 ublk_count() { find /sys/class/ublk-char -maxdepth 1 -name 'ublkc*' 2>/dev/null | wc -l; }
 [ "$(ublk_count)" -eq 0 ] || die "ublk devices exist before the benchmark started"
+
+# ---- namespaces: fsdax /dev/pmem0 + devdax on the rest of the region
+ndctl disable-region all >/dev/null
+ndctl init-labels -f all >/dev/null
+ndctl enable-region all >/dev/null
+ndctl create-namespace -r region0 -m fsdax -M mem -s "$PMEM_SIZE" >/dev/null ||
+	die "ndctl could not create the $PMEM_SIZE fsdax namespace (boot with --label-size)"
+ndctl create-namespace -r region0 -m devdax >/dev/null ||
+	die "ndctl could not create the devdax namespace on the rest of region0"
+[ -b /dev/pmem0 ] || die "/dev/pmem0 missing after creating the fsdax namespace"
+DAX=$(find /dev -maxdepth 1 -name 'dax*' -type c | head -1)
+[ -n "$DAX" ] || die "no /dev/daxX.Y after creating the devdax namespace"
 
 to_bytes() {
 	local n=${1%[KMG]} u=${1##*[0-9]}
@@ -61,9 +91,17 @@ to_bytes() {
 	K) echo $((n << 10)) ;; M) echo $((n << 20)) ;; G) echo $((n << 30)) ;; *) echo "$n" ;;
 	esac
 }
-ns_bytes=$(blockdev --getsize64 /dev/pmem0)
 end=$(($(to_bytes "$OFFSET") + $(to_bytes "$SIZE")))
-[ "$end" -le "$ns_bytes" ] || die "region $OFFSET+$SIZE does not fit the $ns_bytes-byte /dev/pmem0"
+jget() { python3 -c "import json,sys; t=sys.stdin.read(); d=json.loads(t[t.index('{'):]); print($1)"; }
+
+# Format both backings once, so every pmem-stack target (and dm-linear, which
+# maps pmem-stack's data area) finds the same layout.
+fmt=$("$P" format /dev/pmem0 --reserve "$RESERVE" --json) || die "pmem-stack format /dev/pmem0 failed: $fmt"
+DATA_OFFSET=$(echo "$fmt" | jget 'd["data_offset"]')
+DATA_SIZE=$(echo "$fmt" | jget 'd["data_size"]')
+[ "$end" -le "$DATA_SIZE" ] || die "region $OFFSET+$SIZE does not fit the $DATA_SIZE-byte data area"
+fmt=$("$P" format "$DAX" --reserve "$RESERVE" --json) || die "pmem-stack format $DAX failed: $fmt"
+[ "$end" -le "$(echo "$fmt" | jget 'd["data_size"]')" ] || die "region $OFFSET+$SIZE does not fit $DAX's data area"
 
 if [ -z "$RUBLK_UNAVAILABLE" ]; then
 	if [ -z "$RUBLK" ]; then
@@ -76,16 +114,21 @@ fi
 mkdir -p "$RESULTS/fio"
 : >"$RESULTS/fio.tsv"
 : >"$RESULTS/mem.tsv"
+: >"$RESULTS/unavailable.tsv"
 {
 	echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "kernel=$(uname -r)"
 	echo "vcpus=$(nproc)"
+	echo "cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 	echo "guest_mem_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo)"
 	echo "fio=$(fio --version)"
 	echo "pmem_stack=$("$P" --version 2>/dev/null || echo unknown)"
 	echo "rublk=$([ -n "$RUBLK" ] && [ -x "$RUBLK" ] && "$RUBLK" --version 2>/dev/null || echo unavailable)"
-	echo "params=runtime=$RUNTIME ramp=$RAMP settle=$SETTLE offset=$OFFSET size=$SIZE rounds=$ROUNDS queues=$QUEUES depth=$DEPTH reserve=$RESERVE"
+	echo "devdax=$DAX $(cat "/sys/bus/dax/devices/${DAX#/dev/}/size") bytes"
+	echo "data_offset=$DATA_OFFSET"
+	echo "params=runtime=$RUNTIME ramp=$RAMP settle=$SETTLE offset=$OFFSET size=$SIZE rounds=$ROUNDS queues=$QUEUES depth=$DEPTH reserve=$RESERVE pmem=$PMEM_SIZE"
 	echo "jobs=$JOBS"
+	echo "targets=$TARGETS"
 } >"$RESULTS/meta.env"
 
 # ---- fio: identical job parameters for every target; only --filename differs
@@ -95,16 +138,17 @@ fio_common=(--ioengine=io_uring --direct=1 --numjobs=1 --thread
 
 job_args() {
 	case $1 in
-	randread4k) echo "--rw=randread --bs=4k --iodepth=16" ;;
-	randwrite4k) echo "--rw=randwrite --bs=4k --iodepth=16" ;;
+	randread4k) echo "--rw=randread --bs=4k --iodepth=32" ;;
+	randwrite4k) echo "--rw=randwrite --bs=4k --iodepth=32" ;;
+	randread4k-qd1) echo "--rw=randread --bs=4k --iodepth=1" ;;
+	seqread128k) echo "--rw=read --bs=128k --iodepth=16" ;;
+	seqwrite128k) echo "--rw=write --bs=128k --iodepth=16" ;;
 	fsyncwrite4k) echo "--rw=randwrite --bs=4k --iodepth=1 --fsync=1" ;;
-	seqread128k) echo "--rw=read --bs=128k --iodepth=8" ;;
-	seqwrite128k) echo "--rw=write --bs=128k --iodepth=8" ;;
 	*) die "unknown job '$1'" ;;
 	esac
 }
 
-# fio_json FILE: check a report and print "iops bw_bytes lat_mean_ns lat_p99_ns"
+# fio_json FILE: check a report and print "iops bw_bytes lat_mean_ns p50_ns p99_ns"
 # of its one direction (read or write, whichever did I/O).
 fio_json() {
 	python3 - "$1" <<'EOF'
@@ -118,9 +162,9 @@ rd, wr = j["read"], j["write"]
 s = rd if rd["io_bytes"] > 0 else wr
 if s["io_bytes"] <= 0:
     sys.exit("fio did no I/O")
-lat = s["lat_ns"]
-p99 = s["clat_ns"].get("percentile", {}).get("99.000000", 0)
-print("%.1f %d %.0f %d" % (s["iops"], s["bw_bytes"], lat["mean"], p99))
+pct = s["clat_ns"].get("percentile", {})
+print("%.1f %d %.0f %d %d" % (s["iops"], s["bw_bytes"], s["lat_ns"]["mean"],
+      pct.get("50.000000", 0), pct.get("99.000000", 0)))
 EOF
 }
 
@@ -137,8 +181,7 @@ counters() {
 # run_jobs ROUND TARGET DEV [SERVER_PID]
 run_jobs() {
 	local round=$1 target=$2 dev=$3 pid=${4:-} job out vals before after cost
-	# Same starting state everywhere: the region written once and flushed
-	# (for pmem-stack this also means its page cache holds the region).
+	# Same starting state everywhere: the region written once and flushed.
 	fio --name=prefill --filename="$dev" "${fio_common[@]}" --rw=write --bs=1M \
 		--iodepth=8 --end_fsync=1 >"$RESULTS/fio/$round-$target-prefill.json" 2>&1 ||
 		die "$target: prefill fio failed: $(tail -3 "$RESULTS/fio/$round-$target-prefill.json")"
@@ -165,29 +208,25 @@ run_jobs() {
 
 # mem ROUND TARGET PID: the server's memory (all threads share one mm), CPU
 # time and page faults after its fio runs, from ONE read of /proc/PID/status
-# (a copy of which is kept in $RESULTS). Taken after SETTLE seconds idle: rublk's
-# RSS was seen to grow for a moment after fio closed the device; VmHWM covers
-# any peak either way.
+# (a copy is kept in $RESULTS), SETTLE seconds after fio closed the device.
 mem() {
-	local round=$1 target=$2 pid=$3 snap stat cpu minflt majflt
+	local round=$1 target=$2 pid=$3 snap stat cpu minflt majflt v
 	snap=$RESULTS/status-$round-$target.txt
-	echo "  $target pid $pid right after fio: $(grep -E '^(VmRSS|VmHWM|RssAnon|RssFile)' "/proc/$pid/status" | tr -s ' \t' ' ' | tr '\n' ' ')"
 	sleep "$SETTLE"
 	cat "/proc/$pid/status" >"$snap" 2>/dev/null || die "$target: server pid $pid is gone"
 	stat=$(cat "/proc/$pid/stat")
-	stat=${stat##*) } # fields from 3 on: state ppid ...
+	stat=${stat##*) }
 	# shellcheck disable=SC2086 # split the fields on purpose
 	set -- $stat
 	minflt=${8} majflt=${10}
 	cpu=$(awk -v u="${12}" -v s="${13}" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (u+s)/hz}')
-	local v
 	v=$(awk '$1 ~ /^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem|Threads):$/ {a[$1]=$2}
 		END {print a["VmRSS:"], a["VmHWM:"], a["RssAnon:"], a["RssFile:"], a["RssShmem:"], a["Threads:"]}' "$snap")
 	# shellcheck disable=SC2086
 	set -- $v
 	[ $# -eq 6 ] || die "$target: could not parse $snap"
 	echo "$round $target $pid $1 $2 $3 $4 $5 $cpu $minflt $majflt $6" >>"$RESULTS/mem.tsv"
-	echo "  $target pid $pid ${SETTLE} s later: VmRSS $1 kB VmHWM $2 kB (anon $3 file $4 shmem $5) cpu ${cpu}s minflt $minflt majflt $majflt threads $6"
+	echo "  $target pid $pid: VmRSS $1 kB (anon $3 file $4 shmem $5) cpu ${cpu}s minflt $minflt threads $6"
 }
 
 wait_block() { # DEV: the node appears by itself (devtmpfs); give it 10 s
@@ -206,77 +245,113 @@ wait_gone() {
 	return 1
 }
 
-# ---- the three targets
-target_raw() {
-	local round=$1
-	echo "round $round: raw /dev/pmem0"
-	run_jobs "$round" raw /dev/pmem0
+unavailable() { # TARGET REASON: record once, print every round
+	echo "  $1 unavailable: $2"
+	grep -q "^$1 " "$RESULTS/unavailable.tsv" || echo "$1 $2" >>"$RESULTS/unavailable.tsv"
 }
 
-target_pmemstack() {
-	local round=$1 out dev id pid
-	echo "round $round: pmem-stack"
-	out=$("$P" add /dev/pmem0 --reserve "$RESERVE" --queues "$QUEUES" --depth "$DEPTH" --json 2>&1) ||
-		die "pmem-stack add failed: $out"
-	dev=$(echo "$out" | python3 -c 'import json,sys; t=sys.stdin.read(); print(json.loads(t[t.index("{"):])["device"])') ||
-		die "pmem-stack add printed no device: $out"
+# ---- the targets
+target_raw() {
+	run_jobs "$1" raw /dev/pmem0
+}
+
+target_dm-linear() {
+	local round=$1 name=bench-linear
+	echo "0 $((DATA_SIZE / 512)) linear /dev/pmem0 $((DATA_OFFSET / 512))" | dmsetup create "$name" ||
+		die "dmsetup create $name failed"
+	wait_block "/dev/mapper/$name" || die "/dev/mapper/$name did not appear"
+	run_jobs "$round" dm-linear "/dev/mapper/$name"
+	dmsetup remove "$name" || die "dmsetup remove $name failed"
+}
+
+# pmem_stack ROUND TARGET BACKING [ADD ARGS...]
+pmem_stack() {
+	local round=$1 target=$2 backing=$3 out dev id pid entry
+	shift 3
+	if ! out=$("$P" add "$backing" --queues "$QUEUES" --depth "$DEPTH" "$@" --json 2>&1); then
+		if echo "$out" | grep -q "not offered by this kernel"; then
+			unavailable "$target" "$(echo "$out" | tail -1)"
+			return 0
+		fi
+		die "pmem-stack add $backing $* failed: $out"
+	fi
+	dev=$(echo "$out" | jget 'd["device"]') || die "pmem-stack add printed no device: $out"
 	wait_block "$dev" || die "$dev did not appear"
 	id=${dev#/dev/ublkb}
-	pid=$("$P" list --json | python3 -c "import json,sys; print([x['pid'] for x in json.load(sys.stdin) if x['id']==$id][0])") ||
-		die "no pid for $dev in pmem-stack list"
-	[ "$(cat "/sys/block/ublkb$id/size")" -gt 0 ] || die "$dev has size 0"
-	echo "  $dev pid $pid: $("$P" list --json | python3 -c "import json,sys; e=[x for x in json.load(sys.stdin) if x['id']==$id][0]; print('queues', e['queues'], 'depth', e['depth'], 'user_copy', e['user_copy'], 'data_offset', e['data_offset'])")"
-	run_jobs "$round" pmem-stack "$dev" "$pid"
-	mem "$round" pmem-stack "$pid"
+	entry=$("$P" list --json | python3 -c "import json,sys; print(json.dumps([x for x in json.load(sys.stdin) if x['id']==$id][0]))") ||
+		die "no entry for $dev in pmem-stack list"
+	pid=$(echo "$entry" | jget 'd["pid"]')
+	echo "  $dev pid $pid: $(echo "$entry" | jget '" ".join("%s=%s" % (k, d.get(k)) for k in ("queues", "depth", "io_path", "data_offset"))')"
+	[ "$round" -ne 1 ] || echo "$target $entry" >>"$RESULTS/devices.txt"
+	run_jobs "$round" "$target" "$dev" "$pid"
+	mem "$round" "$target" "$pid"
 	"$P" del "$id" || die "pmem-stack del $id failed"
 	wait_gone "$dev" || die "$dev still exists after del"
 }
 
-target_rublk() {
-	local round=$1 out id pid dev rc=0
-	echo "round $round: rublk loop"
+target_ps-devdax() {
+	pmem_stack "$1" ps-devdax "$DAX"
+}
+
+# rublk ROUND TARGET ARGS...: rublk forks a daemon, waits for the device to
+# be live and dumps its info ("dev id N: ...", "daemon pid P ...").
+rublk() {
+	local round=$1 target=$2 out id pid dev rc=0
+	shift 2
 	if [ -n "$RUBLK_UNAVAILABLE" ]; then
-		echo "  skipped: $RUBLK_UNAVAILABLE"
+		unavailable "$target" "$RUBLK_UNAVAILABLE"
 		return 0
 	fi
-	# rublk forks a daemon, waits for the device to be live and dumps its info
-	# ("dev id N: ...", "daemon pid P ...").
-	out=$(timeout 60 "$RUBLK" add loop -f /dev/pmem0 -q "$QUEUES" -d "$DEPTH" 2>&1) || rc=$?
+	out=$(timeout 60 "$RUBLK" add "$@" -q "$QUEUES" -d "$DEPTH" 2>&1) || rc=$?
 	id=$(echo "$out" | sed -n 's/^dev id \([0-9]*\):.*/\1/p' | head -1)
 	pid=$(echo "$out" | sed -n 's/.*daemon pid \([0-9]*\).*/\1/p' | head -1)
 	if [ "$rc" -ne 0 ] || [ -z "$id" ] || [ -z "$pid" ]; then
-		RUBLK_UNAVAILABLE="rublk add loop -f /dev/pmem0 failed (status $rc): $(echo "$out" | tail -5 | tr '\n' ' ')"
-		echo "  $RUBLK_UNAVAILABLE"
-		return 0
+		die "rublk add $* failed (status $rc): $(echo "$out" | tail -5 | tr '\n' ' ')"
 	fi
 	dev=/dev/ublkb$id
 	wait_block "$dev" || die "rublk: $dev did not appear"
-	echo "  $dev pid $pid: $(echo "$out" | grep -E 'nr_hw_queues|flags' | tr -s ' \t' ' ' | tr '\n' ' ')"
-	run_jobs "$round" rublk "$dev" "$pid"
-	mem "$round" rublk "$pid"
+	[ "$round" -ne 1 ] || echo "$target $(echo "$out" | grep -E 'nr_hw_queues|flags' | tr -s ' \t' ' ' | tr '\n' ' ')" >>"$RESULTS/devices.txt"
+	run_jobs "$round" "$target" "$dev" "$pid"
+	mem "$round" "$target" "$pid"
 	"$RUBLK" del -n "$id" >/dev/null 2>&1 || die "rublk del -n $id failed"
 	wait_gone "$dev" || die "rublk: $dev still exists after del"
-	# The daemon exits once its device is gone.
 	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 }
 
-# Alternate the order between rounds so that slow drift (host load) does not
-# always favour the same target.
+target_rublk-null() {
+	rublk "$1" rublk-null null
+}
+
+target_rublk-loop() {
+	rublk "$1" rublk-loop loop -f /dev/pmem0
+}
+
+run_target() { # ROUND TARGET
+	local round=$1 target=$2
+	echo "round $round: $target"
+	case $target in
+	ps-devdax) target_ps-devdax "$round" ;;
+	ps-*) pmem_stack "$round" "$target" /dev/pmem0 --io-path "${target#ps-}" ;;
+	raw | dm-linear | rublk-null | rublk-loop) "target_$target" "$round" ;;
+	*) die "unknown target '$target'" ;;
+	esac
+}
+
+# Interleave: every round runs every target once, starting one further along
+# the list each round and reversing direction every other round, so neither
+# slow drift nor "who ran just before" favours one target.
+read -ra order <<<"$TARGETS"
+n=${#order[@]}
 for round in $(seq "$ROUNDS"); do
-	if [ $((round % 2)) -eq 1 ]; then
-		order="raw pmemstack rublk"
-	else
-		order="rublk pmemstack raw"
-	fi
-	for t in $order; do
-		"target_$t" "$round"
+	for i in $(seq 0 $((n - 1))); do
+		if [ $((round % 2)) -eq 1 ]; then
+			k=$(((round - 1 + i) % n))
+		else
+			k=$(((round - 1 + n - i) % n))
+		fi
+		run_target "$round" "${order[$k]}"
 	done
 done
 
 [ "$(ublk_count)" -eq 0 ] || die "ublk devices left over at the end"
-if [ -n "$RUBLK_UNAVAILABLE" ]; then
-	echo "$RUBLK_UNAVAILABLE" >"$RESULTS/rublk-unavailable"
-	echo "BENCH PARTIAL: rublk column unavailable: $RUBLK_UNAVAILABLE"
-	exit 3
-fi
 echo "BENCH DONE"
