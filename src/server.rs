@@ -29,7 +29,9 @@ use crate::format::SuperBlock;
 use crate::metadata::{self, MetadataError};
 use crate::registry::{Entry, Registry};
 use crate::remedy::{HasRemedy, Remedy};
-use crate::ublk::control::{self, Attach, Granted, QueueConfig, ServeError};
+use crate::ublk::control::{self, Attach, DataPlane, Granted, QueueConfig, ServeError};
+use crate::ublk::direct::DirectBacking;
+use crate::ublk::features::IoPath;
 use crate::volume::FormatPlan;
 
 /// How long the caller of a background server waits for its device.
@@ -274,7 +276,7 @@ fn prepare(
     granted: &Granted,
     log: Option<PathBuf>,
     registry: &Registry,
-) -> Result<(Arc<Engine>, Entry), PrepareError> {
+) -> Result<(DataPlane, Entry), PrepareError> {
     let sb = match volume {
         Volume::Existing(sb) => sb,
         Volume::Format(plan) => {
@@ -284,6 +286,13 @@ fn prepare(
         }
     };
     let engine = Engine::new(Arc::clone(backing), &sb.geometry)?;
+    let direct = match granted.io_path() {
+        IoPath::Direct => Some(Arc::new(DirectBacking {
+            file: backing.open_direct()?,
+            data_offset: engine.media().offset(),
+        })),
+        IoPath::UserCopy | IoPath::BounceBuffer => None,
+    };
     let entry = registry_entry(backing, &sb, granted, log);
     registry
         .save(&entry)
@@ -301,7 +310,13 @@ fn prepare(
         granted.depth,
         granted.io_path().name()
     );
-    Ok((Arc::new(engine), entry))
+    Ok((
+        DataPlane {
+            engine: Arc::new(engine),
+            direct,
+        },
+        entry,
+    ))
 }
 
 /// Serve `spec` here until the device stops (`del`, SIGINT, SIGTERM),
@@ -335,11 +350,11 @@ pub fn run(
             Arc::clone(&record),
             registry.clone(),
         );
-        move |granted: &Granted| -> Result<Arc<Engine>, Box<dyn std::error::Error + Send + Sync>> {
+        move |granted: &Granted| -> Result<DataPlane, Box<dyn std::error::Error + Send + Sync>> {
             let log = lock(&lifecycle).added(granted.id);
-            let (engine, entry) = prepare(&backing, volume, granted, log, &registry)?;
+            let (plane, entry) = prepare(&backing, volume, granted, log, &registry)?;
             *lock(&record) = Some(entry);
-            Ok(engine)
+            Ok(plane)
         }
     };
     let on_live = {

@@ -124,6 +124,18 @@ const SCENARIOS: &[Scenario] = &[
         knob: None,
     },
     Scenario {
+        name: "iopaths",
+        what: "every I/O path this kernel offers (user copy, bounce, direct) serves the same bytes; others refused",
+        boots: &[Boot {
+            script: "tests/guest/iopaths.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
+        knob: None,
+    },
+    Scenario {
         name: "powercut",
         what: "O_DSYNC / FUA / fsync'd writes survive QEMU being killed, unsynced ones do not",
         boots: &[

@@ -30,6 +30,16 @@ impl DataArea {
         })
     }
 
+    /// Byte offset of the data area in the backing.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The backing it maps.
+    pub fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
     /// The mapping.
     pub fn mapping(&self) -> &Mapping {
         &self.mapping

@@ -141,6 +141,11 @@ pub enum BackingError {
     },
     #[error("{}: opened read-only", .0.display())]
     ReadOnly(PathBuf),
+    #[error(
+        "{}: cannot be opened O_DIRECT ({why}); serve it with --io-path user-copy",
+        .path.display()
+    )]
+    NoDirectIo { path: PathBuf, why: String },
 }
 
 /// An open backing.
@@ -354,6 +359,37 @@ impl Backing {
             ) => Ok(false),
             Err(err) => Err(self.io_error("fallocate")(err.into())),
         }
+    }
+
+    /// A second descriptor of the same open backing, read-write and
+    /// `O_DIRECT`, for the direct I/O path. Reopened through
+    /// `/proc/self/fd`, so it is the very device or inode already opened
+    /// (and locked) here, whatever happened to the path since.
+    pub fn open_direct(&self) -> Result<std::fs::File, BackingError> {
+        let refuse = |why: String| BackingError::NoDirectIo {
+            path: self.handle.path.clone(),
+            why,
+        };
+        if self.kind() == BackingKind::Dax {
+            return Err(refuse(
+                "a devdax namespace has no read/write path".to_string(),
+            ));
+        }
+        if self.handle.access != Access::Exclusive {
+            return Err(BackingError::ReadOnly(self.handle.path.clone()));
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.handle.file);
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(format!("/proc/self/fd/{fd}"))
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::EINVAL) => {
+                    refuse("its file system does not support O_DIRECT".to_string())
+                }
+                _ => refuse(err.to_string()),
+            })
     }
 
     /// Make everything written to the backing (through any mapping or `pwrite`)

@@ -9,6 +9,7 @@ use pmem_stack::format::{Alignment, LogicalBlockSize, ReserveMode};
 use pmem_stack::layout::ReserveRequest;
 use pmem_stack::size::parse_size;
 use pmem_stack::ublk::control::{DEFAULT_DEPTH, MAX_DEPTH, MAX_QUEUES};
+use pmem_stack::ublk::features::{IoPath, IoPathChoice};
 use pmem_stack::volume::LayoutOptions;
 
 /// Carve a persistent-memory namespace into a reserved region and a ublk block device.
@@ -180,6 +181,10 @@ pub struct AddArgs {
         value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_DEPTH))
     )]
     pub depth: Option<u16>,
+    /// How request data moves: the fastest this kernel and backing offer
+    /// (auto), or exactly one path.
+    #[arg(long, value_enum, default_value_t = IoPathArg::Auto)]
+    pub io_path: IoPathArg,
     /// Stay attached; SIGINT/SIGTERM flush, stop and remove the device.
     #[arg(long)]
     pub foreground: bool,
@@ -218,6 +223,33 @@ pub struct RecoverArgs {
     /// Print the device as a JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `add --io-path`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoPathArg {
+    /// Direct where offered (block devices and images on Linux 6.16+), else
+    /// user copy, else bounce buffers.
+    Auto,
+    /// Copy between the request and a mapping of the backing (Linux 6.5+).
+    UserCopy,
+    /// Copy through per-request buffers (any ublk kernel; slowest).
+    Bounce,
+    /// The request's pages as io_uring fixed buffers, read and written
+    /// O_DIRECT against the backing (Linux 6.16+; not devdax).
+    Direct,
+}
+
+impl IoPathArg {
+    /// The library's form of the choice.
+    pub fn choice(self) -> IoPathChoice {
+        match self {
+            IoPathArg::Auto => IoPathChoice::Auto,
+            IoPathArg::UserCopy => IoPathChoice::Exactly(IoPath::UserCopy),
+            IoPathArg::Bounce => IoPathChoice::Exactly(IoPath::BounceBuffer),
+            IoPathArg::Direct => IoPathChoice::Exactly(IoPath::Direct),
+        }
+    }
 }
 
 /// `3`, `ublkb3` or `/dev/ublkb3` → 3.

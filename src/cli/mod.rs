@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use pmem_stack::backing::{Access, Backing, BackingError};
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::ublk::control;
+use pmem_stack::ublk::features::{Features, IoPath};
 
 use args::{Cli, Command};
 
@@ -121,9 +122,14 @@ fn open_exclusive(path: &Path, registry: &Registry) -> Result<Backing> {
     }
 }
 
-/// The device serving `backing`, if any (for `info`).
-fn served_by(registry: &Registry, backing: &Backing) -> Option<String> {
-    attachment(registry, backing).map(|e| format!("/dev/ublkb{}", e.id))
+/// The device serving `backing` and its I/O path, if any (for `info`).
+fn served_by(registry: &Registry, backing: &Backing) -> Option<render::Serving> {
+    attachment(registry, backing).map(|e| render::Serving {
+        device: format!("/dev/ublkb{}", e.id),
+        io_path: pmem_stack::ublk::control::device_info(e.id)
+            .ok()
+            .map(|info| IoPath::of(Features(info.flags))),
+    })
 }
 
 /// Print `value` as pretty JSON on stdout.

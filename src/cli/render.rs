@@ -11,6 +11,7 @@ use pmem_stack::format::superblock::VERSION_MAJOR;
 use pmem_stack::format::{Geometry, ReserveMode, SuperBlock};
 use pmem_stack::metadata::{CopyReport, CopyState, Metadata, describe_copy};
 use pmem_stack::size::Human;
+use pmem_stack::ublk::features::IoPath;
 use pmem_stack::units::PAGE_SHIFT;
 
 /// What a region of the backing is.
@@ -198,6 +199,17 @@ pub struct InfoJson {
     pub reserve_mfn_end: Option<u64>,
     pub healthy: bool,
     pub served_by: Option<String>,
+    /// How the serving device moves data (`list`'s `io_path`).
+    pub io_path: Option<IoPath>,
+}
+
+/// The device serving a backing, as `info` shows it.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// `/dev/ublkbN`.
+    pub device: String,
+    /// Its I/O path, when the kernel still describes the device.
+    pub io_path: Option<IoPath>,
 }
 
 /// Physical range of the reserve, `[start, end)`, when sysfs knows where the
@@ -213,7 +225,7 @@ pub fn info_json(
     backing: &Backing,
     sb: &SuperBlock,
     m: &Metadata,
-    served_by: Option<String>,
+    served_by: Option<Serving>,
 ) -> InfoJson {
     let g = &sb.geometry;
     let phys = reserve_phys(backing, g);
@@ -240,7 +252,8 @@ pub fn info_json(
         reserve_mfn_start: phys.map(|p| p.0 >> PAGE_SHIFT),
         reserve_mfn_end: phys.map(|p| p.1 >> PAGE_SHIFT),
         healthy: m.is_healthy(),
-        served_by,
+        io_path: served_by.as_ref().and_then(|s| s.io_path),
+        served_by: served_by.map(|s| s.device),
     }
 }
 
@@ -250,7 +263,7 @@ fn region_note(
     g: &Geometry,
     m: &Metadata,
     phys: Option<(u64, u64)>,
-    served_by: Option<&str>,
+    served_by: Option<&Serving>,
 ) -> String {
     match kind {
         RegionKind::Head => "never written by pmem-stack".to_string(),
@@ -269,7 +282,11 @@ fn region_note(
             note
         }
         RegionKind::Data => match served_by {
-            Some(dev) => format!("served as {dev}"),
+            Some(Serving {
+                device,
+                io_path: Some(path),
+            }) => format!("served as {device} ({} I/O path)", path.name()),
+            Some(Serving { device, .. }) => format!("served as {device}"),
             None => "not served".to_string(),
         },
         RegionKind::Padding | RegionKind::Tail => String::new(),
@@ -281,7 +298,7 @@ pub fn info_text(
     backing: &Backing,
     sb: &SuperBlock,
     m: &Metadata,
-    served_by: Option<&str>,
+    served_by: Option<&Serving>,
 ) -> String {
     let g = &sb.geometry;
     let mut out = String::new();

@@ -7,12 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use pmem_stack::backing::{Access, Backing};
+use pmem_stack::backing::{Access, Backing, BackingKind};
 use pmem_stack::daemon;
 use pmem_stack::metadata;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned, Volume};
 use pmem_stack::ublk::control::{self, Attach, QueueConfig};
+use pmem_stack::ublk::features::{self, Features, IoPath, IoPathChoice};
 use pmem_stack::volume::{self, AddPlan};
 
 use super::args::{AddArgs, RecoverArgs, parse_device_id};
@@ -29,6 +30,9 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
     // record its device would leave a changed backing behind a failed add.
     registry.prepare_dir().with_context(context)?;
     let backing = open_exclusive(&args.backing, &registry)?;
+    // Before anything is written, too: a path this kernel or backing cannot
+    // serve is refused up front.
+    let io_path = choose_io_path(args, &backing).with_context(context)?;
     let volume = match volume::plan_add(&backing, &options, args.force).with_context(context)? {
         AddPlan::Existing {
             superblock,
@@ -60,9 +64,31 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
         queues: QueueConfig {
             queues: args.queues.unwrap_or(defaults.queues),
             depth: args.depth.unwrap_or(defaults.depth),
+            io_path,
         },
     };
     launch(spec, args.foreground, args.json, &registry).with_context(context)
+}
+
+/// The I/O path to ask the kernel for. The direct path also needs the
+/// backing to open `O_DIRECT` (an image on tmpfs cannot): asked for
+/// explicitly, that is an error now, before the device exists; chosen by
+/// `auto`, the next path serves instead.
+fn choose_io_path(args: &AddArgs, backing: &Backing) -> Result<IoPath> {
+    let kernel = Features::of_kernel();
+    let mapped_only = backing.kind() == BackingKind::Dax;
+    let path = features::choose(args.io_path.choice(), kernel, mapped_only)?;
+    if path != IoPath::Direct {
+        return Ok(path);
+    }
+    match backing.open_direct() {
+        Ok(_) => Ok(path),
+        Err(err) if args.io_path.choice() == IoPathChoice::Auto => {
+            log::info!("{err}: not using the direct path");
+            Ok(features::choose(IoPathChoice::Auto, kernel, true)?)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
@@ -114,6 +140,7 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
         queues: QueueConfig {
             queues: info.queues,
             depth: info.depth,
+            io_path: IoPath::of(Features(info.flags)),
         },
     };
     launch(spec, args.foreground, args.json, &registry).with_context(context)

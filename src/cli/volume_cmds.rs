@@ -63,7 +63,7 @@ pub fn info(args: &InfoArgs) -> Result<ExitCode> {
     if args.json {
         print_json(&info_json(&backing, &sb, &m, served))?;
     } else {
-        print!("{}", info_text(&backing, &sb, &m, served.as_deref()));
+        print!("{}", info_text(&backing, &sb, &m, served.as_ref()));
     }
     Ok(ExitCode::SUCCESS)
 }

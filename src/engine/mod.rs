@@ -26,11 +26,12 @@
 //!   already consider the pages clean, so a later "successful" flush would be
 //!   a lie; refusing is the only honest answer.
 
+pub mod direct;
 pub mod dirty;
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backing::{Backing, BackingError, DataArea, MediaRange, OutOfWindow, Persistence};
@@ -184,6 +185,16 @@ pub struct Engine<M: Media = DataArea> {
     flush_lock: Mutex<()>,
     failed: AtomicBool,
     stats: Stats,
+    direct: DirectState,
+}
+
+/// What the direct path needs to know to skip a FLUSH (see [`direct`]).
+#[derive(Debug)]
+struct DirectState {
+    /// A write or zeroing completed since the last sync was issued.
+    written: AtomicBool,
+    /// Syncs submitted and not yet completed.
+    syncs_in_flight: AtomicU32,
 }
 
 impl Engine<DataArea> {
@@ -203,6 +214,10 @@ impl<M: Media> Engine<M> {
             flush_lock: Mutex::new(()),
             failed: AtomicBool::new(false),
             stats: Stats::default(),
+            direct: DirectState {
+                written: AtomicBool::new(true),
+                syncs_in_flight: AtomicU32::new(0),
+            },
         }
     }
 
@@ -214,6 +229,11 @@ impl<M: Media> Engine<M> {
     /// How the data area is made durable.
     pub fn persistence(&self) -> Persistence {
         self.media.persistence()
+    }
+
+    /// The medium served.
+    pub fn media(&self) -> &M {
+        &self.media
     }
 
     /// Counters.
@@ -574,6 +594,97 @@ mod tests {
         // FUA writes persist at once and leave nothing dirty.
         write(&f.engine, 8192, &[2; 512], true).expect("fua");
         assert_eq!(f.engine.dirty.take(), vec![]);
+    }
+
+    fn plan(e: &Engine, op: Op, offset: u64, len: u64) -> Result<direct::DirectOp, IoError> {
+        e.plan_direct(&Request { op, offset, len })
+    }
+
+    #[test]
+    fn direct_plans_in_range_requests_and_refuses_others() {
+        let f = fixture();
+        let size = f.engine.size();
+        assert_eq!(
+            plan(&f.engine, Op::Read, 4096, 8192).expect("read"),
+            direct::DirectOp::Read {
+                at: 4096,
+                len: 8192
+            }
+        );
+        assert_eq!(
+            plan(&f.engine, Op::Write { fua: true }, 0, 512).expect("fua"),
+            direct::DirectOp::Write {
+                at: 0,
+                len: 512,
+                fua: true
+            }
+        );
+        let err = plan(&f.engine, Op::Read, size - 512, 1024).expect_err("past the end");
+        assert_eq!(err.errno(), libc::EIO);
+        assert!(plan(&f.engine, Op::Write { fua: false }, size, 512).is_err());
+    }
+
+    #[test]
+    fn direct_flush_is_skipped_only_when_nothing_can_be_pending() {
+        use direct::DirectOp::{Done, Sync, Write};
+        let f = fixture();
+        let e = &f.engine;
+        // Nothing is known at the start: the first flush syncs.
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Sync);
+        assert_eq!(e.direct_done(Sync, 0).expect("synced"), 0);
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Done(0));
+        // A completed write makes the next flush sync.
+        let w = plan(e, Op::Write { fua: false }, 0, 4096).expect("write");
+        assert_eq!(e.direct_done(w, 4096).expect("written"), 4096);
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Sync);
+        // While that sync is in flight, a flush may not rely on it.
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("second flush"), Sync);
+        e.direct_done(Sync, 0).expect("first done");
+        e.direct_done(Sync, 0).expect("second done");
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Done(0));
+        // A failed write is not a write that needs syncing, nor a latch.
+        let w = Write {
+            at: 0,
+            len: 4096,
+            fua: false,
+        };
+        assert_eq!(
+            e.direct_done(w, -libc::EIO).expect_err("eio").errno(),
+            libc::EIO
+        );
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("not latched"), Done(0));
+        // Zeroing counts as a write.
+        assert_eq!(plan(e, Op::WriteZeroes, 0, 4096).expect("zeroes"), Done(0));
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Sync);
+        e.direct_done(Sync, 0).expect("done");
+    }
+
+    #[test]
+    fn a_failed_direct_sync_latches_and_is_retried_never() {
+        use direct::DirectOp::Sync;
+        let f = fixture();
+        let e = &f.engine;
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Sync);
+        let err = e.direct_done(Sync, -libc::EIO).expect_err("failed sync");
+        assert_eq!(err.errno(), libc::EIO);
+        assert!(matches!(plan(e, Op::Flush, 0, 0), Err(IoError::Failed)));
+        assert!(matches!(
+            plan(e, Op::Write { fua: true }, 0, 512),
+            Err(IoError::Failed)
+        ));
+        // Plain reads and writes go on; only durability claims are refused.
+        assert!(plan(e, Op::Write { fua: false }, 0, 512).is_ok());
+        assert!(plan(e, Op::Read, 0, 512).is_ok());
+        // A failed FUA write latches too.
+        let g = fixture();
+        let fua = plan(&g.engine, Op::Write { fua: true }, 0, 512).expect("fua");
+        g.engine
+            .direct_done(fua, -libc::EIO)
+            .expect_err("failed fua");
+        assert!(matches!(
+            plan(&g.engine, Op::Flush, 0, 0),
+            Err(IoError::Failed)
+        ));
     }
 
     #[test]

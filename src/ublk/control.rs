@@ -28,6 +28,7 @@ use crate::format::LogicalBlockSize;
 use crate::remedy::{HasRemedy, Remedy};
 use crate::units::{PAGE_SHIFT, SECTOR_SHIFT};
 
+use super::direct::DirectBacking;
 use super::features::{Features, IoPath};
 use super::queue::serve_queue;
 
@@ -41,9 +42,13 @@ pub const MAX_QUEUES: u16 = 16;
 pub const DEFAULT_DEPTH: u16 = 128;
 /// ublk's largest queue depth.
 pub const MAX_DEPTH: u16 = 4096;
-/// The flags pmem-stack asks for.
+/// The flags pmem-stack asks for on every device; the I/O path adds its own
+/// ([`IoPath::flag`]).
+pub const RECOVERY_FLAGS: u64 =
+    (sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE) as u64;
+/// Every flag pmem-stack may ask for: recovery and the data-path flags.
 pub const WANTED_FLAGS: u64 =
-    (sys::UBLK_F_USER_COPY | sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE) as u64;
+    RECOVERY_FLAGS | (sys::UBLK_F_USER_COPY | sys::UBLK_F_AUTO_BUF_REG) as u64;
 /// Largest discard / write-zeroes request: 1 GiB, in sectors.
 const MAX_ZERO_SECTORS: u32 = 1 << 21;
 /// The control device.
@@ -56,6 +61,8 @@ pub struct QueueConfig {
     pub queues: u16,
     /// Requests in flight per queue.
     pub depth: u16,
+    /// How request data moves (a recovered device keeps the path it had).
+    pub io_path: IoPath,
 }
 
 impl QueueConfig {
@@ -67,6 +74,7 @@ impl QueueConfig {
                 .unwrap_or(MAX_QUEUES)
                 .clamp(1, MAX_QUEUES),
             depth: DEFAULT_DEPTH,
+            io_path: IoPath::UserCopy,
         }
     }
 }
@@ -360,7 +368,7 @@ fn add_control(id: Option<u32>, cfg: QueueConfig) -> Result<UblkCtrl, ServeError
         .nr_queues(cfg.queues)
         .depth(cfg.depth)
         .io_buf_bytes(IO_BUF_BYTES)
-        .ctrl_flags(WANTED_FLAGS)
+        .ctrl_flags(RECOVERY_FLAGS | cfg.io_path.flag())
         .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
         .build()
         .map_err(|err| match (err, id) {
@@ -451,16 +459,24 @@ fn log_features(granted: &Granted) {
         granted.features.names().join(", "),
         granted.io_path().name()
     );
-    if !granted.user_copy() {
-        log::warn!(
-            "/dev/ublkb{id}: the kernel has no UBLK_F_USER_COPY (Linux < 6.5?); copying through bounce buffers"
-        );
+    if granted.io_path() == IoPath::BounceBuffer {
+        log::warn!("/dev/ublkb{id}: copying through bounce buffers (slowest path)");
     }
     if !granted.recovery() {
         log::warn!(
             "/dev/ublkb{id}: the kernel did not grant user recovery with reissue; 'pmem-stack recover' will not work"
         );
     }
+}
+
+/// What the queues serve: the engine, and for the direct path the backing
+/// reopened `O_DIRECT`.
+#[derive(Debug)]
+pub struct DataPlane {
+    /// The engine (shared by all queues).
+    pub engine: Arc<Engine>,
+    /// The direct path's backing, when the device runs on it.
+    pub direct: Option<Arc<DirectBacking>>,
 }
 
 /// Serve a device until it is stopped (by `del`, or SIGINT/SIGTERM here).
@@ -478,7 +494,7 @@ pub fn serve<P, L>(
     on_live: L,
 ) -> Result<(), ServeError>
 where
-    P: FnOnce(&Granted) -> Result<Arc<Engine>, Box<dyn StdError + Send + Sync>>,
+    P: FnOnce(&Granted) -> Result<DataPlane, Box<dyn StdError + Send + Sync>>,
     L: FnOnce(&Granted) + Send + Sync + 'static,
 {
     let ctrl = build_control(attach, cfg)?;
@@ -489,7 +505,7 @@ where
         queues: info.nr_hw_queues,
         depth: info.queue_depth,
     };
-    let engine = prepare(&granted).map_err(ServeError::Prepare)?;
+    let DataPlane { engine, direct } = prepare(&granted).map_err(ServeError::Prepare)?;
     // After prepare: a background server's log file is open from there on.
     log_features(&granted);
     let size = engine.size();
@@ -497,7 +513,12 @@ where
     let signals = StopOnSignal::install(granted.id);
 
     let queue_engine = Arc::clone(&engine);
-    let user_copy = granted.user_copy();
+    let io_path = granted.io_path();
+    if io_path == IoPath::Direct && direct.is_none() {
+        return Err(ServeError::Prepare(
+            "invariant: the direct path was granted but no O_DIRECT backing was prepared".into(),
+        ));
+    }
     let went_live = Arc::new(AtomicBool::new(false));
     let live_flag = Arc::clone(&went_live);
     let result = ctrl.run_target(
@@ -505,7 +526,12 @@ where
             set_params(dev, size, lbs);
             Ok(())
         },
-        move |qid, dev: &UblkDev| serve_queue(qid, dev, &queue_engine, user_copy),
+        move |qid, dev: &UblkDev| match direct.as_deref() {
+            Some(direct) if io_path == IoPath::Direct => {
+                super::direct::serve_queue(qid, dev, &queue_engine, direct);
+            }
+            _ => serve_queue(qid, dev, &queue_engine, io_path),
+        },
         move |_ctrl: &UblkCtrl| {
             live_flag.store(true, Ordering::Release);
             on_live(&granted);
@@ -609,11 +635,14 @@ mod tests {
     fn recovery_passes_back_only_requested_flags() {
         // What 7.3 reports for a device added with WANTED_FLAGS: the kernel's
         // own flags on top.
-        let reported = WANTED_FLAGS
-            | u64::from(sys::UBLK_F_CMD_IOCTL_ENCODE)
-            | u64::from(sys::UBLK_F_PER_IO_DAEMON)
-            | u64::from(sys::UBLK_F_BUF_REG_OFF_DAEMON);
-        assert_eq!(recovery_flags(reported), WANTED_FLAGS);
+        for path in [IoPath::UserCopy, IoPath::Direct, IoPath::BounceBuffer] {
+            let asked = RECOVERY_FLAGS | path.flag();
+            let reported = asked
+                | u64::from(sys::UBLK_F_CMD_IOCTL_ENCODE)
+                | u64::from(sys::UBLK_F_PER_IO_DAEMON)
+                | u64::from(sys::UBLK_F_BUF_REG_OFF_DAEMON);
+            assert_eq!(recovery_flags(reported), asked, "{path:?}");
+        }
         // A kernel that granted less is not asked for more.
         let partial = u64::from(sys::UBLK_F_USER_RECOVERY);
         assert_eq!(recovery_flags(partial), partial);

@@ -69,7 +69,7 @@ impl Features {
     }
 }
 
-/// How request data moves between the kernel and the mapping.
+/// How request data moves between the kernel and the media.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IoPath {
@@ -79,24 +79,114 @@ pub enum IoPath {
     /// The kernel copies through a per-request bounce buffer, and the server
     /// copies again between it and the mapping (older kernels).
     BounceBuffer,
+    /// `UBLK_F_AUTO_BUF_REG` (Linux 6.16+): the kernel registers each
+    /// request's pages as an io_uring fixed buffer, and the server reads or
+    /// writes them against the backing opened `O_DIRECT`. The backing's
+    /// driver makes the only copy; nothing of the media is cached in DRAM and
+    /// a FLUSH has no dirty pages to write back. Block devices and image
+    /// files only (a devdax namespace has no read/write path).
+    Direct,
 }
 
 impl IoPath {
     /// The path a device with the granted `flags` runs on.
     pub fn of(granted: Features) -> IoPath {
-        if granted.has(sys::UBLK_F_USER_COPY) {
+        if granted.has(sys::UBLK_F_AUTO_BUF_REG) {
+            IoPath::Direct
+        } else if granted.has(sys::UBLK_F_USER_COPY) {
             IoPath::UserCopy
         } else {
             IoPath::BounceBuffer
         }
     }
 
-    /// The name used in logs and JSON.
+    /// The name used in logs, JSON and `--io-path`.
     pub const fn name(self) -> &'static str {
         match self {
             IoPath::UserCopy => "user_copy",
             IoPath::BounceBuffer => "bounce_buffer",
+            IoPath::Direct => "direct",
         }
+    }
+
+    /// The data-path flag this path asks the kernel for (none for bounce
+    /// buffers, which every ublk kernel has).
+    pub const fn flag(self) -> u64 {
+        match self {
+            IoPath::UserCopy => sys::UBLK_F_USER_COPY as u64,
+            IoPath::BounceBuffer => 0,
+            IoPath::Direct => sys::UBLK_F_AUTO_BUF_REG as u64,
+        }
+    }
+
+    /// The Linux release that brought the path's flag.
+    const fn since(self) -> &'static str {
+        match self {
+            IoPath::UserCopy => "6.5",
+            IoPath::BounceBuffer => "6.0",
+            IoPath::Direct => "6.16",
+        }
+    }
+}
+
+/// What `add --io-path` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoPathChoice {
+    /// The fastest path the kernel and the backing offer (see [`choose`]).
+    Auto,
+    /// Exactly this path, or a clear refusal.
+    Exactly(IoPath),
+}
+
+/// Why a requested path cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathRefusal {
+    #[error(
+        "the {path} I/O path is not offered by this kernel (it needs {flag}, Linux {since}+); use --io-path auto"
+    )]
+    Kernel {
+        path: &'static str,
+        flag: &'static str,
+        since: &'static str,
+    },
+    #[error(
+        "the direct I/O path needs a block device or an image file; a devdax namespace is served through its mapping (use --io-path auto)"
+    )]
+    Mapped,
+}
+
+/// The path to serve on. `kernel` is what the driver offers (`None`: it does
+/// not say, as before 6.x's GET_FEATURES — assume user copy); `mapped_only`:
+/// the backing can only be served through its mapping (devdax).
+///
+/// Auto picks, by measurement (bench/README.md, "Choosing the default"):
+/// the mapping for devdax; the direct path on block devices and image files
+/// where the kernel offers it; user copy elsewhere; bounce buffers last.
+pub fn choose(
+    choice: IoPathChoice,
+    kernel: Option<Features>,
+    mapped_only: bool,
+) -> Result<IoPath, PathRefusal> {
+    let offers = |path: IoPath| match kernel {
+        Some(k) => k.0 & path.flag() == path.flag(),
+        None => path != IoPath::Direct,
+    };
+    match choice {
+        IoPathChoice::Exactly(IoPath::Direct) if mapped_only => Err(PathRefusal::Mapped),
+        IoPathChoice::Exactly(path) if offers(path) => Ok(path),
+        IoPathChoice::Exactly(path) => Err(PathRefusal::Kernel {
+            path: path.name(),
+            flag: if path == IoPath::Direct {
+                "UBLK_F_AUTO_BUF_REG"
+            } else {
+                "UBLK_F_USER_COPY"
+            },
+            since: path.since(),
+        }),
+        IoPathChoice::Auto => Ok([IoPath::Direct, IoPath::UserCopy, IoPath::BounceBuffer]
+            .into_iter()
+            .find(|&path| offers(path) && !(mapped_only && path == IoPath::Direct))
+            .unwrap_or(IoPath::BounceBuffer)),
     }
 }
 
@@ -130,6 +220,48 @@ mod tests {
             IoPath::UserCopy
         );
         assert_eq!(IoPath::of(Features(0)), IoPath::BounceBuffer);
+        assert_eq!(
+            IoPath::of(Features(u64::from(sys::UBLK_F_AUTO_BUF_REG))),
+            IoPath::Direct
+        );
         assert_eq!(IoPath::UserCopy.name(), "user_copy");
+    }
+
+    /// What 6.12 and 7.3 offer, as far as the choice is concerned.
+    const LTS: Features = Features(sys::UBLK_F_USER_COPY as u64);
+    const CURRENT: Features = Features((sys::UBLK_F_USER_COPY | sys::UBLK_F_AUTO_BUF_REG) as u64);
+
+    #[test]
+    fn auto_takes_the_best_path_offered() {
+        let auto = IoPathChoice::Auto;
+        assert_eq!(choose(auto, Some(CURRENT), false), Ok(IoPath::Direct));
+        assert_eq!(choose(auto, Some(CURRENT), true), Ok(IoPath::UserCopy));
+        assert_eq!(choose(auto, Some(LTS), false), Ok(IoPath::UserCopy));
+        assert_eq!(
+            choose(auto, Some(Features(0)), false),
+            Ok(IoPath::BounceBuffer)
+        );
+        assert_eq!(choose(auto, None, false), Ok(IoPath::UserCopy));
+    }
+
+    #[test]
+    fn an_explicit_path_is_granted_or_refused_with_the_reason() {
+        let direct = IoPathChoice::Exactly(IoPath::Direct);
+        assert_eq!(choose(direct, Some(CURRENT), false), Ok(IoPath::Direct));
+        let err = choose(direct, Some(LTS), false).expect_err("6.12 has no auto_buf_reg");
+        assert!(
+            err.to_string().contains("not offered by this kernel"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("6.16"), "{err}");
+        assert_eq!(
+            choose(direct, Some(CURRENT), true),
+            Err(PathRefusal::Mapped)
+        );
+        let bounce = IoPathChoice::Exactly(IoPath::BounceBuffer);
+        assert_eq!(
+            choose(bounce, Some(CURRENT), false),
+            Ok(IoPath::BounceBuffer)
+        );
     }
 }

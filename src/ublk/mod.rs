@@ -6,9 +6,12 @@
 //! * [`queue`]: the data plane: one thread per hardware queue turning ublk
 //!   descriptors into engine requests.
 //! * [`user_copy`]: moving request data with `UBLK_F_USER_COPY` (or a bounce
-//!   buffer), the only syscalls on the I/O path.
+//!   buffer) between the request and the mapping.
+//! * [`direct`]: the direct data plane (Linux 6.16+): request pages as
+//!   io_uring fixed buffers, read and written `O_DIRECT` on the backing.
 
 pub mod control;
+pub mod direct;
 pub mod features;
 pub mod queue;
 pub mod user_copy;

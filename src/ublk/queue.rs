@@ -12,6 +12,7 @@ use libublk::{BufDesc, BufDescList, UblkIORes, sys};
 use crate::engine::{Engine, IoError, Op, Request};
 use crate::units::SECTOR_SIZE;
 
+use super::features::IoPath;
 use super::user_copy::{Bounce, UserCopy};
 
 /// Translate a ublk I/O descriptor into an engine request for a data area of
@@ -86,8 +87,9 @@ fn handle(
     completion(result)
 }
 
-/// Serve queue `qid` until the device stops. Runs on the queue's own thread.
-pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, user_copy: bool) {
+/// Serve queue `qid` on a mapped path (user copy or bounce buffers) until
+/// the device stops. Runs on the queue's own thread.
+pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, path: IoPath) {
     let queue = match UblkQueue::new(qid, dev) {
         Ok(queue) => queue,
         Err(err) => {
@@ -95,7 +97,7 @@ pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, user_copy: bool) {
             return;
         }
     };
-    if user_copy {
+    if path == IoPath::UserCopy {
         let cdev = dev.tgt.fds[0];
         let queue = match queue.submit_fetch_commands_unified(BufDescList::Slices(None)) {
             Ok(queue) => queue,

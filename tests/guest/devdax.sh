@@ -26,6 +26,9 @@ expect_eq "reserve physical start" "$(echo "$out" | jget 'd["reserve_phys_start"
 expect_eq "reserve MFN range" "$(echo "$out" | jget 'd["reserve_mfn_end"] - d["reserve_mfn_start"]')" \
 	"$(($(echo "$out" | jget 'd["reserve_size"]') / 4096))"
 check "check on devdax" "$P" check /dev/dax0.0
+before=$(meta_digest /dev/dax0.0)
+refused "the direct path on devdax" "served through its mapping" "$P" add /dev/dax0.0 --io-path direct
+expect_eq "the refusal changed nothing" "$(meta_digest /dev/dax0.0)" "$before"
 data_size=$(echo "$out" | jget 'd["data_size"]')
 
 dev=$("$P" add /dev/dax0.0 | tail -1)

@@ -27,9 +27,13 @@ expect_eq "list: one device" "$(echo "$list" | jget 'len(d)')" 1
 expect_eq "list: state live" "$(echo "$list" | jget 'd[0]["state"]')" live
 expect_eq "list: backing" "$(echo "$list" | jget 'd[0]["backing"]')" /dev/pmem0
 expect_eq "list: data_offset" "$(echo "$list" | jget 'd[0]["data_offset"]')" "$data_offset"
-expect_eq "list: user copy in use" "$(echo "$list" | jget 'd[0]["user_copy"]')" true
-expect_eq "list: io_path" "$(echo "$list" | jget 'd[0]["io_path"]')" user_copy
-for feature in user_copy user_recovery user_recovery_reissue; do
+path=$(default_block_path)
+expect_eq "list: io_path is this kernel's default ($path)" "$(echo "$list" | jget 'd[0]["io_path"]')" "$path"
+expect_eq "list: user copy in use exactly on that path" "$(echo "$list" | jget 'd[0]["user_copy"]')" \
+	"$([ "$path" == user_copy ] && echo true || echo false)"
+expect_eq "info: the served data area's I/O path" "$("$P" info /dev/pmem0 --json | jget 'd["io_path"]')" "$path"
+path_flag=$([ "$path" == direct ] && echo auto_buf_reg || echo user_copy)
+for feature in $path_flag user_recovery user_recovery_reissue; do
 	expect_eq "list: features has $feature" \
 		"$(echo "$list" | jget "'$feature' in d[0]['features']")" true
 done
@@ -37,7 +41,7 @@ done
 # assertions above hold on every supported kernel).
 note "kernel $(uname -r): granted $(echo "$list" | jget '",".join(d[0]["features"])')"
 check "the server log names the I/O path and the kernel's features" \
-	grep -q "I/O path user_copy" /run/pmem-stack/ublkb0.log
+	grep -q "I/O path $path" /run/pmem-stack/ublkb0.log
 check "list: keys" bash -c "'$P' list --json | python3 -c 'import json,sys; e=json.load(sys.stdin)[0]; missing=[k for k in \"id device backing state pid queues depth data_offset data_size reserve_offset reserve_size\".split() if k not in e]; sys.exit(1 if missing else 0)'"
 expect_eq "logical block size 512" "$(blockdev --getss /dev/ublkb0)" 512
 expect_eq "volatile write cache advertised" "$(cat /sys/block/ublkb0/queue/write_cache)" "write back"

@@ -1,0 +1,258 @@
+//! The direct data plane (Linux 6.16+, `UBLK_F_AUTO_BUF_REG`): the kernel
+//! registers each request's pages as fixed buffer number *tag* in the
+//! queue's io_uring before handing the request over, and this queue reads
+//! or writes them with `READ_FIXED` / `WRITE_FIXED` against the backing
+//! opened `O_DIRECT`. The backing's driver (for `/dev/pmemN`, the pmem
+//! driver's `memcpy_flushcache`) makes the one copy; no page of the media
+//! is cached in DRAM, nothing faults, and a FLUSH is an `fdatasync` with no
+//! dirty pages behind it, submitted like any other request so it never
+//! stalls the queue.
+//!
+//! The engine still decides every request ([`Engine::plan_direct`]) and
+//! hears every outcome ([`Engine::direct_done`]); this module only submits
+//! and completes. A short transfer (which the pmem driver does not make,
+//! but a file system may) is continued from where it stopped.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use io_uring::{opcode, types};
+use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
+use libublk::{BufDesc, BufDescList, UblkIORes, sys};
+
+use crate::engine::Engine;
+use crate::engine::direct::DirectOp;
+
+use super::queue::{completion, decode};
+
+/// The backing as the direct path sees it.
+#[derive(Debug)]
+pub struct DirectBacking {
+    /// The backing, reopened `O_DIRECT`.
+    pub file: File,
+    /// Byte offset of the data area in it.
+    pub data_offset: u64,
+}
+
+/// A request whose backing I/O is in flight.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    op: DirectOp,
+    /// Bytes already transferred (a short transfer continues from here).
+    done: u32,
+}
+
+/// The registration the kernel makes for `tag`: buffer index = tag.
+fn buf_reg(tag: u16) -> sys::ublk_auto_buf_reg {
+    sys::ublk_auto_buf_reg {
+        index: tag,
+        flags: 0,
+        reserved0: 0,
+        reserved1: 0,
+    }
+}
+
+/// Serve queue `qid` on the direct path until the device stops.
+pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, backing: &DirectBacking) {
+    let queue = match UblkQueue::new(qid, dev) {
+        Ok(queue) => queue,
+        Err(err) => {
+            log::error!("queue {qid}: setup failed: {err}");
+            return;
+        }
+    };
+    let regs: Vec<sys::ublk_auto_buf_reg> = (0..queue.get_depth())
+        .map(|tag| buf_reg(u16::try_from(tag).expect("invariant: queue depth <= 4096 fits u16")))
+        .collect();
+    let queue = match queue.submit_fetch_commands_unified(BufDescList::AutoRegs(&regs)) {
+        Ok(queue) => queue,
+        Err(err) => {
+            log::error!("queue {qid}: fetch failed: {err}");
+            return;
+        }
+    };
+    let mut inflight: Vec<Option<InFlight>> = vec![None; regs.len()];
+    queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
+        let Some(slot) = inflight.get_mut(usize::from(tag)) else {
+            log::error!("queue {qid}: tag {tag} out of range");
+            return;
+        };
+        let res = if ctx.is_tgt_io() {
+            let Some(mut io) = slot.take() else {
+                log::error!("queue {qid} tag {tag}: completion without a request");
+                return;
+            };
+            match progress(&mut io, ctx.result()) {
+                Progress::More => {
+                    submit(q, tag, io, (engine, backing), slot);
+                    return;
+                }
+                Progress::Finished(res) => completion(engine.direct_done(io.op, res)),
+            }
+        } else {
+            let iod = q.get_iod(tag);
+            let planned = decode(
+                iod.op_flags,
+                iod.start_sector,
+                iod.nr_sectors,
+                engine.size(),
+            )
+            .and_then(|req| engine.plan_direct(&req));
+            match planned {
+                Ok(DirectOp::Done(bytes)) => completion(Ok(bytes)),
+                Ok(op) => {
+                    submit(q, tag, InFlight { op, done: 0 }, (engine, backing), slot);
+                    return;
+                }
+                Err(err) => completion(Err(err)),
+            }
+        };
+        if let Err(err) = q.complete_io_cmd_unified(
+            tag,
+            BufDesc::AutoReg(buf_reg(tag)),
+            Ok(UblkIORes::Result(res)),
+        ) {
+            log::error!("queue {qid} tag {tag}: commit failed: {err}");
+        }
+    });
+    log::info!("queue {qid}: stopped");
+}
+
+/// Where a request stands after one backing completion.
+#[derive(Debug, PartialEq, Eq)]
+enum Progress {
+    /// Part of the transfer is left: submit the rest.
+    More,
+    /// Complete the request with this result (bytes or -errno).
+    Finished(i32),
+}
+
+/// Account one completion with result `res` to `io`.
+fn progress(io: &mut InFlight, res: i32) -> Progress {
+    let total = match io.op {
+        DirectOp::Read { len, .. } | DirectOp::Write { len, .. } => len,
+        DirectOp::Sync | DirectOp::Done(_) => return Progress::Finished(res),
+    };
+    let Ok(moved) = u32::try_from(res) else {
+        return Progress::Finished(res);
+    };
+    if moved == 0 {
+        // No progress at all: the backing ended or refused; never spin.
+        return Progress::Finished(-libc::EIO);
+    }
+    io.done = io.done.saturating_add(moved).min(total);
+    if io.done < total {
+        Progress::More
+    } else {
+        Progress::Finished(i32::try_from(total).unwrap_or(-libc::EIO))
+    }
+}
+
+/// Submit the (rest of the) backing I/O for `io` and park it in `slot`.
+fn submit(
+    q: &UblkQueue,
+    tag: u16,
+    io: InFlight,
+    (engine, backing): (&Engine, &DirectBacking),
+    slot: &mut Option<InFlight>,
+) {
+    let fd = types::Fd(backing.file.as_raw_fd());
+    let at = |offset: u64| {
+        backing
+            .data_offset
+            .checked_add(offset)
+            .and_then(|o| o.checked_add(u64::from(io.done)))
+    };
+    // For a kernel-registered buffer the address is the offset into the
+    // request's pages, not a pointer into this process.
+    let buf_at = io.done as usize as *mut u8;
+    let sqe = match io.op {
+        DirectOp::Read { at: offset, len } => at(offset).map(|pos| {
+            opcode::ReadFixed::new(fd, buf_at, len - io.done, tag)
+                .offset(pos)
+                .build()
+        }),
+        DirectOp::Write {
+            at: offset,
+            len,
+            fua,
+        } => at(offset).map(|pos| {
+            opcode::WriteFixed::new(fd, buf_at.cast_const(), len - io.done, tag)
+                .offset(pos)
+                .rw_flags(if fua { libc::RWF_DSYNC } else { 0 })
+                .build()
+        }),
+        DirectOp::Sync => Some(
+            opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+        ),
+        DirectOp::Done(_) => None,
+    };
+    let op = match io.op {
+        DirectOp::Read { .. } => sys::UBLK_IO_OP_READ,
+        DirectOp::Write { .. } => sys::UBLK_IO_OP_WRITE,
+        _ => sys::UBLK_IO_OP_FLUSH,
+    };
+    let submitted = sqe.map(|sqe| {
+        let sqe = sqe.user_data(UblkIOCtx::build_user_data(tag, op, 0, true));
+        q.ublk_submit_sqe_sync(sqe)
+    });
+    match submitted {
+        Some(Ok(())) => *slot = Some(io),
+        failed => {
+            log::error!("tag {tag}: cannot submit {:?}: {failed:?}", io.op);
+            // Accounted as a failed I/O: a sync that never ran latches.
+            let res = completion(engine.direct_done(io.op, -libc::EIO));
+            if let Err(err) = q.complete_io_cmd_unified(
+                tag,
+                BufDesc::AutoReg(buf_reg(tag)),
+                Ok(UblkIORes::Result(res)),
+            ) {
+                log::error!("tag {tag}: commit failed: {err}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(len: u32) -> InFlight {
+        InFlight {
+            op: DirectOp::Read { at: 0, len },
+            done: 0,
+        }
+    }
+
+    #[test]
+    fn a_full_transfer_finishes_with_its_length() {
+        let mut io = read(4096);
+        assert_eq!(progress(&mut io, 4096), Progress::Finished(4096));
+    }
+
+    #[test]
+    fn a_short_transfer_continues_where_it_stopped() {
+        let mut io = read(8192);
+        assert_eq!(progress(&mut io, 4096), Progress::More);
+        assert_eq!(io.done, 4096);
+        assert_eq!(progress(&mut io, 4096), Progress::Finished(8192));
+    }
+
+    #[test]
+    fn errors_and_stalls_finish_with_an_error() {
+        let mut io = read(8192);
+        assert_eq!(
+            progress(&mut io, -libc::EIO),
+            Progress::Finished(-libc::EIO)
+        );
+        let mut io = read(8192);
+        assert_eq!(progress(&mut io, 0), Progress::Finished(-libc::EIO));
+        let mut sync = InFlight {
+            op: DirectOp::Sync,
+            done: 0,
+        };
+        assert_eq!(progress(&mut sync, 0), Progress::Finished(0));
+    }
+}

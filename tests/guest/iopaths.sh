@@ -1,0 +1,69 @@
+#!/bin/bash
+# Guest scenario: every I/O path `add --io-path` offers on this kernel serves
+# the same bytes: data written on one path reads back on the others, a file
+# system made on one mounts on the others, fio verifies on each; a path the
+# kernel or the backing cannot serve is refused up front, changing nothing.
+source "$PMEM_STACK_REPO/tests/guest/lib.sh"
+
+require test -b /dev/pmem0
+check "format" "$P" format /dev/pmem0 --reserve 256M
+if kernel_at_least 6 16; then
+	paths="user-copy bounce direct"
+else
+	paths="user-copy bounce"
+	before=$(meta_digest /dev/pmem0)
+	refused "direct on a kernel without UBLK_F_AUTO_BUF_REG" "not offered by this kernel" \
+		"$P" add /dev/pmem0 --io-path direct
+	expect_eq "the refusal changed nothing" "$(meta_digest /dev/pmem0)" "$before"
+fi
+note "kernel $(uname -r): paths $paths"
+
+# add_path PATH: add /dev/pmem0 on PATH and check list says so.
+add_path() {
+	local path=$1 dev
+	dev=$("$P" add /dev/pmem0 --io-path "$path" | tail -1)
+	expect_eq "$path: added" "$dev" /dev/ublkb0
+	expect_eq "$path: list io_path" "$("$P" list --json | jget 'd[0]["io_path"]')" \
+		"$(case $path in user-copy) echo user_copy ;; bounce) echo bounce_buffer ;; *) echo "$path" ;; esac)"
+}
+
+mkdir -p /tmp/mnt
+prev=""
+for path in $paths; do
+	add_path "$path"
+	fio_verify "$path: fio verify 4k" /dev/ublkb0 0 16M
+	fio_verify "$path: fio verify 128k, FUA writes" /dev/ublkb0 32M 16M --bs=128k --sync=1
+	if [ -n "$prev" ]; then
+		check "$path: mount the ext4 made on $prev" mount /dev/ublkb0 /tmp/mnt
+		check "$path: files written on $prev intact" verify_files /tmp/mnt
+		check "umount" umount /tmp/mnt
+	fi
+	check "$path: mkfs.ext4" mkfs.ext4 -q -F -E nodiscard /dev/ublkb0
+	check "$path: mount" mount /dev/ublkb0 /tmp/mnt
+	write_files /tmp/mnt 12
+	check "$path: fsync'd files verify" verify_files /tmp/mnt
+	check "umount" umount /tmp/mnt
+	# A marker at a known place: the next path must read these very bytes.
+	head -c 1048576 /dev/urandom >/tmp/marker
+	dd if=/tmp/marker of=/dev/ublkb0 bs=1M seek=900 oflag=direct conv=fsync status=none
+	check "$path: del" "$P" del 0
+	for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
+	data_offset=$("$P" info /dev/pmem0 --json | jget 'd["data_offset"]')
+	check "$path: the marker sits at data_offset+900M of /dev/pmem0" bash -c \
+		"cmp /tmp/marker <(dd if=/dev/pmem0 bs=1M skip=$((data_offset / 1048576 + 900)) count=1 iflag=direct status=none)"
+	prev=$path
+done
+
+# Round trip back to the first path: what the last one wrote reads back.
+first=${paths%% *}
+add_path "$first"
+check "$first: mount the ext4 made on $prev" mount /dev/ublkb0 /tmp/mnt
+check "$first: files written on $prev intact" verify_files /tmp/mnt
+check "umount" umount /tmp/mnt
+check "$first: marker written on $prev reads back" bash -c \
+	"cmp /tmp/marker <(dd if=/dev/ublkb0 bs=1M skip=900 count=1 iflag=direct status=none)"
+check "del" "$P" del 0
+for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
+check "metadata healthy after every path" "$P" check /dev/pmem0
+
+finish
