@@ -31,14 +31,17 @@ mkdir -p /tmp/mnt
 prev=""
 for path in $paths; do
 	add_path "$path"
-	fio_verify "$path: fio verify 4k" /dev/ublkb0 0 16M
-	fio_verify "$path: fio verify 128k, FUA writes" /dev/ublkb0 32M 16M --bs=128k --sync=1
 	if [ -n "$prev" ]; then
 		check "$path: mount the ext4 made on $prev" mount /dev/ublkb0 /tmp/mnt
 		check "$path: files written on $prev intact" verify_files /tmp/mnt
 		check "umount" umount /tmp/mnt
+		check "$path: the marker written on $prev reads back" bash -c \
+			"cmp /tmp/marker <(dd if=/dev/ublkb0 bs=1M skip=900 count=1 iflag=direct status=none)"
 	fi
-	check "$path: mkfs.ext4" mkfs.ext4 -q -F -E nodiscard /dev/ublkb0
+	# Past the 512 MiB file system and before the marker.
+	fio_verify "$path: fio verify 4k" /dev/ublkb0 600M 16M
+	fio_verify "$path: fio verify 128k, FUA writes" /dev/ublkb0 640M 16M --bs=128k --sync=1
+	check "$path: mkfs.ext4" mkfs.ext4 -q -F -E nodiscard /dev/ublkb0 512M
 	check "$path: mount" mount /dev/ublkb0 /tmp/mnt
 	write_files /tmp/mnt 12
 	check "$path: fsync'd files verify" verify_files /tmp/mnt
