@@ -3,8 +3,10 @@
 //! The layers, bottom up — each only uses the ones before it:
 //!
 //! 0. [`units`]: the sector, page and huge-page sizes (plain constants).
-//! 1. [`format`]: the on-media super block and layout rules (pure).
-//! 2. [`layout`]: planning a layout from what the user asks for (pure).
+//! 1. [`format`]: the on-media super block and layout rules (pure; the
+//!    `no_std` crate `pmem-stack-format` in `format/`, re-exported).
+//! 2. [`layout`]: planning a layout from what the user asks for (pure; the
+//!    format crate's planner, worded for the CLI).
 //! 3. [`backing`]: opening the namespace, device or file; the mapping and how
 //!    to make it durable (owns the mapping's `unsafe`).
 //! 4. [`metadata`]: reading, checking, writing and repairing the two copies.

@@ -647,7 +647,7 @@ pub fn write_new_volume<M: MetadataIo + ?Sized>(
         version_minor: VERSION_MINOR,
         compat_features: 0,
         incompat_features: 0,
-        uuid: Uuid::random().map_err(MetadataError::Random)?,
+        uuid: crate::format::random_uuid().map_err(MetadataError::Random)?,
         parent_uuid: io.namespace_uuid().unwrap_or(Uuid::NIL),
         generation,
         geometry,

@@ -85,14 +85,20 @@ pub fn describe_geometry(g: &Geometry) -> String {
 pub enum VolumeError {
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
+    #[error("{}", layout::Explained(.0))]
+    Layout(LayoutError),
     #[error("no reserve given")]
     FormatNeedsReserve,
     #[error("it is not formatted yet")]
     AddNeedsReserve,
     #[error("{given} disagrees with the layout it records ({recorded})")]
     Disagrees { given: String, recorded: String },
+}
+
+impl From<LayoutError> for VolumeError {
+    fn from(err: LayoutError) -> VolumeError {
+        VolumeError::Layout(err)
+    }
 }
 
 impl HasRemedy for VolumeError {

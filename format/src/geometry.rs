@@ -8,7 +8,7 @@
 //! that passes its checksum but was written by a buggy writer is still refused.
 //!
 //! So the arithmetic exists once, in [`Geometry::derive`] and the `*_for`
-//! helpers it uses: planning a new layout (`crate::layout`) derives, and
+//! helpers it uses: planning a new layout ([`crate::layout`]) derives, and
 //! validating a recorded one derives from the recorded choices and compares.
 //! Two copies of the rules could disagree; one cannot.
 //!
@@ -17,9 +17,7 @@
 //!                                               ^reserve_offset  ^data_offset      ^last 4K block
 //! ```
 
-use std::fmt;
-
-use serde::Serialize;
+use core::fmt;
 
 use crate::units::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PUD_SIZE, SECTOR_SHIFT};
 
@@ -38,16 +36,13 @@ pub const OS_BYTES_PER_PAGE: u64 = 64;
 
 /// Alignment of the reserve and data areas. Linux supports 4 KiB, 2 MiB and 1 GiB
 /// mapping granules for pmem, so those are the only values accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Alignment {
     /// 4 KiB.
-    #[serde(rename = "4K")]
     K4,
     /// 2 MiB, the default: huge-page mappings of the data area stay possible.
-    #[serde(rename = "2M")]
     M2,
     /// 1 GiB.
-    #[serde(rename = "1G")]
     G1,
 }
 
@@ -102,8 +97,9 @@ impl fmt::Display for Alignment {
 }
 
 /// Who owns the reserved area.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum ReserveMode {
     /// No reserve: the data area follows the super block (pass-through).
     None,
@@ -150,13 +146,11 @@ impl fmt::Display for ReserveMode {
 }
 
 /// Logical block size of the served device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LogicalBlockSize {
     /// 512 bytes, the default (what `/dev/pmemN` itself reports).
-    #[serde(rename = "512")]
     B512,
     /// 4096 bytes.
-    #[serde(rename = "4096")]
     B4096,
 }
 
@@ -236,7 +230,7 @@ pub fn os_reserve_minimum(data_size: u64) -> u64 {
 /// The fields are private so that every `Geometry` outside this module obeys
 /// the rules: the only ways to get one are [`Geometry::derive`] (from the
 /// choices) and decoding a super block (which derives and compares).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Geometry {
     /// Size of the backing when it was formatted.
     device_size: u64,

@@ -18,11 +18,12 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::geometry::{
+use crate::crc::{crc32c, crc32c_append};
+use crate::geometry::{
     Alignment, Geometry, GeometryError, LogicalBlockSize, PRIMARY_OFFSET, ReserveMode,
     SUPERBLOCK_SIZE, backup_offset_for,
 };
-use super::uuid::Uuid;
+use crate::uuid::Uuid;
 
 /// The magic at byte 0 of each copy. Distinct from the signatures Linux probes
 /// at the same offsets (`NVDIMM_PFN_INFO\0`, `NVDIMM_DAX_INFO\0`,
@@ -75,11 +76,11 @@ struct RawSuperBlock {
     reserved: [u8; BLOCK_LEN - RESERVED_OFFSET], // 0x0A0..0x1000
 }
 
-const _: () = assert!(std::mem::size_of::<RawSuperBlock>() == BLOCK_LEN);
+const _: () = assert!(core::mem::size_of::<RawSuperBlock>() == BLOCK_LEN);
 const _: () = assert!(SUPERBLOCK_SIZE == BLOCK_LEN as u64);
-const _: () = assert!(std::mem::offset_of!(RawSuperBlock, checksum) == CHECKSUM_OFFSET);
-const _: () = assert!(std::mem::offset_of!(RawSuperBlock, reserved) == RESERVED_OFFSET);
-const _: () = assert!(std::mem::offset_of!(RawSuperBlock, data_size) == 0x98);
+const _: () = assert!(core::mem::offset_of!(RawSuperBlock, checksum) == CHECKSUM_OFFSET);
+const _: () = assert!(core::mem::offset_of!(RawSuperBlock, reserved) == RESERVED_OFFSET);
+const _: () = assert!(core::mem::offset_of!(RawSuperBlock, data_size) == 0x98);
 
 /// Where a copy lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -187,9 +188,9 @@ impl DecodeError {
 /// CRC32C (Castagnoli) of a 4096-byte block with the checksum field taken as
 /// zero.
 pub fn checksum(block: &[u8; BLOCK_LEN]) -> u32 {
-    let crc = crc32c::crc32c(&block[..CHECKSUM_OFFSET]);
-    let crc = crc32c::crc32c_append(crc, &[0u8; 4]);
-    crc32c::crc32c_append(crc, &block[CHECKSUM_OFFSET + 4..])
+    let crc = crc32c(&block[..CHECKSUM_OFFSET]);
+    let crc = crc32c_append(crc, &[0u8; 4]);
+    crc32c_append(crc, &block[CHECKSUM_OFFSET + 4..])
 }
 
 /// Whether the block starts with the pmem-stack magic (valid or not).
@@ -483,9 +484,10 @@ mod tests {
                 .try_into()
                 .expect("4"),
         );
-        assert_eq!(stored, crc32c::crc32c(&zeroed));
+        assert_eq!(stored, ::crc32c::crc32c(&zeroed));
+        assert_eq!(stored, crc32c(&zeroed));
         // And the well-known CRC32C check value, so the polynomial is right.
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
     }
 
     #[test]

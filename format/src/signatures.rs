@@ -6,8 +6,10 @@
 //! (which the kernel probes at the same offsets as our primary copy), partition
 //! tables, and the usual file systems and volume headers. The probe is a pure
 //! function over the first [`PROBE_LEN`] bytes so it is exhaustively testable.
+//! Without allocation, what it finds comes back as [`Found`], a short list of
+//! fixed capacity.
 
-use std::fmt;
+use core::fmt;
 
 /// How many leading bytes of the backing the probe looks at (covers the btrfs
 /// super block at 64 KiB).
@@ -132,10 +134,59 @@ fn has_mbr(head: &[u8]) -> bool {
     used > 0
 }
 
+/// What [`find_foreign`] found, in the order it looks: a list of fixed
+/// capacity (every signature it knows at once still fits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    items: [Foreign; Found::CAPACITY],
+    len: usize,
+}
+
+impl Found {
+    /// More than the number of signatures that can be present together (11:
+    /// GPT and MBR exclude each other, BTT counts twice).
+    pub const CAPACITY: usize = 16;
+
+    const fn new() -> Found {
+        Found {
+            items: [Foreign::NdPfn; Found::CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// Add one; [`Found::CAPACITY`] exceeds what the probe can find, so
+    /// nothing is ever dropped.
+    fn push(&mut self, foreign: Foreign) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = foreign;
+            self.len += 1;
+        }
+    }
+
+    /// The signatures found.
+    pub fn as_slice(&self) -> &[Foreign] {
+        self.items.get(..self.len).unwrap_or(&[])
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<'a> IntoIterator for &'a Found {
+    type Item = &'a Foreign;
+    type IntoIter = core::slice::Iter<'a, Foreign>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
 /// Everything recognisable in `head`, the first bytes of a backing (shorter
 /// than [`PROBE_LEN`] when the backing is).
-pub fn find_foreign(head: &[u8]) -> Vec<Foreign> {
-    let mut found = Vec::new();
+pub fn find_foreign(head: &[u8]) -> Found {
+    let mut found = Found::new();
     if has(head, 4096, b"NVDIMM_PFN_INFO\0") {
         found.push(Foreign::NdPfn);
     }
@@ -186,34 +237,39 @@ mod tests {
         vec![0u8; PROBE_LEN]
     }
 
+    /// What the probe finds, as a vector to compare.
+    fn find(head: &[u8]) -> Vec<Foreign> {
+        find_foreign(head).as_slice().to_vec()
+    }
+
     fn put(buf: &mut [u8], offset: usize, bytes: &[u8]) {
         buf[offset..offset + bytes.len()].copy_from_slice(bytes);
     }
 
     #[test]
     fn blank_and_random_looking_data_is_not_foreign() {
-        assert!(find_foreign(&head()).is_empty());
-        assert!(find_foreign(&[]).is_empty());
+        assert!(find(&head()).is_empty());
+        assert!(find(&[]).is_empty());
         let noise: Vec<u8> = (0..PROBE_LEN)
             .map(|i| u8::try_from(i * 131 % 251).expect("below 251"))
             .collect();
-        assert!(find_foreign(&noise).is_empty());
+        assert!(find(&noise).is_empty());
     }
 
     #[test]
     fn linux_nvdimm_blocks() {
         let mut h = head();
         put(&mut h, 4096, b"NVDIMM_PFN_INFO\0");
-        assert_eq!(find_foreign(&h), vec![Foreign::NdPfn]);
+        assert_eq!(find(&h), vec![Foreign::NdPfn]);
         let mut h = head();
         put(&mut h, 4096, b"NVDIMM_DAX_INFO\0");
-        assert_eq!(find_foreign(&h), vec![Foreign::NdDax]);
+        assert_eq!(find(&h), vec![Foreign::NdDax]);
         let mut h = head();
         put(&mut h, 4096, b"BTT_ARENA_INFO\0\0");
-        assert_eq!(find_foreign(&h), vec![Foreign::Btt { offset: 4096 }]);
+        assert_eq!(find(&h), vec![Foreign::Btt { offset: 4096 }]);
         let mut h = head();
         put(&mut h, 0, b"BTT_ARENA_INFO\0\0");
-        assert_eq!(find_foreign(&h), vec![Foreign::Btt { offset: 0 }]);
+        assert_eq!(find(&h), vec![Foreign::Btt { offset: 0 }]);
     }
 
     #[test]
@@ -222,39 +278,39 @@ mod tests {
         put(&mut h, 512, b"EFI PART");
         put(&mut h, 510, &[0x55, 0xAA]);
         put(&mut h, 446 + 4, &[0xEE]); // protective MBR
-        assert_eq!(find_foreign(&h), vec![Foreign::Gpt]);
+        assert_eq!(find(&h), vec![Foreign::Gpt]);
 
         let mut h = head();
         put(&mut h, 510, &[0x55, 0xAA]);
         put(&mut h, 446, &[0x80, 0, 0, 0, 0x83]);
-        assert_eq!(find_foreign(&h), vec![Foreign::Mbr]);
+        assert_eq!(find(&h), vec![Foreign::Mbr]);
 
         // 0x55AA alone with an invalid table is not called an MBR.
         let mut h = head();
         put(&mut h, 510, &[0x55, 0xAA]);
         put(&mut h, 446, &[0x12, 0, 0, 0, 0x83]);
-        assert!(find_foreign(&h).is_empty());
+        assert!(find(&h).is_empty());
     }
 
     #[test]
     fn file_systems() {
         let mut h = head();
         put(&mut h, 1024 + 0x38, &[0x53, 0xEF]);
-        assert_eq!(find_foreign(&h), vec![Foreign::Ext(ExtVariant::Ext2)]);
+        assert_eq!(find(&h), vec![Foreign::Ext(ExtVariant::Ext2)]);
         put(&mut h, 1024 + 0x5C, &4u32.to_le_bytes());
-        assert_eq!(find_foreign(&h), vec![Foreign::Ext(ExtVariant::Ext3)]);
+        assert_eq!(find(&h), vec![Foreign::Ext(ExtVariant::Ext3)]);
         put(&mut h, 1024 + 0x60, &0x2C2u32.to_le_bytes());
-        assert_eq!(find_foreign(&h), vec![Foreign::Ext(ExtVariant::Ext4)]);
+        assert_eq!(find(&h), vec![Foreign::Ext(ExtVariant::Ext4)]);
 
         let mut h = head();
         put(&mut h, 0, b"XFSB");
-        assert_eq!(find_foreign(&h), vec![Foreign::Xfs]);
+        assert_eq!(find(&h), vec![Foreign::Xfs]);
 
         let mut h = head();
         put(&mut h, 0x10040, b"_BHRfS_M");
-        assert_eq!(find_foreign(&h), vec![Foreign::Btrfs]);
+        assert_eq!(find(&h), vec![Foreign::Btrfs]);
         // A backing too short to hold it is simply not btrfs.
-        assert!(find_foreign(&h[..0x10000]).is_empty());
+        assert!(find(&h[..0x10000]).is_empty());
     }
 
     #[test]
@@ -262,13 +318,42 @@ mod tests {
         let mut h = head();
         put(&mut h, 512, b"LABELONE");
         put(&mut h, 512 + 24, b"LVM2 001");
-        assert_eq!(find_foreign(&h), vec![Foreign::Lvm2]);
+        assert_eq!(find(&h), vec![Foreign::Lvm2]);
         let mut h = head();
         put(&mut h, 0, b"LUKS\xBA\xBE");
-        assert_eq!(find_foreign(&h), vec![Foreign::Luks]);
+        assert_eq!(find(&h), vec![Foreign::Luks]);
         let mut h = head();
         put(&mut h, 4086, b"SWAPSPACE2");
-        assert_eq!(find_foreign(&h), vec![Foreign::Swap]);
+        assert_eq!(find(&h), vec![Foreign::Swap]);
+    }
+
+    #[test]
+    fn many_at_once_all_fit() {
+        let mut h = head();
+        put(&mut h, 0, b"XFSB");
+        put(&mut h, 446, &[0x80, 0, 0, 0, 0x83]);
+        put(&mut h, 510, &[0x55, 0xAA]);
+        put(&mut h, 512, b"LABELONE");
+        put(&mut h, 512 + 24, b"LVM2 001");
+        put(&mut h, 1024 + 0x38, &[0x53, 0xEF]);
+        put(&mut h, 4086, b"SWAPSPACE2");
+        put(&mut h, 4096, b"NVDIMM_PFN_INFO\0");
+        put(&mut h, 0x10040, b"_BHRfS_M");
+        let found = find_foreign(&h);
+        assert_eq!(
+            found.as_slice(),
+            [
+                Foreign::NdPfn,
+                Foreign::Mbr,
+                Foreign::Ext(ExtVariant::Ext2),
+                Foreign::Xfs,
+                Foreign::Btrfs,
+                Foreign::Lvm2,
+                Foreign::Swap
+            ]
+        );
+        assert_eq!((&found).into_iter().count(), 7);
+        assert!(!found.is_empty());
     }
 
     #[test]
