@@ -39,7 +39,7 @@ pub struct DeviceJson {
     pub user_copy: Option<bool>,
     /// The `UBLK_F_*` flags the kernel granted the device, by name.
     pub features: Vec<String>,
-    /// How request data moves (`user_copy` or `bounce_buffer`).
+    /// How request data moves (`direct`, `user_copy` or `bounce_buffer`).
     pub io_path: Option<IoPath>,
     pub log: Option<String>,
 }
