@@ -69,4 +69,19 @@ check "del" "$P" del 0
 for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
 check "metadata healthy after every path" "$P" check /dev/pmem0
 
+# An image on tmpfs cannot be opened O_DIRECT: auto falls back to user copy,
+# an explicit direct is refused before anything is written.
+mkdir -p /tmp/tmpfs && mount -t tmpfs -o size=300M tmpfs /tmp/tmpfs
+truncate -s 256M /tmp/tmpfs/img
+check "format an image on tmpfs" "$P" format /tmp/tmpfs/img --reserve 0
+if kernel_at_least 6 16; then
+	before=$(sha256sum </tmp/tmpfs/img)
+	refused "direct on a tmpfs image" "cannot be opened O_DIRECT" "$P" add /tmp/tmpfs/img --io-path direct
+	expect_eq "the refusal changed nothing" "$(sha256sum </tmp/tmpfs/img)" "$before"
+fi
+dev=$("$P" add /tmp/tmpfs/img | tail -1)
+expect_eq "auto on a tmpfs image serves on user copy" "$("$P" list --json | jget 'd[0]["io_path"]')" user_copy
+fio_verify "tmpfs image: fio verify" "$dev" 0 8M
+check "del" "$P" del --all
+
 finish
