@@ -154,10 +154,10 @@ impl LinearTable {
     /// The table for `size` bytes at `offset` of `backing`: both whole
     /// sectors, the length not zero, the end representable.
     pub fn for_area(offset: u64, size: u64, backing: DevNum) -> Result<LinearTable, MapError> {
-        if offset % SECTOR_SIZE != 0 {
+        if !offset.is_multiple_of(SECTOR_SIZE) {
             return Err(MapError::Table("its offset is not a multiple of 512 bytes"));
         }
-        if size % SECTOR_SIZE != 0 {
+        if !size.is_multiple_of(SECTOR_SIZE) {
             return Err(MapError::Table("its size is not a multiple of 512 bytes"));
         }
         if size == 0 {
@@ -432,7 +432,7 @@ impl Mapper {
             })
     }
 
-    fn dm_name<'a>(name: &'a str) -> Result<&'a DmName, MapError> {
+    fn dm_name(name: &str) -> Result<&DmName, MapError> {
         DmName::new(name).map_err(|_| MapError::BadName {
             name: name.to_string(),
             why: "device-mapper does not accept it",
@@ -467,7 +467,8 @@ impl Mapper {
     ) -> Result<PathBuf, MapError> {
         let dm_name = Mapper::dm_name(name.as_str())?;
         let uuid_text = dm_uuid(volume, table.backing);
-        let uuid = DmUuid::new(&uuid_text).map_err(|_| MapError::Table("its dm uuid is invalid"))?;
+        let uuid =
+            DmUuid::new(&uuid_text).map_err(|_| MapError::Table("its dm uuid is invalid"))?;
         let id = DevId::Name(dm_name);
         let info = self
             .dm
@@ -570,10 +571,12 @@ fn is_node_of(path: &Path, dev: DevNum) -> bool {
 /// node or link in the way (of an earlier device) is replaced; anything else
 /// there is an error.
 fn ensure_node(path: &Path, dev: DevNum) -> Result<(), MapError> {
-    let node_error = |op| move |source| MapError::Node {
-        path: path.to_path_buf(),
-        op,
-        source,
+    let node_error = |op| {
+        move |source| MapError::Node {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
     };
     if udev_running() {
         let start = Instant::now();
@@ -690,7 +693,7 @@ mod tests {
             name.as_str(),
             "pmem-stack-0f2d4c1e-9a3b-4c5d-8e7f-102132435465"
         );
-        assert_eq!(MapName::parse(name.as_str()), Ok(name.clone()));
+        assert_eq!(MapName::parse(name.as_str()).ok(), Some(name.clone()));
         assert_eq!(
             name.node(),
             Path::new("/dev/mapper/pmem-stack-0f2d4c1e-9a3b-4c5d-8e7f-102132435465")
@@ -731,7 +734,13 @@ mod tests {
 
     #[test]
     fn dev_numbers() {
-        assert_eq!(DevNum::parse("253:7\n"), Some(DevNum { major: 253, minor: 7 }));
+        assert_eq!(
+            DevNum::parse("253:7\n"),
+            Some(DevNum {
+                major: 253,
+                minor: 7
+            })
+        );
         assert_eq!(DevNum::parse("253"), None);
         assert_eq!(DevNum::of(PMEM0.rdev()), PMEM0);
     }
@@ -762,7 +771,13 @@ mod tests {
         let m = &maps[0];
         assert_eq!(m.name, "mine");
         assert_eq!(m.kernel_name, "dm-0");
-        assert_eq!(m.dev, DevNum { major: 253, minor: 0 });
+        assert_eq!(
+            m.dev,
+            DevNum {
+                major: 253,
+                minor: 0
+            }
+        );
         assert_eq!(m.backing, Some(PMEM0));
         assert_eq!(m.backing_node(), Some(PathBuf::from("/dev/pmem0")));
         assert!(m.dax);

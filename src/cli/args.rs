@@ -334,7 +334,9 @@ mod tests {
             .expect_err("bad name");
         assert!(err.to_string().contains("only letters"), "{err}");
         let cli = Cli::try_parse_from(["pmem-stack", "unmap", "/dev/mapper/fast"]).expect("unmap");
-        assert!(matches!(cli.command, Command::Unmap(UnmapArgs { map }) if map == "/dev/mapper/fast"));
+        assert!(
+            matches!(cli.command, Command::Unmap(UnmapArgs { map }) if map == "/dev/mapper/fast")
+        );
         assert!(Cli::try_parse_from(["pmem-stack", "unmap"]).is_err());
     }
 

@@ -134,7 +134,17 @@ fn current_entries(registry: &Registry) -> Vec<Entry> {
 
 /// One line of `list`'s table.
 fn row(cells: [String; 9]) -> String {
-    let [device, kind, state, server, pid, queues, backing, offset, size] = cells;
+    let [
+        device,
+        kind,
+        state,
+        server,
+        pid,
+        queues,
+        backing,
+        offset,
+        size,
+    ] = cells;
     format!(
         "{device:<12} {kind:<5} {state:<10} {server:<8} {pid:>7} {queues:>8}  {backing:<20} {offset:>14} {size:>12}"
     )
@@ -163,7 +173,11 @@ fn dm_row(m: MapJson) -> String {
     row([
         m.device,
         "dm".into(),
-        if m.dax { format!("{} dax", m.state) } else { m.state.to_string() },
+        if m.dax {
+            format!("{} dax", m.state)
+        } else {
+            m.state.to_string()
+        },
         "kernel".into(),
         "-".into(),
         "-".into(),
@@ -178,12 +192,19 @@ pub fn list(args: &ListArgs) -> Result<ExitCode> {
     let maps = dm::maps();
     // The tables are read through /dev/mapper/control (root); without it
     // the offsets come from the super blocks.
-    let mapper = if maps.is_empty() { None } else { dm::Mapper::open().ok() };
+    let mapper = if maps.is_empty() {
+        None
+    } else {
+        dm::Mapper::open().ok()
+    };
     let mut devices: Vec<ListJson> = current_entries(&registry)
         .iter()
         .map(|e| ListJson::Ublk(device_json(e)))
         .collect();
-    devices.extend(maps.iter().map(|m| ListJson::Dm(map_json(m, mapper.as_ref()))));
+    devices.extend(
+        maps.iter()
+            .map(|m| ListJson::Dm(map_json(m, mapper.as_ref()))),
+    );
     if args.json {
         print_json(&devices)?;
         return Ok(ExitCode::SUCCESS);
@@ -195,7 +216,14 @@ pub fn list(args: &ListArgs) -> Result<ExitCode> {
     println!(
         "{}",
         row([
-            "DEVICE", "KIND", "STATE", "SERVER", "PID", "QUEUES", "BACKING", "DATA OFFSET",
+            "DEVICE",
+            "KIND",
+            "STATE",
+            "SERVER",
+            "PID",
+            "QUEUES",
+            "BACKING",
+            "DATA OFFSET",
             "DATA SIZE"
         ]
         .map(String::from))

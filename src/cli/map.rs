@@ -118,7 +118,9 @@ pub fn map(args: &MapArgs) -> Result<ExitCode> {
     // nothing is left behind.
     drop(backing);
     log::info!("mapping {}: {}", args.backing.display(), table.line());
-    let node = mapper.create(&name, &sb.uuid, &table).with_context(context)?;
+    let node = mapper
+        .create(&name, &sb.uuid, &table)
+        .with_context(context)?;
     if args.json {
         match dm::maps().iter().find(|m| m.name == name.as_str()) {
             Some(map) => print_json(&map_json(map, Some(&mapper)))?,

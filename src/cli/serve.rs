@@ -33,8 +33,8 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
     // Before anything is written, too: a path this kernel or backing cannot
     // serve is refused up front.
     let io_path = choose_io_path(args, &backing).with_context(context)?;
-    let volume = plan_volume(&backing, &options, args.force, "device is deleted")
-        .with_context(context)?;
+    let volume =
+        plan_volume(&backing, &options, args.force, "device is deleted").with_context(context)?;
     let defaults = QueueConfig::default_for_host();
     let spec = ServeSpec {
         attach: Attach::Add { id: args.id },
