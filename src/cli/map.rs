@@ -84,13 +84,14 @@ fn refuse_taken(mapper: &Mapper, name: &MapName) -> Result<(), MapError> {
 
 pub fn map(args: &MapArgs) -> Result<ExitCode> {
     let context = || format!("cannot map {}", args.backing.display());
-    // Everything that can refuse comes before the first write.
+    // Everything that can refuse comes before the first write: what the
+    // backing is, then whether device-mapper is there and the name free.
+    let backing = open_exclusive(&args.backing, &Registry::system())?;
+    let dev = dm::check_mappable(&backing).with_context(context)?;
     let mapper = Mapper::open().with_context(context)?;
     if let Some(name) = &args.name {
         refuse_taken(&mapper, name).with_context(context)?;
     }
-    let backing = open_exclusive(&args.backing, &Registry::system())?;
-    let dev = dm::check_mappable(&backing).with_context(context)?;
     let volume = plan_volume(
         &backing,
         &args.layout.options(),
