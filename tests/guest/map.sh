@@ -74,8 +74,9 @@ data_size=$(echo "$info" | jget 'd["data_size"]')
 name=pmem-stack-$uuid
 expect_eq "map prints /dev/mapper/pmem-stack-<uuid>" "$node" "/dev/mapper/$name"
 check "the node is a block device" test -b "$node"
+pmem_dev=$(($(stat -c '0x%t' /dev/pmem0))):$(($(stat -c '0x%T' /dev/pmem0)))
 expect_eq "the table is the data area" "$(dmsetup table "$name")" \
-	"0 $((data_size / 512)) linear 259:0 $((data_offset / 512))"
+	"0 $((data_size / 512)) linear $pmem_dev $((data_offset / 512))"
 expect_eq "the map's size is data_size" "$(blockdev --getsize64 "$node")" "$data_size"
 dm=
 for d in /sys/block/dm-*; do [ "$(cat "$d/dm/name")" != "$name" ] || dm=$(basename "$d"); done
@@ -98,7 +99,11 @@ before=$(meta_digest /dev/pmem0)
 refused "add of a mapped backing" "mapped as $node; 'pmem-stack unmap $name' first" "$P" add /dev/pmem0
 refused "map of a mapped backing" "mapped as $node" "$P" map /dev/pmem0 --name other
 refused "format of a mapped backing" "mapped as $node" "$P" format /dev/pmem0 --reserve 0 --force
-refused "a taken name" "exists already" "$P" map /tmp/image --name "$name"
+loop=$(losetup -f --show /tmp/image)
+refused "a taken name" "a device-mapper device named $name exists already" \
+	"$P" map "$loop" --reserve 8M --name "$name"
+check "losetup -d" losetup -d "$loop"
+expect_eq "the image behind the refused map is unchanged" "$(sha256sum </tmp/image)" "$img_before"
 expect_eq "the refusals changed nothing" "$(meta_digest /dev/pmem0)" "$before"
 
 # --- fio verify through the map, at both ends
