@@ -7,6 +7,8 @@
 #   raw           /dev/pmem0, the kernel's pmem driver: the limit
 #   dm-linear     a device-mapper linear device over /dev/pmem0 at pmem-stack's
 #                 data offset and size: the in-kernel alternative
+#   map           the same table made by `pmem-stack map` (device-mapper
+#                 through the devicemapper crate): expected equal to dm-linear
 #   rublk-null    rublk's null target: the ublk round trip and nothing else
 #   rublk-loop    rublk's loop target over /dev/pmem0 (O_DIRECT, io_uring)
 #   ps-<path>     pmem-stack on /dev/pmem0 with `add --io-path <path>`, for
@@ -58,7 +60,7 @@ RESERVE=${BENCH_RESERVE:-512M}
 PMEM_SIZE=${BENCH_PMEM_SIZE:-2G}
 PATHS=${BENCH_PATHS:-user-copy direct}
 JOBS=${BENCH_JOBS:-randread4k randwrite4k randread4k-qd1 seqread128k seqwrite128k fsyncwrite4k}
-default_targets="raw dm-linear rublk-null rublk-loop"
+default_targets="raw dm-linear map rublk-null rublk-loop"
 for path in $PATHS; do default_targets+=" ps-$path"; done
 TARGETS=${BENCH_TARGETS:-$default_targets ps-devdax}
 
@@ -266,6 +268,16 @@ target_dm-linear() {
 	dmsetup remove "$name" || die "dmsetup remove $name failed"
 }
 
+target_map() {
+	local round=$1 name=bench-map dev
+	dev=$("$P" map /dev/pmem0 --name "$name" | tail -1) || die "pmem-stack map /dev/pmem0 failed"
+	[ "$dev" == "/dev/mapper/$name" ] || die "pmem-stack map printed '$dev', not /dev/mapper/$name"
+	wait_block "$dev" || die "$dev did not appear"
+	run_jobs "$round" map "$dev"
+	"$P" unmap "$name" >/dev/null || die "pmem-stack unmap $name failed"
+	wait_gone "$dev" || die "$dev still exists after unmap"
+}
+
 # pmem_stack ROUND TARGET BACKING [ADD ARGS...]
 pmem_stack() {
 	local round=$1 target=$2 backing=$3 out dev id pid entry
@@ -337,7 +349,7 @@ run_target() { # ROUND TARGET
 		path=${target#ps-}
 		(export PMEM_STACK_PREFAULT=off; pmem_stack "$round" "$target" /dev/pmem0 --io-path "${path%-nopf}") ;;
 	ps-*) pmem_stack "$round" "$target" /dev/pmem0 --io-path "${target#ps-}" ;;
-	raw | dm-linear | rublk-null | rublk-loop) "target_$target" "$round" ;;
+	raw | dm-linear | map | rublk-null | rublk-loop) "target_$target" "$round" ;;
 	*) die "unknown target '$target'" ;;
 	esac
 }

@@ -23,7 +23,7 @@ JOB_NAMES = {
     "seqwrite128k": ("128k seq write QD16", "MiB/s"),
     "fsyncwrite4k": ("4k randwrite QD1 fsync=1", "IOPS"),
 }
-PEERS = ["raw", "dm-linear", "rublk-null", "rublk-loop"]
+PEERS = ["raw", "dm-linear", "map", "rublk-null", "rublk-loop"]
 
 
 def fail(msg):

@@ -15,10 +15,13 @@
 //! 7. [`server`]: a server's life cycle — format on first use, record, go
 //!    live, stop durably — with [`daemon`] (fork and handshake) and
 //!    [`registry`] (records of served devices).
+//!    [`dm`] is the other way to serve a data area: a device-mapper linear
+//!    device the kernel serves itself (uses [`backing`] and [`format`]).
 //! 8. the CLI in `main.rs` and `cli/`: arguments, messages, exit codes.
 
 pub mod backing;
 pub mod daemon;
+pub mod dm;
 pub mod engine;
 pub mod format;
 pub mod layout;

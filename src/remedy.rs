@@ -32,11 +32,15 @@ pub enum Remedy {
     ServeAsRecorded,
     /// Ask for another device id, or let the kernel pick one.
     OtherDeviceId,
+    /// The backing cannot be mapped by the kernel: serve it through ublk.
+    ServeWithUblk,
+    /// A map name is taken: choose another one.
+    OtherMapName,
 }
 
 impl Remedy {
     /// Every remedy, for naming them across the server's handshake.
-    const ALL: [Remedy; 10] = [
+    const ALL: [Remedy; 12] = [
         Remedy::Overwrite,
         Remedy::Reformat,
         Remedy::RepairOrOverwrite,
@@ -47,6 +51,8 @@ impl Remedy {
         Remedy::GiveReserveToServe,
         Remedy::ServeAsRecorded,
         Remedy::OtherDeviceId,
+        Remedy::ServeWithUblk,
+        Remedy::OtherMapName,
     ];
 
     /// A stable name (the `Debug` form), for the handshake pipe.
@@ -79,6 +85,7 @@ pub fn of(cause: &(dyn std::error::Error + 'static)) -> Option<Remedy> {
         .or_else(|| as_::<crate::metadata::Refusal>(cause))
         .or_else(|| as_::<crate::server::ServerError>(cause))
         .or_else(|| as_::<crate::ublk::control::ServeError>(cause))
+        .or_else(|| as_::<crate::dm::MapError>(cause))
 }
 
 /// The first remedy anywhere in `err`'s chain of causes.

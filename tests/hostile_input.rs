@@ -65,6 +65,7 @@ fn commands(backing: &Path) -> Vec<Vec<&OsStr>> {
             o("os"),
         ],
         vec![o("add"), b, o("--reserve"), o("8M")],
+        vec![o("map"), b, o("--reserve"), o("8M")],
     ]
 }
 
@@ -160,7 +161,7 @@ fn an_immutable_file_is_refused_unchanged() {
     let before = digest(&img);
     for args in commands(&img)
         .into_iter()
-        .filter(|a| a[0] == "format" || a[0] == "add")
+        .filter(|a| a[0] == "format" || a[0] == "add" || a[0] == "map")
     {
         let result = run_bounded(&t, &args);
         judge(&args, &result);

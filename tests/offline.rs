@@ -627,3 +627,44 @@ fn del_and_recover_explain_bad_device_names() {
     let list = t.run(["list", "--json"]).ok().json();
     assert_eq!(list, serde_json::json!([]));
 }
+
+#[test]
+fn map_refuses_image_files_and_unmap_needs_a_map() {
+    let t = Scratch::new();
+    let img = t.image("pmem.img", 256 * MIB);
+    let root = is_root();
+    let before = digest(&img);
+    let run = t.run(["map", s(&img), "--reserve", "8M"]);
+    if root {
+        run.fails(
+            1,
+            &[
+                "cannot map",
+                "is an image file; a device-mapper map needs a block device",
+                "serve it with 'pmem-stack add' instead",
+            ],
+        );
+        t.run(["unmap", s(&img)])
+            .fails(1, &["is not a map, nor a block device that is mapped"]);
+    } else {
+        run.fails(1, &["pmem-stack map needs root", "device-mapper"]);
+    }
+    assert_eq!(digest(&img), before, "a refused map wrote nothing");
+    // A bad name is a usage error, before anything is opened.
+    let err = t
+        .run(["map", s(&img), "--name", "a/b"])
+        .fails(2, &["only letters"]);
+    assert!(err.stdout().is_empty());
+    assert_eq!(digest(&img), before);
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}

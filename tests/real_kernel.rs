@@ -169,6 +169,18 @@ const SCENARIOS: &[Scenario] = &[
         knob: None,
     },
     Scenario {
+        name: "map",
+        what: "map on fsdax: dm-linear table, ext4/xfs -o dax=always, fio verify, reserve untouched by a full fill, data across map/add both ways, exclusivity; raw (no DAX) and devdax",
+        boots: &[Boot {
+            script: "tests/guest/map.sh",
+            size: "1G",
+            label_size: Some("128K"),
+            env: &[],
+            kill_on: None,
+        }],
+        knob: None,
+    },
+    Scenario {
         name: "crashes",
         what: "20 kill -9 under fio + recover; kills idle, in flushes, in del; races and misuse",
         boots: &[Boot {

@@ -140,7 +140,14 @@ pub fn block_holder(major: u32, minor: u32) -> Option<String> {
     let names: Vec<String> = fs::read_dir(holders)
         .ok()?
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // A device-mapper holder has a name users know it by.
+            match read_trimmed(&e.path().join("dm/name")).filter(|n| !n.is_empty()) {
+                Some(dm_name) => format!("{name} = /dev/mapper/{dm_name}"),
+                None => name,
+            }
+        })
         .collect();
     if names.is_empty() {
         None

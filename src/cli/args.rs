@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use pmem_stack::dm::MapName;
 use pmem_stack::format::{Alignment, LogicalBlockSize, ReserveMode};
 use pmem_stack::layout::ReserveRequest;
 use pmem_stack::size::parse_size;
@@ -36,6 +37,11 @@ pub enum Command {
     List(ListArgs),
     /// Re-attach a new server to a device whose server died.
     Recover(RecoverArgs),
+    /// Map the data area with the kernel's device-mapper as /dev/mapper/NAME
+    /// (linear; DAX-capable on an fsdax namespace).
+    Map(MapArgs),
+    /// Remove a map made by 'map'.
+    Unmap(UnmapArgs),
 }
 
 /// Layout options shared by `format` and `add`.
@@ -225,6 +231,33 @@ pub struct RecoverArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct MapArgs {
+    /// A block device: /dev/pmemN (fsdax for DAX) or another one.
+    pub backing: PathBuf,
+    /// Map name, for /dev/mapper/NAME [default: pmem-stack-<volume uuid>].
+    #[arg(long, value_parser = parse_map_name)]
+    pub name: Option<MapName>,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Format over foreign data (only when the backing is not formatted yet).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the map as a JSON object (as in 'list --json').
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnmapArgs {
+    /// The map: NAME, /dev/mapper/NAME, or the backing it maps.
+    pub map: String,
+}
+
+fn parse_map_name(text: &str) -> Result<MapName, String> {
+    MapName::parse(text).map_err(|e| e.to_string())
+}
+
 /// `add --io-path`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoPathArg {
@@ -276,6 +309,35 @@ mod tests {
         assert_eq!(parse_device_id("ublkb0"), Some(0));
         assert_eq!(parse_device_id("/dev/pmem0"), None);
         assert_eq!(parse_device_id("-1"), None);
+    }
+
+    #[test]
+    fn map_arguments() {
+        let cli = Cli::try_parse_from([
+            "pmem-stack",
+            "map",
+            "/dev/pmem0",
+            "--name",
+            "fast",
+            "--reserve",
+            "64M",
+            "--json",
+        ])
+        .expect("parses");
+        let Command::Map(args) = cli.command else {
+            panic!("not map: {cli:?}");
+        };
+        assert_eq!(args.name.as_ref().map(MapName::as_str), Some("fast"));
+        assert_eq!(args.layout.reserve, Some(ReserveRequest::Bytes(64 << 20)));
+        assert!(args.json && !args.force);
+        let err = Cli::try_parse_from(["pmem-stack", "map", "/dev/pmem0", "--name", "a/b"])
+            .expect_err("bad name");
+        assert!(err.to_string().contains("only letters"), "{err}");
+        let cli = Cli::try_parse_from(["pmem-stack", "unmap", "/dev/mapper/fast"]).expect("unmap");
+        assert!(
+            matches!(cli.command, Command::Unmap(UnmapArgs { map }) if map == "/dev/mapper/fast")
+        );
+        assert!(Cli::try_parse_from(["pmem-stack", "unmap"]).is_err());
     }
 
     #[test]

@@ -8,12 +8,14 @@ use serde::Serialize;
 
 use pmem_stack::backing::sysfs;
 use pmem_stack::daemon;
+use pmem_stack::dm;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::size::Human;
 use pmem_stack::ublk::control;
 use pmem_stack::ublk::features::{Features, IoPath};
 
 use super::args::{DelArgs, ListArgs, parse_device_id};
+use super::map::{MapJson, map_json};
 use super::print_json;
 
 /// How long `del` waits for a server to flush and exit.
@@ -22,6 +24,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// One device in `list --json` (and `add --json`).
 #[derive(Debug, Serialize)]
 pub struct DeviceJson {
+    /// Always `ublk` (maps are `dm`).
+    pub kind: &'static str,
     pub id: u32,
     pub device: String,
     pub backing: Option<String>,
@@ -42,12 +46,23 @@ pub struct DeviceJson {
     /// How request data moves (`direct`, `user_copy` or `bounce_buffer`).
     pub io_path: Option<IoPath>,
     pub log: Option<String>,
+    /// A ublk device is never DAX-capable.
+    pub dax: bool,
+}
+
+/// One entry of `list --json`: a ublk device or a map.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum ListJson {
+    Ublk(DeviceJson),
+    Dm(MapJson),
 }
 
 impl DeviceJson {
     /// When the record cannot be read (should not happen): what we know.
     pub fn minimal(id: u32, pid: i32) -> DeviceJson {
         DeviceJson {
+            kind: "ublk",
             id,
             device: format!("/dev/ublkb{id}"),
             backing: None,
@@ -66,6 +81,7 @@ impl DeviceJson {
             features: Vec::new(),
             io_path: None,
             log: None,
+            dax: false,
         }
     }
 }
@@ -75,6 +91,7 @@ pub fn device_json(entry: &Entry) -> DeviceJson {
     let info = control::device_info(entry.id).ok();
     let pid = info.map_or(entry.pid, |i| i.pid);
     DeviceJson {
+        kind: "ublk",
         id: entry.id,
         device: format!("/dev/ublkb{}", entry.id),
         backing: Some(entry.backing.display().to_string()),
@@ -93,6 +110,7 @@ pub fn device_json(entry: &Entry) -> DeviceJson {
         features: info.map(|i| Features(i.flags).names()).unwrap_or_default(),
         io_path: info.map(|i| IoPath::of(Features(i.flags))),
         log: entry.log.as_ref().map(|p| p.display().to_string()),
+        dax: false,
     }
 }
 
@@ -114,9 +132,79 @@ fn current_entries(registry: &Registry) -> Vec<Entry> {
         .collect()
 }
 
+/// One line of `list`'s table.
+fn row(cells: [String; 9]) -> String {
+    let [
+        device,
+        kind,
+        state,
+        server,
+        pid,
+        queues,
+        backing,
+        offset,
+        size,
+    ] = cells;
+    format!(
+        "{device:<12} {kind:<5} {state:<10} {server:<8} {pid:>7} {queues:>8}  {backing:<20} {offset:>14} {size:>12}"
+    )
+}
+
+/// Unknown (no record) is "-", never a made-up 0.
+fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn ublk_row(d: DeviceJson) -> String {
+    row([
+        d.device,
+        "ublk".into(),
+        d.state,
+        if d.server_running { "running" } else { "dead" }.into(),
+        d.pid.to_string(),
+        format!("{}x{}", d.queues, d.depth),
+        d.backing.unwrap_or_default(),
+        or_dash(d.data_offset),
+        or_dash(d.data_size.map(Human)),
+    ])
+}
+
+fn dm_row(m: MapJson) -> String {
+    row([
+        m.device,
+        "dm".into(),
+        if m.dax {
+            format!("{} dax", m.state)
+        } else {
+            m.state.to_string()
+        },
+        "kernel".into(),
+        "-".into(),
+        "-".into(),
+        m.backing.unwrap_or_default(),
+        or_dash(m.data_offset),
+        or_dash(m.data_size.map(Human)),
+    ])
+}
+
 pub fn list(args: &ListArgs) -> Result<ExitCode> {
     let registry = Registry::system();
-    let devices: Vec<DeviceJson> = current_entries(&registry).iter().map(device_json).collect();
+    let maps = dm::maps();
+    // The tables are read through /dev/mapper/control (root); without it
+    // the offsets come from the super blocks.
+    let mapper = if maps.is_empty() {
+        None
+    } else {
+        dm::Mapper::open().ok()
+    };
+    let mut devices: Vec<ListJson> = current_entries(&registry)
+        .iter()
+        .map(|e| ListJson::Ublk(device_json(e)))
+        .collect();
+    devices.extend(
+        maps.iter()
+            .map(|m| ListJson::Dm(map_json(m, mapper.as_ref()))),
+    );
     if args.json {
         print_json(&devices)?;
         return Ok(ExitCode::SUCCESS);
@@ -126,23 +214,27 @@ pub fn list(args: &ListArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<12} {:<10} {:<8} {:>7} {:>10}  {:<20} {:>14} {:>12}",
-        "DEVICE", "STATE", "SERVER", "PID", "QUEUES", "BACKING", "DATA OFFSET", "DATA SIZE"
+        "{}",
+        row([
+            "DEVICE",
+            "KIND",
+            "STATE",
+            "SERVER",
+            "PID",
+            "QUEUES",
+            "BACKING",
+            "DATA OFFSET",
+            "DATA SIZE"
+        ]
+        .map(String::from))
     );
     for d in devices {
         println!(
-            "{:<12} {:<10} {:<8} {:>7} {:>10}  {:<20} {:>14} {:>12}",
-            d.device,
-            d.state,
-            if d.server_running { "running" } else { "dead" },
-            d.pid,
-            format!("{}x{}", d.queues, d.depth),
-            d.backing.unwrap_or_default(),
-            // Unknown (no record) is "-", never a made-up 0.
-            d.data_offset
-                .map_or_else(|| "-".to_string(), |o| o.to_string()),
-            d.data_size
-                .map_or_else(|| "-".to_string(), |s| Human(s).to_string())
+            "{}",
+            match d {
+                ListJson::Ublk(d) => ublk_row(d),
+                ListJson::Dm(m) => dm_row(m),
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -194,8 +286,11 @@ pub fn del(args: &DelArgs) -> Result<ExitCode> {
         });
     }
     let text = args.device.as_deref().unwrap_or_default();
-    let id = parse_device_id(text)
-        .ok_or_else(|| anyhow!("'{text}' is not a device: give N or /dev/ublkbN"))?;
+    let id = parse_device_id(text).ok_or_else(|| {
+        anyhow!(
+            "'{text}' is not a device: give N or /dev/ublkbN (maps are removed with 'pmem-stack unmap')"
+        )
+    })?;
     if !control::device_ids().contains(&id) {
         let _ = registry.remove(id);
         bail!("/dev/ublkb{id} does not exist ('pmem-stack list' shows the devices)");

@@ -4,6 +4,7 @@
 
 pub mod args;
 mod devices;
+mod map;
 pub mod progress_line;
 pub mod remedy;
 mod render;
@@ -15,7 +16,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
-use pmem_stack::backing::{Access, Backing, BackingError};
+use pmem_stack::backing::{Access, Backing, BackingError, Identity};
+use pmem_stack::dm;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::ublk::control;
 use pmem_stack::ublk::features::{Features, IoPath};
@@ -32,20 +34,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Recover(a) => require_root("recover").and_then(|()| serve::recover(&a)),
         Command::Del(a) => require_root("del").and_then(|()| devices::del(&a)),
         Command::List(a) => devices::list(&a),
+        Command::Map(a) => require_root("map").and_then(|()| map::map(&a)),
+        Command::Unmap(a) => require_root("unmap").and_then(|()| map::unmap(&a)),
     }
 }
 
 /// Refuse `command` up front unless running as root: ublk devices are made
 /// and controlled through /dev/ublk-control, and their records live in
-/// root's /run/pmem-stack. Saying so beats whichever EACCES comes first.
+/// root's /run/pmem-stack; maps through /dev/mapper/control. Saying so
+/// beats whichever EACCES comes first.
 fn require_root(command: &str) -> Result<()> {
     if rustix::process::geteuid().is_root() {
-        Ok(())
-    } else {
-        bail!(
-            "pmem-stack {command} needs root: it creates and controls ublk devices (run it with sudo)"
-        )
+        return Ok(());
     }
+    let what = match command {
+        "map" | "unmap" => "device-mapper devices",
+        _ => "ublk devices",
+    };
+    bail!("pmem-stack {command} needs root: it creates and controls {what} (run it with sudo)")
 }
 
 /// The registry record of a device the kernel still has that serves `backing`.
@@ -104,9 +110,16 @@ fn open_exclusive(path: &Path, registry: &Registry) -> Result<Backing> {
         }
         Err(BackingError::Busy { path, holder }) => {
             // Name the pmem-stack device when it is ours.
-            let served = Backing::open(&path, Access::ReadOnly)
-                .ok()
-                .and_then(|b| attachment(registry, &b));
+            let shared = Backing::open(&path, Access::ReadOnly).ok();
+            if let Some(map) = shared.as_ref().and_then(map_of) {
+                bail!(
+                    "{}: is in use: mapped as {}; 'pmem-stack unmap {}' first",
+                    path.display(),
+                    map.node().display(),
+                    map.name
+                );
+            }
+            let served = shared.and_then(|b| attachment(registry, &b));
             match served {
                 Some(entry) => bail!(
                     "{}: is in use: served as /dev/ublkb{} (pid {}); 'pmem-stack del {}' stops it",
@@ -122,13 +135,31 @@ fn open_exclusive(path: &Path, registry: &Registry) -> Result<Backing> {
     }
 }
 
-/// The device serving `backing` and its I/O path, if any (for `info`).
+/// The pmem-stack map of `backing`, if it is mapped.
+fn map_of(backing: &Backing) -> Option<dm::Map> {
+    match backing.identity() {
+        Identity::Device { rdev } => dm::map_of(dm::DevNum::of(rdev)),
+        Identity::File { .. } => None,
+    }
+}
+
+/// The device serving `backing` and how, if any (for `info`).
 fn served_by(registry: &Registry, backing: &Backing) -> Option<render::Serving> {
+    if let Some(map) = map_of(backing) {
+        return Some(render::Serving {
+            device: map.node().display().to_string(),
+            kind: render::ServedKind::Dm,
+            io_path: None,
+            dax: map.dax,
+        });
+    }
     attachment(registry, backing).map(|e| render::Serving {
         device: format!("/dev/ublkb{}", e.id),
+        kind: render::ServedKind::Ublk,
         io_path: pmem_stack::ublk::control::device_info(e.id)
             .ok()
             .map(|info| IoPath::of(Features(info.flags))),
+        dax: false,
     })
 }
 

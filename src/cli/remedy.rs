@@ -25,6 +25,8 @@ pub fn remedy_text(remedy: Remedy) -> &'static str {
             "leave the layout options out to serve it as recorded, or re-layout with 'pmem-stack format --force' (destroys the data)"
         }
         Remedy::OtherDeviceId => "pick another --id or leave it out",
+        Remedy::ServeWithUblk => "serve it with 'pmem-stack add' instead",
+        Remedy::OtherMapName => "pick another --name, or 'pmem-stack unmap' that one first",
     }
 }
 

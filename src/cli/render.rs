@@ -199,17 +199,35 @@ pub struct InfoJson {
     pub reserve_mfn_end: Option<u64>,
     pub healthy: bool,
     pub served_by: Option<String>,
+    /// `ublk` or `dm` (`list`'s `kind`), or null when not served.
+    pub served_kind: Option<ServedKind>,
+    /// Whether the serving device is DAX-capable (null when not served).
+    pub dax: Option<bool>,
     /// How the serving device moves data (`list`'s `io_path`).
     pub io_path: Option<IoPath>,
+}
+
+/// Which of the two ways serves a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServedKind {
+    /// `/dev/ublkbN`, by a pmem-stack server (`add`).
+    Ublk,
+    /// `/dev/mapper/NAME`, a device-mapper linear device (`map`).
+    Dm,
 }
 
 /// The device serving a backing, as `info` shows it.
 #[derive(Debug, Clone)]
 pub struct Serving {
-    /// `/dev/ublkbN`.
+    /// `/dev/ublkbN` or `/dev/mapper/NAME`.
     pub device: String,
-    /// Its I/O path, when the kernel still describes the device.
+    /// Which kind of device it is.
+    pub kind: ServedKind,
+    /// Its I/O path, when the kernel still describes a ublk device.
     pub io_path: Option<IoPath>,
+    /// Whether it is DAX-capable.
+    pub dax: bool,
 }
 
 /// Physical range of the reserve, `[start, end)`, when sysfs knows where the
@@ -253,6 +271,8 @@ pub fn info_json(
         reserve_mfn_end: phys.map(|p| p.1 >> PAGE_SHIFT),
         healthy: m.is_healthy(),
         io_path: served_by.as_ref().and_then(|s| s.io_path),
+        served_kind: served_by.as_ref().map(|s| s.kind),
+        dax: served_by.as_ref().map(|s| s.dax),
         served_by: served_by.map(|s| s.device),
     }
 }
@@ -284,9 +304,19 @@ fn region_note(
         RegionKind::Data => match served_by {
             Some(Serving {
                 device,
+                kind: ServedKind::Dm,
+                dax,
+                ..
+            }) => format!(
+                "mapped as {device} (device-mapper linear, {})",
+                if *dax { "DAX" } else { "no DAX" }
+            ),
+            Some(Serving {
+                device,
                 io_path: Some(path),
-            }) => format!("served as {device} ({} I/O path)", path.name()),
-            Some(Serving { device, .. }) => format!("served as {device}"),
+                ..
+            }) => format!("served as {device} (ublk, {} I/O path)", path.name()),
+            Some(Serving { device, .. }) => format!("served as {device} (ublk)"),
             None => "not served".to_string(),
         },
         RegionKind::Padding | RegionKind::Tail => String::new(),

@@ -14,7 +14,7 @@ use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned, Volume};
 use pmem_stack::ublk::control::{self, Attach, QueueConfig};
 use pmem_stack::ublk::features::{self, Features, IoPath, IoPathChoice};
-use pmem_stack::volume::{self, AddPlan};
+use pmem_stack::volume::{self, AddPlan, LayoutOptions, VolumeError};
 
 use super::args::{AddArgs, RecoverArgs, parse_device_id};
 use super::devices::device_json;
@@ -33,7 +33,32 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
     // Before anything is written, too: a path this kernel or backing cannot
     // serve is refused up front.
     let io_path = choose_io_path(args, &backing).with_context(context)?;
-    let volume = match volume::plan_add(&backing, &options, args.force).with_context(context)? {
+    let volume =
+        plan_volume(&backing, &options, args.force, "device is deleted").with_context(context)?;
+    let defaults = QueueConfig::default_for_host();
+    let spec = ServeSpec {
+        attach: Attach::Add { id: args.id },
+        backing,
+        volume,
+        queues: QueueConfig {
+            queues: args.queues.unwrap_or(defaults.queues),
+            depth: args.depth.unwrap_or(defaults.depth),
+            io_path,
+        },
+    };
+    launch(spec, args.foreground, args.json, &registry).with_context(context)
+}
+
+/// What `add` and `map` serve, writing nothing: the recorded volume (with a
+/// warning for a copy that is not ok: repair it once the device named by
+/// `until` is gone), or the plan to format a blank backing first.
+pub(super) fn plan_volume(
+    backing: &Backing,
+    options: &LayoutOptions,
+    force: bool,
+    until: &str,
+) -> Result<Volume, VolumeError> {
+    Ok(match volume::plan_add(backing, options, force)? {
         AddPlan::Existing {
             superblock,
             metadata,
@@ -41,7 +66,7 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
             for report in [&metadata.primary, &metadata.backup] {
                 if report.state != metadata::CopyState::Ok {
                     eprintln!(
-                        "warning: the {} super block copy is {}; run 'pmem-stack check --repair' once the device is deleted",
+                        "warning: the {} super block copy is {}; run 'pmem-stack check --repair' once the {until}",
                         report.slot.name(),
                         metadata::describe_copy(report)
                     );
@@ -55,19 +80,7 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
             }
             Volume::Format(plan)
         }
-    };
-    let defaults = QueueConfig::default_for_host();
-    let spec = ServeSpec {
-        attach: Attach::Add { id: args.id },
-        backing,
-        volume,
-        queues: QueueConfig {
-            queues: args.queues.unwrap_or(defaults.queues),
-            depth: args.depth.unwrap_or(defaults.depth),
-            io_path,
-        },
-    };
-    launch(spec, args.foreground, args.json, &registry).with_context(context)
+    })
 }
 
 /// The I/O path to ask the kernel for. The direct path also needs the
