@@ -287,10 +287,14 @@ fn prepare(
     };
     let engine = Engine::new(Arc::clone(backing), &sb.geometry)?;
     let direct = match granted.io_path() {
-        IoPath::Direct => Some(Arc::new(DirectBacking {
-            file: backing.open_direct()?,
-            data_offset: engine.media().offset(),
-        })),
+        IoPath::Direct => {
+            let file = backing.open_direct()?;
+            backing.drop_cached(engine.media().offset(), engine.size());
+            Some(Arc::new(DirectBacking {
+                file,
+                data_offset: engine.media().offset(),
+            }))
+        }
         IoPath::UserCopy | IoPath::BounceBuffer => None,
     };
     let entry = registry_entry(backing, &sb, granted, log);

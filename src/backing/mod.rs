@@ -392,6 +392,26 @@ impl Backing {
             })
     }
 
+    /// Drop the page cache's clean copies of `len` bytes at `offset`
+    /// (`POSIX_FADV_DONTNEED`). The direct path calls it once before
+    /// serving: cached pages left by an earlier mapped server are useless to
+    /// it and would make every `O_DIRECT` write invalidate them first.
+    /// Best effort, logged: the kernel keeps O_DIRECT coherent either way.
+    pub fn drop_cached(&self, offset: u64, len: u64) {
+        let result = rustix::fs::fadvise(
+            &self.handle.file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        );
+        if let Err(err) = result {
+            log::info!(
+                "{}: dropping cached pages failed: {err}",
+                self.handle.path.display()
+            );
+        }
+    }
+
     /// Make everything written to the backing (through any mapping or `pwrite`)
     /// durable: `fsync`, or for devdax a write-back of the whole device.
     pub fn sync_all(&self) -> Result<(), BackingError> {
