@@ -32,11 +32,15 @@ pub enum Remedy {
     ServeAsRecorded,
     /// Ask for another device id, or let the kernel pick one.
     OtherDeviceId,
+    /// Repair the metadata before changing the volume.
+    RepairFirst,
+    /// Only a new layout (destroying the data) gets there.
+    Relayout,
 }
 
 impl Remedy {
     /// Every remedy, for naming them across the server's handshake.
-    const ALL: [Remedy; 10] = [
+    const ALL: [Remedy; 12] = [
         Remedy::Overwrite,
         Remedy::Reformat,
         Remedy::RepairOrOverwrite,
@@ -47,6 +51,8 @@ impl Remedy {
         Remedy::GiveReserveToServe,
         Remedy::ServeAsRecorded,
         Remedy::OtherDeviceId,
+        Remedy::RepairFirst,
+        Remedy::Relayout,
     ];
 
     /// A stable name (the `Debug` form), for the handshake pipe.
@@ -77,6 +83,7 @@ pub fn of(cause: &(dyn std::error::Error + 'static)) -> Option<Remedy> {
     as_::<crate::volume::VolumeError>(cause)
         .or_else(|| as_::<crate::metadata::MetadataError>(cause))
         .or_else(|| as_::<crate::metadata::Refusal>(cause))
+        .or_else(|| as_::<crate::update::UpdateError>(cause))
         .or_else(|| as_::<crate::server::ServerError>(cause))
         .or_else(|| as_::<crate::ublk::control::ServeError>(cause))
 }

@@ -4,7 +4,7 @@
 
 use pmem_stack::format::superblock::BLOCK_LEN;
 use pmem_stack::format::{
-    Alignment, Geometry, LogicalBlockSize, ReserveMode, Slot, SuperBlock, Uuid,
+    Alignment, Geometry, LogicalBlockSize, Owners, ReserveMode, Slot, SuperBlock, Uuid,
 };
 
 /// The hex dumps in the document's test-vector section, in order.
@@ -47,6 +47,7 @@ fn expected() -> SuperBlock {
             512 << 20,
         )
         .expect("geometry"),
+        owners: Owners::NONE,
     }
 }
 

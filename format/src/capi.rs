@@ -81,6 +81,11 @@ pub const PSF_ERR_MODE_NEEDS_RESERVE: i32 = -26;
 /// Planning: mode none with a non-zero reserve.
 pub const PSF_ERR_NONE_TAKES_NO_RESERVE: i32 = -27;
 
+/// Format 1.1: the reserve's owner table breaks its rules (FORMAT.md §3.1).
+pub const PSF_ERR_OWNERS: i32 = -28;
+/// `psf_owners`: the caller's array holds fewer entries than the table.
+pub const PSF_ERR_OWNERS_CAPACITY: i32 = -29;
+
 /// `reserve_mode` values (FORMAT.md §3).
 pub const PSF_MODE_NONE: u32 = 0;
 /// A hypervisor owns the reserve.
@@ -197,6 +202,7 @@ const fn decode_code(err: &DecodeError) -> i32 {
         DecodeError::Geometry(g) => geometry_code(g),
         DecodeError::UnknownIncompatFeatures(_) => PSF_ERR_UNKNOWN_INCOMPAT_FEATURES,
         DecodeError::ReservedNotZero(_) => PSF_ERR_RESERVED_NOT_ZERO,
+        DecodeError::Owners(_) => PSF_ERR_OWNERS,
     }
 }
 
@@ -268,6 +274,8 @@ const fn message(code: i32) -> &'static core::ffi::CStr {
         PSF_ERR_RESERVE_TOO_LARGE => c"reserve is too large: no aligned data block would remain",
         PSF_ERR_MODE_NEEDS_RESERVE => c"mode hypervisor or os needs a reserve larger than 0",
         PSF_ERR_NONE_TAKES_NO_RESERVE => c"mode none takes no reserve",
+        PSF_ERR_OWNERS => c"the reserve's owner table breaks its rules",
+        PSF_ERR_OWNERS_CAPACITY => c"the owner array is smaller than the owner table",
         _ => c"unknown error code",
     }
 }
@@ -627,7 +635,7 @@ mod tests {
 
     fn sample() -> SuperBlock {
         SuperBlock {
-            version_minor: VERSION_MINOR,
+            version_minor: 0,
             compat_features: 0,
             incompat_features: 0,
             uuid: Uuid([0x5A; 16]),
@@ -641,6 +649,7 @@ mod tests {
                 32 * MIB,
             )
             .expect("valid"),
+            owners: crate::owners::Owners::NONE,
         }
     }
 

@@ -7,6 +7,7 @@ mod devices;
 pub mod progress_line;
 pub mod remedy;
 mod render;
+mod reserve_cmds;
 mod serve;
 mod volume_cmds;
 
@@ -32,6 +33,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Recover(a) => require_root("recover").and_then(|()| serve::recover(&a)),
         Command::Del(a) => require_root("del").and_then(|()| devices::del(&a)),
         Command::List(a) => devices::list(&a),
+        Command::Reserved(a) => reserve_cmds::reserved(&a),
+        Command::Reserve(args::ReserveCommand::Split(a)) => reserve_cmds::split(&a),
+        Command::Reserve(args::ReserveCommand::List(a)) => reserve_cmds::list(&a),
+        Command::Grow(a) => reserve_cmds::grow(&a),
     }
 }
 

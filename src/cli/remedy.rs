@@ -25,6 +25,10 @@ pub fn remedy_text(remedy: Remedy) -> &'static str {
             "leave the layout options out to serve it as recorded, or re-layout with 'pmem-stack format --force' (destroys the data)"
         }
         Remedy::OtherDeviceId => "pick another --id or leave it out",
+        Remedy::RepairFirst => "run 'pmem-stack check --repair' first",
+        Remedy::Relayout => {
+            "only a new layout gets there: 'pmem-stack format --force' with the options you want (destroys the data)"
+        }
     }
 }
 
