@@ -145,6 +145,33 @@ pub struct psf_superblock {
     pub data_size: u64,
 }
 
+/// `psf_owner::kind` values (FORMAT.md §3.1).
+pub const PSF_OWNER_HYPERVISOR: u32 = 1;
+/// An operating system's page array.
+pub const PSF_OWNER_OS: u32 = 2;
+/// Anything else.
+pub const PSF_OWNER_OTHER: u32 = 3;
+/// How many owners a reserve has at most.
+pub const PSF_MAX_OWNERS: u32 = 16;
+/// The compatible feature bit of format 1.1's owner table.
+pub const PSF_COMPAT_RESERVE_OWNERS: u64 = crate::owners::COMPAT_RESERVE_OWNERS;
+
+/// One owner of a sub-range of the reserve (format 1.1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct psf_owner {
+    /// Byte offset on the backing.
+    pub offset: u64,
+    /// Bytes (a multiple of 4096).
+    pub size: u64,
+    /// `PSF_OWNER_*`.
+    pub kind: u32,
+    /// Zero.
+    pub reserved0: u32,
+    /// The name, NUL terminated (at most 31 bytes of `[A-Za-z0-9._-]`).
+    pub name: [u8; 32],
+}
+
 /// What a layout is planned from (`pmem-stack format`'s options).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -475,6 +502,72 @@ pub unsafe extern "C" fn psf_validate(
         Ok(()) => code,
         Err(bad) => bad,
     }
+}
+
+/// The owners of the reserve of the copy read at `read_at` (format 1.1),
+/// after validating the copy as `psf_validate` does: `PSF_OK` with
+/// `*count` owners stored in `owners[0..*count]`, in ascending offset
+/// order — `*count` = 0 for a reserve that is not split (1.0: one owner,
+/// named by `reserve_mode`). `PSF_ERR_OWNERS_CAPACITY` when `capacity` is
+/// below the table's count (`*count` then says how many are needed;
+/// `PSF_MAX_OWNERS` always suffices). Any other code: the rule the copy
+/// breaks, nothing stored but `*count` = 0.
+///
+/// # Safety
+/// `buf` must point to `len` readable bytes; `owners` to `capacity`
+/// writable `struct psf_owner` (it may be null when `capacity` is 0);
+/// `count` to a writable `uint32_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn psf_owners(
+    buf: *const u8,
+    len: usize,
+    read_at: u64,
+    owners: *mut psf_owner,
+    capacity: usize,
+    count: *mut u32,
+) -> i32 {
+    // SAFETY: forwarded from this function's contract.
+    if unsafe { store(count, 0) }.is_err() {
+        return PSF_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: forwarded from this function's contract.
+    let Some(bytes) = (unsafe { input(buf, len) }) else {
+        return PSF_ERR_INVALID_ARGUMENT;
+    };
+    let Ok(block) = <&[u8; BLOCK_LEN]>::try_from(bytes) else {
+        return PSF_ERR_LENGTH;
+    };
+    let sb = match SuperBlock::decode(block, read_at) {
+        Ok(sb) => sb,
+        Err(err) => return decode_code(&err),
+    };
+    let n = sb.owners.len();
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    if n > capacity {
+        // SAFETY: forwarded from this function's contract (and `count`
+        // was stored through above, so this succeeds).
+        return match unsafe { store(count, n32) } {
+            Ok(()) => PSF_ERR_OWNERS_CAPACITY,
+            Err(bad) => bad,
+        };
+    }
+    if n > 0 && (owners.is_null() || !owners.is_aligned()) {
+        return PSF_ERR_INVALID_ARGUMENT;
+    }
+    for (i, o) in sb.owners.iter().enumerate() {
+        let entry = psf_owner {
+            offset: o.offset,
+            size: o.size,
+            kind: o.kind.to_raw(),
+            reserved0: 0,
+            name: *o.name.as_bytes(),
+        };
+        // SAFETY: `i < n <= capacity`, and the caller promises `capacity`
+        // writable entries at the (checked non-null, aligned) `owners`.
+        unsafe { owners.add(i).write(entry) };
+    }
+    // SAFETY: forwarded from this function's contract.
+    into_code(unsafe { store(count, n32) })
 }
 
 /// A static, NUL-terminated English message for a `PSF_*` code (never null).
