@@ -527,7 +527,10 @@ fn c_reads_the_owners_as_reserve_list_does() {
     ])
     .ok();
     let c = owners_agree(&t, &img);
-    assert_eq!((c["format_version"].as_str(), c["owners"].as_str()), ("1.1", "3"));
+    assert_eq!(
+        (c["format_version"].as_str(), c["owners"].as_str()),
+        ("1.1", "3")
+    );
     assert_eq!(c["owner.2.name"], "dom0");
 
     // Split afterwards, on another alignment, with auto sizes.
@@ -554,11 +557,16 @@ fn c_reads_the_owners_as_reserve_list_does() {
     let img = t.image("stale.img", 256 * MIB);
     t.run(["format", s(&img), "--reserve", "32M"]).ok();
     let primary = read_at(&img, 4096, 4096);
-    t.run(["reserve", "split", s(&img), "--owner", "xen=rest"]).ok();
+    t.run(["reserve", "split", s(&img), "--owner", "xen=rest"])
+        .ok();
     write_at(&img, 4096, &primary);
     let c = owners_agree(&t, &img);
     assert_eq!(
-        (c["primary.state"].as_str(), c["backup.state"].as_str(), c["owners"].as_str()),
+        (
+            c["primary.state"].as_str(),
+            c["backup.state"].as_str(),
+            c["owners"].as_str()
+        ),
         ("stale", "ok", "1")
     );
 }

@@ -4,7 +4,8 @@
 
 use pmem_stack::format::superblock::BLOCK_LEN;
 use pmem_stack::format::{
-    Owner, OwnerKind, OwnerName, Alignment, Geometry, LogicalBlockSize, Owners, ReserveMode, Slot, SuperBlock, Uuid,
+    Alignment, Geometry, LogicalBlockSize, Owner, OwnerKind, OwnerName, Owners, ReserveMode, Slot,
+    SuperBlock, Uuid,
 };
 
 /// The hex dumps in the document's section `title` (up to the next

@@ -276,6 +276,10 @@ pub fn split(args: &SplitArgs) -> Result<ExitCode> {
     let current = metadata::open_volume(&backing)
         .with_context(|| format!("cannot split the reserve of {path}"))?
         .0;
+    if current.geometry.reserve_size() == 0 {
+        return Err(update::UpdateError::NoReserve)
+            .with_context(|| format!("cannot split the reserve of {path}"));
+    }
     let owners = update::lay_out_owners(&args.owners, &current.geometry)
         .map_err(update::UpdateError::from)
         .with_context(|| format!("cannot split the reserve of {path}"))?;
