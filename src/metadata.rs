@@ -282,7 +282,8 @@ pub enum MetadataError {
 
 /// Outcome of decoding the block at one location.
 enum Found {
-    Valid(SuperBlock),
+    /// Boxed: a super block with its owner table is about 1 KiB.
+    Valid(Box<SuperBlock>),
     Invalid(DecodeError),
     Missing,
 }
@@ -300,7 +301,7 @@ fn read_block<M: MetadataIo + ?Sized>(io: &M, offset: u64) -> Result<Found, Back
         return Ok(Found::Missing);
     }
     Ok(match SuperBlock::decode(&block, offset) {
-        Ok(sb) => Found::Valid(sb),
+        Ok(sb) => Found::Valid(Box::new(sb)),
         Err(err) => Found::Invalid(err),
     })
 }
@@ -466,16 +467,16 @@ fn judge(
             None,
         ),
         Found::Valid(sb) => match current {
-            Some(cur) if cur == *sb => (CopyState::Ok, None, Some(*sb)),
+            Some(cur) if cur == **sb => (CopyState::Ok, None, Some(**sb)),
             Some(cur) if sb.generation < cur.generation => (
                 CopyState::Stale,
                 Some(CopyProblem::Older {
                     generation: sb.generation,
                     current: cur.generation,
                 }),
-                Some(*sb),
+                Some(**sb),
             ),
-            _ => (CopyState::Stale, Some(CopyProblem::Differs), Some(*sb)),
+            _ => (CopyState::Stale, Some(CopyProblem::Differs), Some(**sb)),
         },
     };
     CopyReport {
@@ -504,11 +505,13 @@ pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
     }
 
     let current = match (&primary, &backup) {
-        (Found::Valid(p), Found::Valid(b)) => {
-            Some(if b.generation > p.generation { *b } else { *p })
-        }
-        (Found::Valid(p), _) => Some(*p),
-        (_, Found::Valid(b)) => Some(*b),
+        (Found::Valid(p), Found::Valid(b)) => Some(if b.generation > p.generation {
+            **b
+        } else {
+            **p
+        }),
+        (Found::Valid(p), _) => Some(**p),
+        (_, Found::Valid(b)) => Some(**b),
         _ => None,
     };
 

@@ -16,8 +16,8 @@
 //! Every check runs before the first write; a refusal writes nothing.
 
 use crate::format::geometry::OS_BYTES_PER_PAGE;
-use crate::format::geometry::SUPERBLOCK_SIZE;
 use crate::format::owners::{MAX_OWNERS, OWNER_ALIGN};
+use crate::format::superblock::BLOCK_LEN;
 use crate::format::{
     Geometry, GeometryError, Owner, OwnerError, OwnerKind, OwnerName, Owners, SuperBlock,
 };
@@ -197,7 +197,7 @@ pub fn plan_grow<M: MetadataIo + ?Sized>(io: &M) -> Result<GrowPlan, UpdateError
 /// over the old backup.
 pub fn write_grow<M: MetadataIo + ?Sized>(io: &M, plan: &GrowPlan) -> Result<(), UpdateError> {
     write_successor(io, &plan.after)?;
-    let zeros = [0u8; SUPERBLOCK_SIZE as usize];
+    let zeros = [0u8; BLOCK_LEN];
     io.write_durable_at(plan.before.geometry.backup_offset(), &zeros)
         .map_err(MetadataError::from)?;
     Ok(())

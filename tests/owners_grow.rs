@@ -188,7 +188,14 @@ fn bad_owners_are_refused_with_one_line_and_no_change() {
         1,
         &["no owner 'nope'", "hypervisor"],
     );
+}
 
+#[test]
+fn volumes_that_cannot_be_split_or_claimed_are_refused_and_unchanged() {
+    let t = Scratch::new();
+    let img = t.image("pmem.img", 256 * MIB);
+    let p = s(&img);
+    t.run(["format", p, "--reserve", "32M"]).ok();
     // A damaged copy: repair first.
     let backup = 256 * MIB - 4096;
     let byte = read_at(&img, backup + 0x50, 1)[0];
@@ -196,7 +203,7 @@ fn bad_owners_are_refused_with_one_line_and_no_change() {
     refused(
         &t,
         &img,
-        &split(p, &["xen=4M"]),
+        &["reserve", "split", p, "--owner", "xen=4M"],
         1,
         &["not both ok", "check --repair"],
     );
