@@ -914,14 +914,111 @@ mod tests {
     #[test]
     fn every_code_has_its_own_message() {
         let mut seen = std::collections::HashSet::new();
-        for code in PSF_ERR_NONE_TAKES_NO_RESERVE..=PSF_OK {
+        for code in PSF_ERR_OWNERS_CAPACITY..=PSF_OK {
             let text = message(code);
             assert_ne!(text, c"unknown error code", "{code}");
             assert!(seen.insert(text), "{code} repeats a message");
             assert!(!psf_strerror(code).is_null());
         }
         assert_eq!(message(1), c"unknown error code");
-        assert_eq!(message(-28), c"unknown error code");
+        assert_eq!(message(-30), c"unknown error code");
+    }
+
+    #[test]
+    fn owners_over_the_abi() {
+        use crate::owners::{Owner, OwnerKind, OwnerName, Owners};
+        let mut sb = sample();
+        let mut owners = Owners::NONE;
+        for (name, kind, offset, size) in [
+            ("xen", OwnerKind::Hypervisor, 2 * MIB, 8 * MIB),
+            ("linux", OwnerKind::Os, 10 * MIB, 24 * MIB),
+        ] {
+            let name = OwnerName::new(name).expect("name");
+            owners
+                .push(Owner {
+                    kind,
+                    name,
+                    offset,
+                    size,
+                })
+                .expect("room");
+        }
+        sb.set_owners(owners);
+        let block = sb.encode(crate::superblock::Slot::Primary);
+        let at = crate::geometry::PRIMARY_OFFSET;
+        let mut out = [psf_owner::default(); 16];
+        let mut n = 99u32;
+        // SAFETY: a live block, a local array of 16 and a local count.
+        let rc = unsafe {
+            psf_owners(
+                block.as_ptr(),
+                block.len(),
+                at,
+                out.as_mut_ptr(),
+                16,
+                &raw mut n,
+            )
+        };
+        assert_eq!((rc, n), (PSF_OK, 2));
+        assert_eq!(&out[1].name[..6], b"linux\0");
+        assert_eq!(
+            (out[1].offset, out[1].size, out[1].kind),
+            (10 * MIB, 24 * MIB, PSF_OWNER_OS)
+        );
+        // Too small an array: the count needed, nothing else.
+        // SAFETY: as above.
+        let rc = unsafe {
+            psf_owners(
+                block.as_ptr(),
+                block.len(),
+                at,
+                out.as_mut_ptr(),
+                1,
+                &raw mut n,
+            )
+        };
+        assert_eq!((rc, n), (PSF_ERR_OWNERS_CAPACITY, 2));
+        // No count pointer; a damaged copy.
+        // SAFETY: as above, with a null count.
+        let rc = unsafe {
+            psf_owners(
+                block.as_ptr(),
+                block.len(),
+                at,
+                out.as_mut_ptr(),
+                16,
+                core::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, PSF_ERR_INVALID_ARGUMENT);
+        let mut bad = block;
+        bad[0xB0] ^= 1;
+        // SAFETY: as above.
+        let rc = unsafe {
+            psf_owners(
+                bad.as_ptr(),
+                bad.len(),
+                at,
+                out.as_mut_ptr(),
+                16,
+                &raw mut n,
+            )
+        };
+        assert_eq!((rc, n), (PSF_ERR_CHECKSUM, 0));
+        // An unsplit copy has no owners; the array may be null then.
+        let plain = sample().encode(crate::superblock::Slot::Primary);
+        // SAFETY: a live block, a null array of capacity 0, a local count.
+        let rc = unsafe {
+            psf_owners(
+                plain.as_ptr(),
+                plain.len(),
+                at,
+                core::ptr::null_mut(),
+                0,
+                &raw mut n,
+            )
+        };
+        assert_eq!((rc, n), (PSF_OK, 0));
     }
 
     #[test]
