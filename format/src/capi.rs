@@ -924,8 +924,8 @@ mod tests {
         assert_eq!(message(-30), c"unknown error code");
     }
 
-    #[test]
-    fn owners_over_the_abi() {
+    /// `sample()` with its reserve split between xen and linux, encoded.
+    fn split_block() -> [u8; BLOCK_LEN] {
         use crate::owners::{Owner, OwnerKind, OwnerName, Owners};
         let mut sb = sample();
         let mut owners = Owners::NONE;
@@ -944,7 +944,12 @@ mod tests {
                 .expect("room");
         }
         sb.set_owners(owners);
-        let block = sb.encode(crate::superblock::Slot::Primary);
+        sb.encode(crate::superblock::Slot::Primary)
+    }
+
+    #[test]
+    fn owners_over_the_abi() {
+        let block = split_block();
         let at = crate::geometry::PRIMARY_OFFSET;
         let mut out = [psf_owner::default(); 16];
         let mut n = 99u32;
