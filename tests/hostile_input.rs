@@ -65,6 +65,18 @@ fn commands(backing: &Path) -> Vec<Vec<&OsStr>> {
             o("os"),
         ],
         vec![o("add"), b, o("--reserve"), o("8M")],
+        vec![o("reserved"), b, o("--json")],
+        vec![o("reserve"), o("list"), b],
+        vec![
+            o("reserve"),
+            o("split"),
+            b,
+            o("--owner"),
+            o("xen=4K"),
+            o("--owner"),
+            o("dom0=rest"),
+        ],
+        vec![o("grow"), b],
     ]
 }
 
@@ -158,10 +170,11 @@ fn an_immutable_file_is_refused_unchanged() {
         "chattr +i: this test needs an ext4/xfs scratch directory"
     );
     let before = digest(&img);
-    for args in commands(&img)
-        .into_iter()
-        .filter(|a| a[0] == "format" || a[0] == "add")
-    {
+    for args in commands(&img).into_iter().filter(|a| {
+        ["format", "add", "grow", "reserve"]
+            .iter()
+            .any(|c| a[0] == *c)
+    }) {
         let result = run_bounded(&t, &args);
         judge(&args, &result);
         assert_ne!(result.0, 0, "pmem-stack {args:?} wrote an immutable file");
