@@ -268,7 +268,7 @@ fn decode_layout(raw: &RawSuperBlock) -> Result<Geometry, DecodeError> {
     .map_err(DecodeError::from)
 }
 
-/// Step 5b: the owner table of a copy whose compatible features announce
+/// Step 6: the owner table of a copy whose compatible features announce
 /// one (none otherwise). The bit is 1.1's, so a 1.0 copy carrying it is
 /// corrupt (a 1.0 reader would find its reserved bytes non-zero).
 fn decode_owners(
@@ -415,10 +415,10 @@ impl SuperBlock {
         if generation == 0 {
             return Err(DecodeError::ZeroGeneration);
         }
-        // 5b. format 1.1: the reserve's owner table, when announced.
+        // 6. format 1.1: the reserve's owner table, when announced.
         let compat = raw.compat_features.get();
         let owners = decode_owners(block, compat, minor, &geometry)?;
-        // 6. reserved bytes (after the owner table, if any), unless a newer
+        // 7. reserved bytes (after the owner table, if any), unless a newer
         //    minor may have defined them.
         let unused = if owners.is_empty() {
             RESERVED_OFFSET
