@@ -32,7 +32,7 @@ extern "C" {
 
 /* Format constants. */
 #define PSF_VERSION_MAJOR 1
-#define PSF_VERSION_MINOR 0
+#define PSF_VERSION_MINOR 1            /* 1.1: the reserve's owner table */
 #define PSF_BLOCK_SIZE 4096u          /* bytes in a super block copy */
 #define PSF_PRIMARY_OFFSET 4096u      /* byte offset of the primary copy */
 
@@ -41,6 +41,13 @@ extern "C" {
 #define PSF_MODE_HYPERVISOR 1u
 #define PSF_MODE_OS 2u
 #define PSF_MODE_DEFAULT (-1)         /* psf_layout_request.mode: hypervisor, or none for a 0 reserve */
+
+/* Format 1.1: a reserve shared by several owners (FORMAT.md §3.1). */
+#define PSF_COMPAT_RESERVE_OWNERS 1ull /* compat_features bit of the owner table */
+#define PSF_MAX_OWNERS 16u
+#define PSF_OWNER_HYPERVISOR 1u
+#define PSF_OWNER_OS 2u
+#define PSF_OWNER_OTHER 3u
 
 /* Return codes. */
 #define PSF_OK 0
@@ -71,6 +78,8 @@ extern "C" {
 #define PSF_ERR_RESERVE_TOO_LARGE (-25)         /* planning */
 #define PSF_ERR_MODE_NEEDS_RESERVE (-26)        /* planning */
 #define PSF_ERR_NONE_TAKES_NO_RESERVE (-27)     /* planning */
+#define PSF_ERR_OWNERS (-28)                    /* 1.1 owner table breaks its rules: corrupt */
+#define PSF_ERR_OWNERS_CAPACITY (-29)           /* psf_owners: the array is too small */
 
 /* Every field of a super block copy (FORMAT.md §3), plus what the library
  * found. 168 bytes, no implicit padding. */
@@ -99,6 +108,15 @@ struct psf_superblock {
     uint64_t reserve_size;
     uint64_t data_offset;
     uint64_t data_size;
+};
+
+/* One owner of a sub-range of the reserve (format 1.1). 56 bytes. */
+struct psf_owner {
+    uint64_t offset;              /* byte offset on the backing */
+    uint64_t size;                /* bytes, a multiple of 4096 */
+    uint32_t kind;                /* PSF_OWNER_* */
+    uint32_t reserved0;           /* zero */
+    char name[32];                /* NUL terminated, 1-31 of [A-Za-z0-9._-] */
 };
 
 /* What a layout is planned from (pmem-stack format's options). 32 bytes. */
@@ -137,6 +155,17 @@ int psf_decode(const uint8_t *buf, size_t len, struct psf_superblock *out);
  * first rule broken, *out filled as by psf_decode when len is 4096. */
 int psf_validate(const uint8_t *buf, size_t len, uint64_t read_at,
                  struct psf_superblock *out);
+
+/* The owners of the reserve of the copy read at read_at, after validating
+ * it as psf_validate does: PSF_OK with *count owners in owners[0..*count],
+ * ascending by offset; *count = 0 when the reserve is not split (1.0: one
+ * owner, named by reserve_mode). PSF_ERR_OWNERS_CAPACITY when capacity is
+ * below the count (*count says how many are needed; PSF_MAX_OWNERS always
+ * suffices). Otherwise the rule the copy breaks, *count = 0. owners may be
+ * NULL when capacity is 0. psf_same_volume does not compare owner tables:
+ * compare the owners of both copies too. */
+int psf_owners(const uint8_t *buf, size_t len, uint64_t read_at,
+               struct psf_owner *owners, size_t capacity, uint32_t *count);
 
 /* Static NUL-terminated English text for a code; never NULL. */
 const char *psf_strerror(int code);

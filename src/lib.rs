@@ -10,6 +10,7 @@
 //! 3. [`backing`]: opening the namespace, device or file; the mapping and how
 //!    to make it durable (owns the mapping's `unsafe`).
 //! 4. [`metadata`]: reading, checking, writing and repairing the two copies.
+//!    [`update`]: changing a volume in place (`reserve split`, `grow`).
 //! 5. [`engine`]: the I/O engine, pure logic over a mapping.
 //! 6. [`ublk`]: the glue to the kernel's ublk driver (control vs data plane).
 //! 7. [`server`]: a server's life cycle — format on first use, record, go
@@ -33,6 +34,7 @@ pub mod server;
 pub mod size;
 pub mod ublk;
 pub mod units;
+pub mod update;
 pub mod volume;
 
 /// An error and every error behind it, as one line: `outer: inner: root`.

@@ -22,7 +22,7 @@ use crate::backing::{Backing, BackingError};
 use crate::format::geometry::{METADATA_END, PRIMARY_OFFSET, SUPERBLOCK_SIZE, backup_offset_for};
 use crate::format::signatures::{Foreign, PROBE_LEN, find_foreign};
 use crate::format::superblock::{BLOCK_LEN, VERSION_MINOR, claimed_device_size, has_magic};
-use crate::format::{DecodeError, Geometry, Slot, SuperBlock, Uuid};
+use crate::format::{DecodeError, Geometry, Owners, Slot, SuperBlock, Uuid};
 use crate::progress;
 use crate::remedy::{HasRemedy, Remedy};
 use crate::size::Human;
@@ -282,7 +282,8 @@ pub enum MetadataError {
 
 /// Outcome of decoding the block at one location.
 enum Found {
-    Valid(SuperBlock),
+    /// Boxed: a super block with its owner table is about 1 KiB.
+    Valid(Box<SuperBlock>),
     Invalid(DecodeError),
     Missing,
 }
@@ -300,7 +301,7 @@ fn read_block<M: MetadataIo + ?Sized>(io: &M, offset: u64) -> Result<Found, Back
         return Ok(Found::Missing);
     }
     Ok(match SuperBlock::decode(&block, offset) {
-        Ok(sb) => Found::Valid(sb),
+        Ok(sb) => Found::Valid(Box::new(sb)),
         Err(err) => Found::Invalid(err),
     })
 }
@@ -466,16 +467,16 @@ fn judge(
             None,
         ),
         Found::Valid(sb) => match current {
-            Some(cur) if cur == *sb => (CopyState::Ok, None, Some(*sb)),
+            Some(cur) if cur == **sb => (CopyState::Ok, None, Some(**sb)),
             Some(cur) if sb.generation < cur.generation => (
                 CopyState::Stale,
                 Some(CopyProblem::Older {
                     generation: sb.generation,
                     current: cur.generation,
                 }),
-                Some(*sb),
+                Some(**sb),
             ),
-            _ => (CopyState::Stale, Some(CopyProblem::Differs), Some(*sb)),
+            _ => (CopyState::Stale, Some(CopyProblem::Differs), Some(**sb)),
         },
     };
     CopyReport {
@@ -504,11 +505,13 @@ pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
     }
 
     let current = match (&primary, &backup) {
-        (Found::Valid(p), Found::Valid(b)) => {
-            Some(if b.generation > p.generation { *b } else { *p })
-        }
-        (Found::Valid(p), _) => Some(*p),
-        (_, Found::Valid(b)) => Some(*b),
+        (Found::Valid(p), Found::Valid(b)) => Some(if b.generation > p.generation {
+            **b
+        } else {
+            **p
+        }),
+        (Found::Valid(p), _) => Some(**p),
+        (_, Found::Valid(b)) => Some(**b),
         _ => None,
     };
 
@@ -643,15 +646,29 @@ pub fn write_new_volume<M: MetadataIo + ?Sized>(
     geometry: Geometry,
     generation: u64,
 ) -> Result<SuperBlock, MetadataError> {
-    let sb = SuperBlock {
-        version_minor: VERSION_MINOR,
+    write_new_volume_with(io, geometry, Owners::NONE, generation)
+}
+
+/// [`write_new_volume`] with the reserve split among `owners` (format 1.1;
+/// the caller validated them against `geometry`). Without owners the copies
+/// are version 1.0, byte for byte what a 1.0 writer writes.
+pub fn write_new_volume_with<M: MetadataIo + ?Sized>(
+    io: &M,
+    geometry: Geometry,
+    owners: Owners,
+    generation: u64,
+) -> Result<SuperBlock, MetadataError> {
+    let mut sb = SuperBlock {
+        version_minor: SuperBlock::minor_for(&owners),
         compat_features: 0,
         incompat_features: 0,
         uuid: crate::format::random_uuid().map_err(MetadataError::Random)?,
         parent_uuid: io.namespace_uuid().unwrap_or(Uuid::NIL),
         generation,
         geometry,
+        owners: Owners::NONE,
     };
+    sb.set_owners(owners);
     for slot in [Slot::Backup, Slot::Primary] {
         io.write_durable_at(slot.offset(&geometry), &sb.encode(slot))?;
     }

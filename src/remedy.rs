@@ -36,11 +36,15 @@ pub enum Remedy {
     ServeWithUblk,
     /// A map name is taken: choose another one.
     OtherMapName,
+    /// Repair the metadata before changing the volume.
+    RepairFirst,
+    /// Only a new layout (destroying the data) gets there.
+    Relayout,
 }
 
 impl Remedy {
     /// Every remedy, for naming them across the server's handshake.
-    const ALL: [Remedy; 12] = [
+    const ALL: [Remedy; 14] = [
         Remedy::Overwrite,
         Remedy::Reformat,
         Remedy::RepairOrOverwrite,
@@ -53,6 +57,8 @@ impl Remedy {
         Remedy::OtherDeviceId,
         Remedy::ServeWithUblk,
         Remedy::OtherMapName,
+        Remedy::RepairFirst,
+        Remedy::Relayout,
     ];
 
     /// A stable name (the `Debug` form), for the handshake pipe.
@@ -83,6 +89,7 @@ pub fn of(cause: &(dyn std::error::Error + 'static)) -> Option<Remedy> {
     as_::<crate::volume::VolumeError>(cause)
         .or_else(|| as_::<crate::metadata::MetadataError>(cause))
         .or_else(|| as_::<crate::metadata::Refusal>(cause))
+        .or_else(|| as_::<crate::update::UpdateError>(cause))
         .or_else(|| as_::<crate::server::ServerError>(cause))
         .or_else(|| as_::<crate::ublk::control::ServeError>(cause))
         .or_else(|| as_::<crate::dm::MapError>(cause))

@@ -40,8 +40,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// What the server serves.
 #[derive(Debug)]
 pub enum Volume {
-    /// A formatted volume.
-    Existing(SuperBlock),
+    /// A formatted volume (boxed: a super block is about 1 KiB).
+    Existing(Box<SuperBlock>),
     /// A blank backing, formatted once the kernel granted the device.
     Format(FormatPlan),
 }
@@ -278,7 +278,7 @@ fn prepare(
     registry: &Registry,
 ) -> Result<(DataPlane, Entry), PrepareError> {
     let sb = match volume {
-        Volume::Existing(sb) => sb,
+        Volume::Existing(sb) => *sb,
         Volume::Format(plan) => {
             let sb = metadata::write_new_volume(&**backing, plan.plan.geometry, plan.generation)?;
             log::info!("formatted {}: volume {}", backing.path().display(), sb.uuid);

@@ -140,8 +140,8 @@ pub fn plan_format<M: MetadataIo + ?Sized>(
 pub enum AddPlan {
     /// Serve the recorded volume.
     Existing {
-        /// The newest valid super block.
-        superblock: SuperBlock,
+        /// The newest valid super block (boxed: about 1 KiB with its owner table).
+        superblock: Box<SuperBlock>,
         /// Health of both copies (a warning when not both ok).
         metadata: Box<Metadata>,
     },
@@ -161,7 +161,7 @@ pub fn plan_add<M: MetadataIo + ?Sized>(
                 check_agrees(options, &superblock.geometry)?;
             }
             Ok(AddPlan::Existing {
-                superblock,
+                superblock: Box::new(superblock),
                 metadata: Box::new(metadata),
             })
         }

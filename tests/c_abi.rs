@@ -107,8 +107,16 @@ fn constants() -> Vec<(&'static str, i64)> {
         ("PSF_MODE_HYPERVISOR", PSF_MODE_HYPERVISOR.into()),
         ("PSF_MODE_OS", PSF_MODE_OS.into()),
         ("PSF_MODE_DEFAULT", PSF_MODE_DEFAULT.into()),
+        ("PSF_OWNER_HYPERVISOR", PSF_OWNER_HYPERVISOR.into()),
+        ("PSF_OWNER_OS", PSF_OWNER_OS.into()),
+        ("PSF_OWNER_OTHER", PSF_OWNER_OTHER.into()),
+        ("PSF_MAX_OWNERS", PSF_MAX_OWNERS.into()),
+        (
+            "PSF_COMPAT_RESERVE_OWNERS",
+            PSF_COMPAT_RESERVE_OWNERS.try_into().expect("small"),
+        ),
     ];
-    let codes: [(&'static str, i32); 28] = [
+    let codes: [(&'static str, i32); 30] = [
         ("PSF_OK", PSF_OK),
         ("PSF_ERR_INVALID_ARGUMENT", PSF_ERR_INVALID_ARGUMENT),
         ("PSF_ERR_LENGTH", PSF_ERR_LENGTH),
@@ -143,6 +151,8 @@ fn constants() -> Vec<(&'static str, i64)> {
             "PSF_ERR_NONE_TAKES_NO_RESERVE",
             PSF_ERR_NONE_TAKES_NO_RESERVE,
         ),
+        ("PSF_ERR_OWNERS", PSF_ERR_OWNERS),
+        ("PSF_ERR_OWNERS_CAPACITY", PSF_ERR_OWNERS_CAPACITY),
     ];
     list.extend(codes.map(|(name, code)| (name, i64::from(code))));
     list
@@ -181,6 +191,16 @@ fn header_check_source() -> String {
             reserve_size,
             data_offset,
             data_size,
+        }
+    );
+    layout_asserts!(
+        out,
+        psf_owner {
+            offset,
+            size,
+            kind,
+            reserved0,
+            name,
         }
     );
     layout_asserts!(
@@ -233,7 +253,13 @@ fn reader() -> &'static Path {
             .arg("-o")
             .arg(dir.join("header_check.o")));
         let symbols = run(Command::new("nm").arg(&lib));
-        for needed in ["psf_decode", "psf_validate", "psf_plan", "psf_strerror"] {
+        for needed in [
+            "psf_decode",
+            "psf_validate",
+            "psf_plan",
+            "psf_strerror",
+            "psf_owners",
+        ] {
             assert!(
                 symbols.contains(&format!(" T {needed}\n")),
                 "{needed} not exported"
@@ -455,4 +481,92 @@ fn c_finds_no_volume_on_a_blank_image() {
         ("missing", "missing")
     );
     assert!(!c.contains_key("uuid"));
+}
+
+/// The owners the C reader prints, against `reserve list --json`.
+fn owners_agree(t: &Scratch, img: &Path) -> HashMap<String, String> {
+    let list = t.run(["reserve", "list", s(img), "--json"]).ok().json();
+    let c = agree(t, img, &[]);
+    let split = list["split"].as_bool().expect("split");
+    let owners = list["owners"].as_array().expect("owners");
+    let n = if split { owners.len() } else { 0 };
+    assert_eq!(c["owners"], n.to_string(), "{}", img.display());
+    for (i, owner) in owners.iter().enumerate().take(n) {
+        for key in ["name", "kind", "offset", "size"] {
+            assert_eq!(
+                c[&format!("owner.{i}.{key}")],
+                plain(&owner[key]),
+                "owner {i} {key} of {}",
+                img.display()
+            );
+        }
+    }
+    c
+}
+
+#[test]
+fn c_reads_the_owners_as_reserve_list_does() {
+    let t = Scratch::new();
+    let img = t.image("unsplit.img", 256 * MIB);
+    t.run(["format", s(&img), "--reserve", "32M"]).ok();
+    let c = owners_agree(&t, &img);
+    assert_eq!(c["format_version"], "1.0");
+
+    let img = t.image("split.img", 256 * MIB);
+    t.run([
+        "format",
+        s(&img),
+        "--reserve",
+        "32M",
+        "--owner",
+        "xen=8M",
+        "--owner",
+        "fw:other=4K",
+        "--owner",
+        "dom0=rest",
+    ])
+    .ok();
+    let c = owners_agree(&t, &img);
+    assert_eq!(
+        (c["format_version"].as_str(), c["owners"].as_str()),
+        ("1.1", "3")
+    );
+    assert_eq!(c["owner.2.name"], "dom0");
+
+    // Split afterwards, on another alignment, with auto sizes.
+    let img = t.image("resplit.img", 4 * GIB);
+    t.run(["format", s(&img), "--reserve", "auto", "--align", "1G"])
+        .ok();
+    t.run([
+        "reserve",
+        "split",
+        s(&img),
+        "--owner",
+        "xen=auto",
+        "--owner",
+        "linux=auto",
+        "--owner",
+        "spare:other=rest",
+    ])
+    .ok();
+    let c = owners_agree(&t, &img);
+    assert_eq!(c["healthy"], "true");
+
+    // A stale backup: the split landed in the backup only (a cut before the
+    // primary's write); C calls the primary stale, as info does.
+    let img = t.image("stale.img", 256 * MIB);
+    t.run(["format", s(&img), "--reserve", "32M"]).ok();
+    let primary = read_at(&img, 4096, 4096);
+    t.run(["reserve", "split", s(&img), "--owner", "xen=rest"])
+        .ok();
+    write_at(&img, 4096, &primary);
+    let c = owners_agree(&t, &img);
+    assert_eq!(
+        (
+            c["primary.state"].as_str(),
+            c["backup.state"].as_str(),
+            c["owners"].as_str()
+        ),
+        ("stale", "ok", "1")
+    );
 }

@@ -66,6 +66,18 @@ fn commands(backing: &Path) -> Vec<Vec<&OsStr>> {
         ],
         vec![o("add"), b, o("--reserve"), o("8M")],
         vec![o("map"), b, o("--reserve"), o("8M")],
+        vec![o("reserved"), b, o("--json")],
+        vec![o("reserve"), o("list"), b],
+        vec![
+            o("reserve"),
+            o("split"),
+            b,
+            o("--owner"),
+            o("xen=4K"),
+            o("--owner"),
+            o("dom0=rest"),
+        ],
+        vec![o("grow"), b],
     ]
 }
 
@@ -159,10 +171,11 @@ fn an_immutable_file_is_refused_unchanged() {
         "chattr +i: this test needs an ext4/xfs scratch directory"
     );
     let before = digest(&img);
-    for args in commands(&img)
-        .into_iter()
-        .filter(|a| a[0] == "format" || a[0] == "add" || a[0] == "map")
-    {
+    for args in commands(&img).into_iter().filter(|a| {
+        ["format", "add", "map", "grow", "reserve"]
+            .iter()
+            .any(|c| a[0] == *c)
+    }) {
         let result = run_bounded(&t, &args);
         judge(&args, &result);
         assert_ne!(result.0, 0, "pmem-stack {args:?} wrote an immutable file");

@@ -181,6 +181,30 @@ const SCENARIOS: &[Scenario] = &[
         knob: None,
     },
     Scenario {
+        name: "reserved",
+        what: "reserved vs sysfs resource on /dev/pmem0, format --owner, reserve split, refusals while served, grow of an image file (+ resize2fs)",
+        boots: &[Boot {
+            script: "tests/guest/reserved.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
+        knob: None,
+    },
+    Scenario {
+        name: "reserved-devdax",
+        what: "reserved vs sysfs resource on a devdax namespace, unsplit and split among owners",
+        boots: &[Boot {
+            script: "tests/guest/reserved-devdax.sh",
+            size: "1G",
+            label_size: Some("128K"),
+            env: &[],
+            kill_on: None,
+        }],
+        knob: None,
+    },
+    Scenario {
         name: "crashes",
         what: "20 kill -9 under fio + recover; kills idle, in flushes, in del; races and misuse",
         boots: &[Boot {

@@ -9,8 +9,15 @@
 //! a volume (`info` works), and `check --repair` must heal it to exactly the
 //! layout before or exactly the layout after the update — never a third.
 //!
-//! Every field of a copy sits in its first sector (0x000–0x09F; the rest is
-//! reserved zeros), so sector mixes alone are benign by construction. Raw
+//! The same holds for the updates that keep the volume (`reserve split`,
+//! which writes a 1.1 owner table, and `grow`, which moves the backup to
+//! the new end and then zeroes the old one): each cut heals to exactly the
+//! volume before or exactly the volume after.
+//!
+//! Every 1.0 field of a copy sits in its first sector (0x000–0x09F; the rest
+//! is reserved zeros), so for a reformat sector mixes alone are benign by
+//! construction; a 1.1 owner table reaches into the third sector, where the
+//! checksum is what catches a mix. Raw
 //! pmem without BTT promises only 8-byte atomic stores, so the torn write is
 //! also cut inside that sector at every 8-byte boundary: there the checksum
 //! is what keeps a half-new copy from being believed.
@@ -21,7 +28,9 @@ use std::path::PathBuf;
 use pmem_stack::backing::BackingError;
 use pmem_stack::format::geometry::SUPERBLOCK_SIZE;
 use pmem_stack::format::{Alignment, Geometry, LogicalBlockSize, ReserveMode, SuperBlock, Uuid};
+use pmem_stack::format::{OwnerKind, OwnerName};
 use pmem_stack::metadata::{self, MetadataIo};
+use pmem_stack::update::{self, OwnerSize, OwnerSpec};
 
 const MIB: u64 = 1 << 20;
 const SECTOR: usize = 512;
@@ -231,4 +240,106 @@ fn a_torn_repair_heals_with_the_layout_unchanged() {
             assert_eq!(outcome, volume, "the volume and its layout never change");
         }
     }
+}
+
+/// Run `update` from `start` (holding `before`) cut at each of its
+/// `writes` writes and every tear; each outcome must heal to exactly
+/// `before` or exactly `after` (same uuid: the volume is kept), and both
+/// must occur.
+fn every_cut_keeping(
+    start: &[u8],
+    before: SuperBlock,
+    after: SuperBlock,
+    writes: usize,
+    update: &dyn Fn(&TornImage),
+) -> usize {
+    let mut cuts = 0;
+    let mut saw = (false, false);
+    for tear_at in 0..writes {
+        for tear in tears() {
+            let outcome = after_cut(start, tear_at, tear, update)
+                .unwrap_or_else(|e| panic!("cut at write {tear_at}, {tear:?}: {e}"));
+            assert!(
+                outcome == before || outcome == after,
+                "cut at write {tear_at}, {tear:?}: neither the old nor the new volume: {outcome:?}\nbefore {before:?}\nafter {after:?}"
+            );
+            saw.0 |= outcome == before;
+            saw.1 |= outcome == after;
+            cuts += 1;
+        }
+    }
+    assert!(
+        saw.0 && saw.1,
+        "the cuts reach both the old and the new volume"
+    );
+    cuts
+}
+
+fn spec(name: &str, kind: OwnerKind, size: OwnerSize) -> OwnerSpec {
+    OwnerSpec {
+        name: OwnerName::new(name).expect("name"),
+        kind,
+        size,
+    }
+}
+
+#[test]
+fn a_torn_reserve_split_heals_to_the_old_or_the_new_split() {
+    let size = 16 * MIB;
+    let g = layout(size, 8 * MIB, Alignment::M2);
+    let img = TornImage::whole(size);
+    let first = metadata::check_format_allowed(&img, false).expect("blank");
+    let old = metadata::write_new_volume(&img, g, first).expect("format");
+    let specs = [
+        spec("xen", OwnerKind::Hypervisor, OwnerSize::Bytes(2 * MIB)),
+        spec("dom0", OwnerKind::Os, OwnerSize::Rest),
+    ];
+    let owners = update::lay_out_owners(&specs, &g).expect("fits");
+    let (_, next) = update::plan_split(&img, owners).expect("plan");
+    // Splitting a split reserve again: the second split's cuts, from the first.
+    let start = img.bytes.borrow().clone();
+    let split = |img: &TornImage| {
+        let (_, next) = update::plan_split(img, owners).expect("plan");
+        let _ = update::write_split(img, &next);
+    };
+    let cuts = every_cut_keeping(&start, old, next, 2, &split);
+    assert_eq!(cuts, 2 * (256 + 63));
+
+    update::write_split(&img, &next).expect("split");
+    let resplit = [
+        spec("xen", OwnerKind::Hypervisor, OwnerSize::Bytes(MIB)),
+        spec("fw", OwnerKind::Other, OwnerSize::Bytes(4096)),
+        spec("dom0", OwnerKind::Os, OwnerSize::Rest),
+    ];
+    let owners2 = update::lay_out_owners(&resplit, &g).expect("fits");
+    let (_, next2) = update::plan_split(&img, owners2).expect("plan");
+    let start = img.bytes.into_inner();
+    let split2 = |img: &TornImage| {
+        let (_, n) = update::plan_split(img, owners2).expect("plan");
+        let _ = update::write_split(img, &n);
+    };
+    every_cut_keeping(&start, next, next2, 2, &split2);
+}
+
+#[test]
+fn a_torn_grow_heals_to_the_old_or_the_grown_volume() {
+    let size = 16 * MIB;
+    let g = layout(size, 4 * MIB, Alignment::M2);
+    let img = TornImage::whole(size);
+    let first = metadata::check_format_allowed(&img, false).expect("blank");
+    let old = metadata::write_new_volume(&img, g, first).expect("format");
+    // The backing grows by 8 MiB (what `truncate -s` or a namespace resize
+    // does), then `grow` runs.
+    let mut start = img.bytes.into_inner();
+    start.resize(usize::try_from(24 * MIB).expect("small"), 0);
+    let grown = TornImage::new(start.clone(), usize::MAX, Tear::Sectors(0));
+    let plan = update::plan_grow(&grown).expect("plan");
+    assert_eq!(plan.before, old);
+    let grow = |img: &TornImage| {
+        let plan = update::plan_grow(img).expect("plan");
+        let _ = update::write_grow(img, &plan);
+    };
+    // Three writes: the new backup, the primary, the old backup's zeroes.
+    let cuts = every_cut_keeping(&start, old, plan.after, 3, &grow);
+    assert_eq!(cuts, 3 * (256 + 63));
 }

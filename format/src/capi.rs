@@ -81,6 +81,11 @@ pub const PSF_ERR_MODE_NEEDS_RESERVE: i32 = -26;
 /// Planning: mode none with a non-zero reserve.
 pub const PSF_ERR_NONE_TAKES_NO_RESERVE: i32 = -27;
 
+/// Format 1.1: the reserve's owner table breaks its rules (FORMAT.md §3.1).
+pub const PSF_ERR_OWNERS: i32 = -28;
+/// `psf_owners`: the caller's array holds fewer entries than the table.
+pub const PSF_ERR_OWNERS_CAPACITY: i32 = -29;
+
 /// `reserve_mode` values (FORMAT.md §3).
 pub const PSF_MODE_NONE: u32 = 0;
 /// A hypervisor owns the reserve.
@@ -140,6 +145,33 @@ pub struct psf_superblock {
     pub data_size: u64,
 }
 
+/// `psf_owner::kind` values (FORMAT.md §3.1).
+pub const PSF_OWNER_HYPERVISOR: u32 = 1;
+/// An operating system's page array.
+pub const PSF_OWNER_OS: u32 = 2;
+/// Anything else.
+pub const PSF_OWNER_OTHER: u32 = 3;
+/// How many owners a reserve has at most.
+pub const PSF_MAX_OWNERS: u32 = 16;
+/// The compatible feature bit of format 1.1's owner table.
+pub const PSF_COMPAT_RESERVE_OWNERS: u64 = crate::owners::COMPAT_RESERVE_OWNERS;
+
+/// One owner of a sub-range of the reserve (format 1.1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct psf_owner {
+    /// Byte offset on the backing.
+    pub offset: u64,
+    /// Bytes (a multiple of 4096).
+    pub size: u64,
+    /// `PSF_OWNER_*`.
+    pub kind: u32,
+    /// Zero.
+    pub reserved0: u32,
+    /// The name, NUL terminated (at most 31 bytes of `[A-Za-z0-9._-]`).
+    pub name: [u8; 32],
+}
+
 /// What a layout is planned from (`pmem-stack format`'s options).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -197,6 +229,7 @@ const fn decode_code(err: &DecodeError) -> i32 {
         DecodeError::Geometry(g) => geometry_code(g),
         DecodeError::UnknownIncompatFeatures(_) => PSF_ERR_UNKNOWN_INCOMPAT_FEATURES,
         DecodeError::ReservedNotZero(_) => PSF_ERR_RESERVED_NOT_ZERO,
+        DecodeError::Owners(_) => PSF_ERR_OWNERS,
     }
 }
 
@@ -268,6 +301,8 @@ const fn message(code: i32) -> &'static core::ffi::CStr {
         PSF_ERR_RESERVE_TOO_LARGE => c"reserve is too large: no aligned data block would remain",
         PSF_ERR_MODE_NEEDS_RESERVE => c"mode hypervisor or os needs a reserve larger than 0",
         PSF_ERR_NONE_TAKES_NO_RESERVE => c"mode none takes no reserve",
+        PSF_ERR_OWNERS => c"the reserve's owner table breaks its rules",
+        PSF_ERR_OWNERS_CAPACITY => c"the owner array is smaller than the owner table",
         _ => c"unknown error code",
     }
 }
@@ -469,6 +504,72 @@ pub unsafe extern "C" fn psf_validate(
     }
 }
 
+/// The owners of the reserve of the copy read at `read_at` (format 1.1),
+/// after validating the copy as `psf_validate` does: `PSF_OK` with
+/// `*count` owners stored in `owners[0..*count]`, in ascending offset
+/// order — `*count` = 0 for a reserve that is not split (1.0: one owner,
+/// named by `reserve_mode`). `PSF_ERR_OWNERS_CAPACITY` when `capacity` is
+/// below the table's count (`*count` then says how many are needed;
+/// `PSF_MAX_OWNERS` always suffices). Any other code: the rule the copy
+/// breaks, nothing stored but `*count` = 0.
+///
+/// # Safety
+/// `buf` must point to `len` readable bytes; `owners` to `capacity`
+/// writable `struct psf_owner` (it may be null when `capacity` is 0);
+/// `count` to a writable `uint32_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn psf_owners(
+    buf: *const u8,
+    len: usize,
+    read_at: u64,
+    owners: *mut psf_owner,
+    capacity: usize,
+    count: *mut u32,
+) -> i32 {
+    // SAFETY: forwarded from this function's contract.
+    if unsafe { store(count, 0) }.is_err() {
+        return PSF_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: forwarded from this function's contract.
+    let Some(bytes) = (unsafe { input(buf, len) }) else {
+        return PSF_ERR_INVALID_ARGUMENT;
+    };
+    let Ok(block) = <&[u8; BLOCK_LEN]>::try_from(bytes) else {
+        return PSF_ERR_LENGTH;
+    };
+    let sb = match SuperBlock::decode(block, read_at) {
+        Ok(sb) => sb,
+        Err(err) => return decode_code(&err),
+    };
+    let n = sb.owners.len();
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    if n > capacity {
+        // SAFETY: forwarded from this function's contract (and `count`
+        // was stored through above, so this succeeds).
+        return match unsafe { store(count, n32) } {
+            Ok(()) => PSF_ERR_OWNERS_CAPACITY,
+            Err(bad) => bad,
+        };
+    }
+    if n > 0 && (owners.is_null() || !owners.is_aligned()) {
+        return PSF_ERR_INVALID_ARGUMENT;
+    }
+    for (i, o) in sb.owners.iter().enumerate() {
+        let entry = psf_owner {
+            offset: o.offset,
+            size: o.size,
+            kind: o.kind.to_raw(),
+            reserved0: 0,
+            name: *o.name.as_bytes(),
+        };
+        // SAFETY: `i < n <= capacity`, and the caller promises `capacity`
+        // writable entries at the (checked non-null, aligned) `owners`.
+        unsafe { owners.add(i).write(entry) };
+    }
+    // SAFETY: forwarded from this function's contract.
+    into_code(unsafe { store(count, n32) })
+}
+
 /// A static, NUL-terminated English message for a `PSF_*` code (never null).
 #[unsafe(no_mangle)]
 pub extern "C" fn psf_strerror(code: i32) -> *const c_char {
@@ -627,7 +728,7 @@ mod tests {
 
     fn sample() -> SuperBlock {
         SuperBlock {
-            version_minor: VERSION_MINOR,
+            version_minor: 0,
             compat_features: 0,
             incompat_features: 0,
             uuid: Uuid([0x5A; 16]),
@@ -641,6 +742,7 @@ mod tests {
                 32 * MIB,
             )
             .expect("valid"),
+            owners: crate::owners::Owners::NONE,
         }
     }
 
@@ -812,14 +914,116 @@ mod tests {
     #[test]
     fn every_code_has_its_own_message() {
         let mut seen = std::collections::HashSet::new();
-        for code in PSF_ERR_NONE_TAKES_NO_RESERVE..=PSF_OK {
+        for code in PSF_ERR_OWNERS_CAPACITY..=PSF_OK {
             let text = message(code);
             assert_ne!(text, c"unknown error code", "{code}");
             assert!(seen.insert(text), "{code} repeats a message");
             assert!(!psf_strerror(code).is_null());
         }
         assert_eq!(message(1), c"unknown error code");
-        assert_eq!(message(-28), c"unknown error code");
+        assert_eq!(message(-30), c"unknown error code");
+    }
+
+    /// `sample()` with its reserve split between xen and linux, encoded.
+    fn split_block() -> [u8; BLOCK_LEN] {
+        use crate::owners::{Owner, OwnerKind, OwnerName, Owners};
+        let mut sb = sample();
+        let mut owners = Owners::NONE;
+        for (name, kind, offset, size) in [
+            ("xen", OwnerKind::Hypervisor, 2 * MIB, 8 * MIB),
+            ("linux", OwnerKind::Os, 10 * MIB, 24 * MIB),
+        ] {
+            let name = OwnerName::new(name).expect("name");
+            owners
+                .push(Owner {
+                    kind,
+                    name,
+                    offset,
+                    size,
+                })
+                .expect("room");
+        }
+        sb.set_owners(owners);
+        sb.encode(crate::superblock::Slot::Primary)
+    }
+
+    #[test]
+    fn owners_over_the_abi() {
+        let block = split_block();
+        let at = crate::geometry::PRIMARY_OFFSET;
+        let mut out = [psf_owner::default(); 16];
+        let mut n = 99u32;
+        // SAFETY: a live block, a local array of 16 and a local count.
+        let rc = unsafe {
+            psf_owners(
+                block.as_ptr(),
+                block.len(),
+                at,
+                out.as_mut_ptr(),
+                16,
+                &raw mut n,
+            )
+        };
+        assert_eq!((rc, n), (PSF_OK, 2));
+        assert_eq!(&out[1].name[..6], b"linux\0");
+        assert_eq!(
+            (out[1].offset, out[1].size, out[1].kind),
+            (10 * MIB, 24 * MIB, PSF_OWNER_OS)
+        );
+        // Too small an array: the count needed, nothing else.
+        // SAFETY: as above.
+        let rc = unsafe {
+            psf_owners(
+                block.as_ptr(),
+                block.len(),
+                at,
+                out.as_mut_ptr(),
+                1,
+                &raw mut n,
+            )
+        };
+        assert_eq!((rc, n), (PSF_ERR_OWNERS_CAPACITY, 2));
+        // No count pointer; a damaged copy.
+        // SAFETY: as above, with a null count.
+        let rc = unsafe {
+            psf_owners(
+                block.as_ptr(),
+                block.len(),
+                at,
+                out.as_mut_ptr(),
+                16,
+                core::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, PSF_ERR_INVALID_ARGUMENT);
+        let mut bad = block;
+        bad[0xB0] ^= 1;
+        // SAFETY: as above.
+        let rc = unsafe {
+            psf_owners(
+                bad.as_ptr(),
+                bad.len(),
+                at,
+                out.as_mut_ptr(),
+                16,
+                &raw mut n,
+            )
+        };
+        assert_eq!((rc, n), (PSF_ERR_CHECKSUM, 0));
+        // An unsplit copy has no owners; the array may be null then.
+        let plain = sample().encode(crate::superblock::Slot::Primary);
+        // SAFETY: a live block, a null array of capacity 0, a local count.
+        let rc = unsafe {
+            psf_owners(
+                plain.as_ptr(),
+                plain.len(),
+                at,
+                core::ptr::null_mut(),
+                0,
+                &raw mut n,
+            )
+        };
+        assert_eq!((rc, n), (PSF_OK, 0));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! * [`geometry`]: what a valid layout is (the rules every offset obeys).
 //! * [`layout`]: choosing a layout from what a user asks for.
+//! * [`owners`]: format 1.1, a reserve shared by several named owners.
 //! * [`superblock`]: the 4096-byte super block and its codec.
 //! * [`crc`]: the CRC32C the super block is sealed with.
 //! * [`signatures`]: recognising other people's data before writing.
@@ -37,6 +38,7 @@ pub mod capi;
 pub mod crc;
 pub mod geometry;
 pub mod layout;
+pub mod owners;
 pub mod signatures;
 pub mod superblock;
 pub mod units;
@@ -44,5 +46,6 @@ pub mod uuid;
 
 pub use geometry::{Alignment, Geometry, GeometryError, LogicalBlockSize, ReserveMode};
 pub use layout::{LayoutError, LayoutRequest, Plan, ReserveRequest, plan};
+pub use owners::{Owner, OwnerError, OwnerKind, OwnerName, Owners};
 pub use superblock::{DecodeError, Slot, SuperBlock};
 pub use uuid::Uuid;

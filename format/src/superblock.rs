@@ -23,6 +23,10 @@ use crate::geometry::{
     Alignment, Geometry, GeometryError, LogicalBlockSize, PRIMARY_OFFSET, ReserveMode,
     SUPERBLOCK_SIZE, backup_offset_for,
 };
+use crate::owners::{
+    COMPAT_RESERVE_OWNERS, ENTRIES_OFFSET, ENTRY_LEN, OWNERS_MINOR, OwnerError, Owners, RawTable,
+    TABLE_END, TABLE_OFFSET,
+};
 use crate::uuid::Uuid;
 
 /// The magic at byte 0 of each copy. Distinct from the signatures Linux probes
@@ -31,11 +35,14 @@ use crate::uuid::Uuid;
 pub const MAGIC: [u8; 16] = *b"PMEM-STACK-SUPER";
 /// Major version this code reads and writes.
 pub const VERSION_MAJOR: u16 = 1;
-/// Minor version this code writes.
-pub const VERSION_MINOR: u16 = 0;
-/// Compatible feature bits this version knows (none yet). Unknown ones are
-/// ignored and preserved.
-pub const KNOWN_COMPAT_FEATURES: u64 = 0;
+/// The newest minor version this code reads in full and writes: 1.1, which
+/// adds the reserve's owner table ([`crate::owners`]). A volume without an
+/// owner table is still written as 1.0 (byte for byte what a 1.0 writer
+/// writes), so every 1.0 tool can also repair it.
+pub const VERSION_MINOR: u16 = OWNERS_MINOR;
+/// Compatible feature bits this version knows: the owner table. Unknown ones
+/// are ignored and preserved.
+pub const KNOWN_COMPAT_FEATURES: u64 = COMPAT_RESERVE_OWNERS;
 /// Incompatible feature bits this version knows (none yet). Any unknown one
 /// makes the super block unusable for this reader.
 pub const KNOWN_INCOMPAT_FEATURES: u64 = 0;
@@ -126,6 +133,8 @@ pub struct SuperBlock {
     pub generation: u64,
     /// The layout.
     pub geometry: Geometry,
+    /// Format 1.1: the reserve's owners; empty when it is not split.
+    pub owners: Owners,
 }
 
 /// Why a 4 KiB block is not a usable super block.
@@ -167,6 +176,8 @@ pub enum DecodeError {
     UnknownIncompatFeatures(u64),
     #[error("reserved byte at offset {0:#x} is not zero")]
     ReservedNotZero(usize),
+    #[error("reserve owners: {0}")]
+    Owners(#[from] OwnerError),
 }
 
 impl DecodeError {
@@ -257,7 +268,55 @@ fn decode_layout(raw: &RawSuperBlock) -> Result<Geometry, DecodeError> {
     .map_err(DecodeError::from)
 }
 
+/// Step 6: the owner table of a copy whose compatible features announce
+/// one (none otherwise). The bit is 1.1's, so a 1.0 copy carrying it is
+/// corrupt (a 1.0 reader would find its reserved bytes non-zero).
+fn decode_owners(
+    block: &[u8; BLOCK_LEN],
+    compat: u64,
+    minor: u16,
+    geometry: &Geometry,
+) -> Result<Owners, DecodeError> {
+    if compat & COMPAT_RESERVE_OWNERS == 0 {
+        return Ok(Owners::NONE);
+    }
+    if minor < OWNERS_MINOR {
+        return Err(OwnerError::OldMinor.into());
+    }
+    let raw = RawTable::ref_from_bytes(&block[TABLE_OFFSET..TABLE_END])
+        .map_err(|_| DecodeError::Length(BLOCK_LEN))?;
+    let owners = Owners::decode(raw)?;
+    owners.validate(geometry.reserve_offset(), geometry.reserve_size())?;
+    Ok(owners)
+}
+
 impl SuperBlock {
+    /// The minor version a copy with `owners` is written as: 1.0 without an
+    /// owner table (what every 1.0 tool reads in full), 1.1 with one.
+    pub fn minor_for(owners: &Owners) -> u16 {
+        if owners.is_empty() { 0 } else { OWNERS_MINOR }
+    }
+
+    /// Replace the owner table, keeping the version and the feature bit in
+    /// step with it (a copy of a newer minor keeps its minor).
+    pub fn set_owners(&mut self, owners: Owners) {
+        self.owners = owners;
+        if !owners.is_empty() {
+            self.version_minor = self.version_minor.max(OWNERS_MINOR);
+        }
+        self.compat_features = self.compat_features_to_write();
+    }
+
+    /// The compatible feature bits as written: the owner bit follows the
+    /// table, unknown bits are preserved.
+    fn compat_features_to_write(&self) -> u64 {
+        if self.owners.is_empty() {
+            self.compat_features & !COMPAT_RESERVE_OWNERS
+        } else {
+            self.compat_features | COMPAT_RESERVE_OWNERS
+        }
+    }
+
     /// Whether this copy was written by a newer minor version; such a copy is
     /// read but never rewritten.
     pub fn is_newer_minor(&self) -> bool {
@@ -272,7 +331,7 @@ impl SuperBlock {
             version_major: U16::new(VERSION_MAJOR),
             version_minor: U16::new(self.version_minor),
             checksum: U32::new(0),
-            compat_features: U64::new(self.compat_features),
+            compat_features: U64::new(self.compat_features_to_write()),
             incompat_features: U64::new(self.incompat_features),
             uuid: self.uuid.0,
             parent_uuid: self.parent_uuid.0,
@@ -292,6 +351,9 @@ impl SuperBlock {
         };
         let mut block = [0u8; BLOCK_LEN];
         block.copy_from_slice(raw.as_bytes());
+        if !self.owners.is_empty() {
+            block[TABLE_OFFSET..TABLE_END].copy_from_slice(self.owners.encode().as_bytes());
+        }
         let crc = checksum(&block);
         block[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
         block
@@ -353,20 +415,30 @@ impl SuperBlock {
         if generation == 0 {
             return Err(DecodeError::ZeroGeneration);
         }
-        // 6. reserved bytes, unless a newer minor may have defined them.
+        // 6. format 1.1: the reserve's owner table, when announced.
+        let compat = raw.compat_features.get();
+        let owners = decode_owners(block, compat, minor, &geometry)?;
+        // 7. reserved bytes (after the owner table, if any), unless a newer
+        //    minor may have defined them.
+        let unused = if owners.is_empty() {
+            RESERVED_OFFSET
+        } else {
+            ENTRIES_OFFSET + owners.len() * ENTRY_LEN
+        };
         if !minor_is_newer(minor)
-            && let Some(pos) = raw.reserved.iter().position(|&b| b != 0)
+            && let Some(pos) = block[unused..].iter().position(|&b| b != 0)
         {
-            return Err(DecodeError::ReservedNotZero(RESERVED_OFFSET + pos));
+            return Err(DecodeError::ReservedNotZero(unused + pos));
         }
         Ok(SuperBlock {
             version_minor: minor,
-            compat_features: raw.compat_features.get(),
+            compat_features: compat,
             incompat_features: incompat,
             uuid,
             parent_uuid: Uuid(raw.parent_uuid),
             generation,
             geometry,
+            owners,
         })
     }
 }
@@ -380,7 +452,7 @@ mod tests {
 
     fn sample() -> SuperBlock {
         SuperBlock {
-            version_minor: VERSION_MINOR,
+            version_minor: 0,
             compat_features: 0,
             incompat_features: 0,
             uuid: Uuid([
@@ -397,6 +469,7 @@ mod tests {
                 512 * MIB,
             )
             .expect("valid"),
+            owners: Owners::NONE,
         }
     }
 
@@ -576,9 +649,9 @@ mod tests {
     #[test]
     fn unknown_compat_features_are_kept() {
         let mut b = sample().encode(Slot::Primary);
-        patch(&mut b, 0x18, &0x8000_0000_0000_0001u64.to_le_bytes());
+        patch(&mut b, 0x18, &0x8000_0000_0000_0002u64.to_le_bytes());
         let sb = SuperBlock::decode(&b, PRIMARY_OFFSET).expect("compat bits are fine");
-        assert_eq!(sb.compat_features, 0x8000_0000_0000_0001);
+        assert_eq!(sb.compat_features, 0x8000_0000_0000_0002);
         assert_eq!(sb.encode(Slot::Primary), b);
     }
 
@@ -653,6 +726,80 @@ mod tests {
         assert!(sb.is_newer_minor());
     }
 
+    fn split() -> SuperBlock {
+        use crate::owners::{Owner, OwnerKind, OwnerName};
+        let mut sb = sample();
+        let mut owners = Owners::NONE;
+        for (name, kind, offset, size) in [
+            ("xen", OwnerKind::Hypervisor, 2 * MIB, 24 * MIB),
+            ("dom0", OwnerKind::Os, 26 * MIB, 488 * MIB),
+        ] {
+            owners
+                .push(Owner {
+                    kind,
+                    name: OwnerName::new(name).expect("name"),
+                    offset,
+                    size,
+                })
+                .expect("room");
+        }
+        sb.set_owners(owners);
+        sb
+    }
+
+    #[test]
+    fn owners_round_trip_as_1_1_with_the_compat_bit() {
+        let sb = split();
+        assert_eq!(sb.version_minor, 1);
+        let b = sb.encode(Slot::Primary);
+        assert_eq!(u16::from_le_bytes([b[0x12], b[0x13]]), 1);
+        assert_eq!(le64(&b, 0x18), COMPAT_RESERVE_OWNERS);
+        assert_eq!(u32::from_le_bytes(b[0xA0..0xA4].try_into().expect("4")), 2);
+        assert_eq!(le64(&b, 0xA8), 2 * MIB);
+        assert_eq!(le64(&b, 0xB0), 24 * MIB);
+        assert_eq!(u32::from_le_bytes(b[0xB8..0xBC].try_into().expect("4")), 1);
+        assert_eq!(&b[0xC0..0xC4], b"xen\0");
+        assert_eq!(le64(&b, 0xE8), 26 * MIB);
+        assert_eq!(&b[0x100..0x105], b"dom0\0");
+        assert!(b[0x128..].iter().all(|&x| x == 0));
+        let back = SuperBlock::decode(&b, PRIMARY_OFFSET).expect("decodes");
+        assert_eq!(back, sb);
+        // The 1.0 fields are those of the unsplit volume: a 1.0 reader,
+        // which skips a newer minor's reserved bytes and ignores unknown
+        // compatible bits, sees the same single reserve.
+        let plain = sample().encode(Slot::Primary);
+        assert_eq!(b[0x28..0xA0], plain[0x28..0xA0]);
+    }
+
+    #[test]
+    fn a_bad_owner_table_is_corrupt() {
+        let good = split().encode(Slot::Primary);
+        let decode = |b: &[u8; BLOCK_LEN]| SuperBlock::decode(b, PRIMARY_OFFSET);
+        // Announced by a 1.0 copy.
+        let mut b = good;
+        patch(&mut b, 0x12, &0u16.to_le_bytes());
+        assert_eq!(decode(&b), Err(OwnerError::OldMinor.into()));
+        // Beyond the reserve.
+        let mut b = good;
+        patch(&mut b, 0xF0, &(600 * MIB).to_le_bytes());
+        assert!(matches!(
+            decode(&b),
+            Err(DecodeError::Owners(OwnerError::OutsideReserve { .. }))
+        ));
+        // A byte after the table.
+        let mut b = good;
+        patch(&mut b, 0x4A8, &[1]);
+        assert_eq!(decode(&b), Err(DecodeError::ReservedNotZero(0x4A8)));
+        // An unused entry.
+        let mut b = good;
+        patch(&mut b, 0x128, &[1]);
+        assert_eq!(decode(&b), Err(DecodeError::ReservedNotZero(0x128)));
+        assert!(
+            !decode(&b).expect_err("bad").is_unsupported(),
+            "corrupt, not newer"
+        );
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -711,12 +858,14 @@ mod tests {
                 if let Ok(geometry) = Geometry::derive(size, Alignment::M2, LogicalBlockSize::B4096, mode, reserve_units << 21) {
                     let sb = SuperBlock {
                         version_minor: 0,
-                        compat_features: minor_compat,
+                        // The owner bit follows the owner table (none here).
+                        compat_features: minor_compat & !COMPAT_RESERVE_OWNERS,
                         incompat_features: 0,
                         uuid: Uuid(uuid),
                         parent_uuid: Uuid(uuid),
                         generation,
                         geometry,
+                        owners: Owners::NONE,
                     };
                     for slot in [Slot::Primary, Slot::Backup] {
                         prop_assert_eq!(SuperBlock::decode(&sb.encode(slot), slot.offset(&geometry)), Ok(sb));

@@ -10,7 +10,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pmem_stack::format::superblock::{BLOCK_LEN, CHECKSUM_OFFSET, VERSION_MINOR, checksum};
+use pmem_stack::format::Owners;
+use pmem_stack::format::superblock::{BLOCK_LEN, CHECKSUM_OFFSET, checksum};
 use pmem_stack::format::{
     Alignment, Geometry, LogicalBlockSize, ReserveMode, Slot, SuperBlock, Uuid,
 };
@@ -25,7 +26,7 @@ fn check(bytes: &[u8], at: u64) {
         } else {
             Slot::Backup
         };
-        if sb.version_minor == VERSION_MINOR {
+        if !sb.is_newer_minor() {
             assert_eq!(&sb.encode(slot)[..], bytes);
         }
     }
@@ -46,13 +47,14 @@ fn valid_block(selector: u8) -> (u64, [u8; BLOCK_LEN]) {
     let geometry = Geometry::derive(size, align, LogicalBlockSize::B512, mode, reserve)
         .expect("seed geometry is valid");
     let sb = SuperBlock {
-        version_minor: VERSION_MINOR,
+        version_minor: 0,
         compat_features: 0,
         incompat_features: 0,
         uuid: Uuid([7; 16]),
         parent_uuid: Uuid::NIL,
         generation: 1,
         geometry,
+        owners: Owners::NONE,
     };
     let slot = if selector & 4 == 0 {
         Slot::Primary

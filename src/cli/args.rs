@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use pmem_stack::dm::MapName;
-use pmem_stack::format::{Alignment, LogicalBlockSize, ReserveMode};
+use pmem_stack::format::{Alignment, LogicalBlockSize, OwnerKind, OwnerName, ReserveMode};
 use pmem_stack::layout::ReserveRequest;
 use pmem_stack::size::parse_size;
 use pmem_stack::ublk::control::{DEFAULT_DEPTH, MAX_DEPTH, MAX_QUEUES};
 use pmem_stack::ublk::features::{IoPath, IoPathChoice};
+use pmem_stack::update::{OwnerSize, OwnerSpec};
 use pmem_stack::volume::LayoutOptions;
 
 /// Carve a persistent-memory namespace into a reserved region and a ublk block device.
@@ -42,6 +43,107 @@ pub enum Command {
     Map(MapArgs),
     /// Remove a map made by 'map'.
     Unmap(UnmapArgs),
+    /// What each owner of the reserve needs to claim it: offsets, physical range, frame numbers.
+    Reserved(ReservedArgs),
+    /// Split the reserve among several owners (format 1.1), or list its owners.
+    #[command(subcommand)]
+    Reserve(ReserveCommand),
+    /// Extend the volume over a backing that grew: move the backup copy to the new end, enlarge the data area.
+    Grow(GrowArgs),
+}
+
+/// `reserve split|list`.
+#[derive(Debug, Subcommand)]
+pub enum ReserveCommand {
+    /// Record owners for sub-ranges of the reserve (not while the backing is served).
+    Split(SplitArgs),
+    /// List the reserve's owners.
+    List(OwnersListArgs),
+}
+
+/// `--owner NAME[:KIND]=SIZE|auto|rest`, for `format` and `reserve split`.
+const OWNER_HELP: &str = "An owner of a sub-range of the reserve, in order from its start: \
+NAME[:KIND]=SIZE|auto|rest. KIND is hypervisor, os or other (default: hypervisor for the \
+names xen and hypervisor, os for dom0, linux and os; required for other names). SIZE is \
+rounded up to 4 KiB; auto sizes by the kind (os: 64 bytes per 4 KiB data page, hypervisor: \
+Xen's rule); rest takes what the others leave. Repeat for each owner (at most 16)";
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// /dev/pmemN, /dev/daxX.Y or an image file.
+    pub backing: PathBuf,
+    #[arg(long = "owner", value_name = "NAME[:KIND]=SIZE|auto|rest", value_parser = parse_owner, required = true, help = OWNER_HELP)]
+    pub owners: Vec<OwnerSpec>,
+    /// Print the result as JSON (as 'reserve list --json').
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OwnersListArgs {
+    /// /dev/pmemN, /dev/daxX.Y or an image file.
+    pub backing: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReservedArgs {
+    /// /dev/pmemN, /dev/daxX.Y or an image file.
+    pub backing: PathBuf,
+    /// Only this owner (an unsplit reserve's one owner is named after its mode).
+    #[arg(long, value_name = "NAME")]
+    pub owner: Option<String>,
+    /// Print JSON: an array of owners, or one object with --owner.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GrowArgs {
+    /// /dev/pmemN, /dev/daxX.Y or an image file.
+    pub backing: PathBuf,
+    /// Print the result as JSON (the same object as 'info --json').
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The kind an owner called `name` has when `--owner` names none.
+fn default_kind(name: &str) -> Option<OwnerKind> {
+    match name {
+        "xen" | "hypervisor" => Some(OwnerKind::Hypervisor),
+        "dom0" | "linux" | "os" => Some(OwnerKind::Os),
+        _ => None,
+    }
+}
+
+fn parse_owner(text: &str) -> Result<OwnerSpec, String> {
+    let (who, size) = text
+        .split_once('=')
+        .ok_or_else(|| "an owner is NAME[:KIND]=SIZE|auto|rest".to_string())?;
+    let (name, kind) = match who.split_once(':') {
+        Some((name, kind)) => (
+            name,
+            Some(
+                OwnerKind::from_name(kind)
+                    .ok_or_else(|| format!("owner kind '{kind}' is not hypervisor, os or other"))?,
+            ),
+        ),
+        None => (who, None),
+    };
+    let name = OwnerName::new(name).map_err(|e| e.to_string())?;
+    let kind = kind
+        .or_else(|| default_kind(name.as_str()))
+        .ok_or_else(|| {
+            format!("give the kind of owner '{name}': {name}:hypervisor|os|other=SIZE")
+        })?;
+    let size = match size {
+        "auto" => OwnerSize::Auto,
+        "rest" => OwnerSize::Rest,
+        text => OwnerSize::Bytes(parse_size(text).map_err(|e| format!("{e}, 'auto' or 'rest'"))?),
+    };
+    Ok(OwnerSpec { name, kind, size })
 }
 
 /// Layout options shared by `format` and `add`.
@@ -136,6 +238,8 @@ pub struct FormatArgs {
     pub backing: PathBuf,
     #[command(flatten)]
     pub layout: LayoutArgs,
+    #[arg(long = "owner", value_name = "NAME[:KIND]=SIZE|auto|rest", value_parser = parse_owner, help = OWNER_HELP)]
+    pub owners: Vec<OwnerSpec>,
     /// Overwrite an existing volume or foreign data (file systems, partition tables, ...).
     #[arg(long)]
     pub force: bool,
@@ -338,6 +442,38 @@ mod tests {
             matches!(cli.command, Command::Unmap(UnmapArgs { map }) if map == "/dev/mapper/fast")
         );
         assert!(Cli::try_parse_from(["pmem-stack", "unmap"]).is_err());
+    }
+
+    #[test]
+    fn owners() {
+        let xen = parse_owner("xen=512M").expect("xen");
+        assert_eq!(xen.kind, OwnerKind::Hypervisor);
+        assert_eq!(xen.size, OwnerSize::Bytes(512 << 20));
+        let dom0 = parse_owner("dom0=rest").expect("dom0");
+        assert_eq!((dom0.kind, dom0.size), (OwnerKind::Os, OwnerSize::Rest));
+        let fw = parse_owner("fw:other=4K").expect("fw");
+        assert_eq!(fw.kind, OwnerKind::Other);
+        assert_eq!(
+            parse_owner("bsd:os=auto").expect("bsd").size,
+            OwnerSize::Auto
+        );
+        assert!(
+            parse_owner("fw=4K")
+                .expect_err("no kind")
+                .contains("fw:hypervisor|os|other")
+        );
+        assert!(parse_owner("xen").is_err());
+        assert!(
+            parse_owner("xen:vm=1M")
+                .expect_err("kind")
+                .contains("not hypervisor")
+        );
+        assert!(parse_owner("x y:os=1M").is_err());
+        assert!(
+            parse_owner("xen=lots")
+                .expect_err("size")
+                .contains("'rest'")
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub fn map(args: &MapArgs) -> Result<ExitCode> {
         refuse_taken(&mapper, &MapName::for_volume(&sb.uuid)).with_context(context)?;
     }
     let sb = match volume {
-        Volume::Existing(sb) => sb,
+        Volume::Existing(sb) => *sb,
         Volume::Format(plan) => {
             metadata::write_new_volume(&backing, plan.plan.geometry, plan.generation)
                 .with_context(|| format!("formatting {}", args.backing.display()))?

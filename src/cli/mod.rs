@@ -8,6 +8,7 @@ mod map;
 pub mod progress_line;
 pub mod remedy;
 mod render;
+mod reserve_cmds;
 mod serve;
 mod volume_cmds;
 
@@ -36,6 +37,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::List(a) => devices::list(&a),
         Command::Map(a) => require_root("map").and_then(|()| map::map(&a)),
         Command::Unmap(a) => require_root("unmap").and_then(|()| map::unmap(&a)),
+        Command::Reserved(a) => reserve_cmds::reserved(&a),
+        Command::Reserve(args::ReserveCommand::Split(a)) => reserve_cmds::split(&a),
+        Command::Reserve(args::ReserveCommand::List(a)) => reserve_cmds::list(&a),
+        Command::Grow(a) => reserve_cmds::grow(&a),
     }
 }
 

@@ -27,6 +27,10 @@ pub fn remedy_text(remedy: Remedy) -> &'static str {
         Remedy::OtherDeviceId => "pick another --id or leave it out",
         Remedy::ServeWithUblk => "serve it with 'pmem-stack add' instead",
         Remedy::OtherMapName => "pick another --name, or 'pmem-stack unmap' that one first",
+        Remedy::RepairFirst => "run 'pmem-stack check --repair' first",
+        Remedy::Relayout => {
+            "only a new layout gets there: 'pmem-stack format --force' with the options you want (destroys the data)"
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use pmem_stack::backing::{Backing, BackingKind};
 use pmem_stack::format::geometry::{HEAD_SIZE, PRIMARY_OFFSET, SUPERBLOCK_SIZE};
 use pmem_stack::format::superblock::VERSION_MAJOR;
-use pmem_stack::format::{Geometry, ReserveMode, SuperBlock};
+use pmem_stack::format::{Geometry, Owners, ReserveMode, SuperBlock};
 use pmem_stack::metadata::{CopyReport, CopyState, Metadata, describe_copy};
 use pmem_stack::size::Human;
 use pmem_stack::ublk::features::IoPath;
@@ -281,6 +281,7 @@ pub fn info_json(
 fn region_note(
     kind: RegionKind,
     g: &Geometry,
+    owners: &Owners,
     m: &Metadata,
     phys: Option<(u64, u64)>,
     served_by: Option<&Serving>,
@@ -291,6 +292,18 @@ fn region_note(
         RegionKind::Backup => describe_copy(&m.backup),
         RegionKind::Reserve => {
             let mut note = format!("mode {}, never touched by pmem-stack", g.mode());
+            if !owners.is_empty() {
+                let _ = write!(
+                    note,
+                    "; shared by {} owners ({})",
+                    owners.len(),
+                    owners
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             if let Some((start, end)) = phys {
                 let _ = write!(
                     note,
@@ -365,7 +378,7 @@ pub fn info_text(
             region.kind.name(),
             region.offset,
             Human(region.size).to_string(),
-            region_note(region.kind, g, m, phys, served_by)
+            region_note(region.kind, g, &sb.owners, m, phys, served_by)
         );
     }
     let _ = writeln!(

@@ -149,7 +149,7 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
     let spec = ServeSpec {
         attach: Attach::Recover { id },
         backing,
-        volume: Volume::Existing(sb),
+        volume: Volume::Existing(Box::new(sb)),
         queues: QueueConfig {
             queues: info.queues,
             depth: info.depth,

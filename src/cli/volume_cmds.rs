@@ -2,13 +2,16 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use pmem_stack::backing::{Access, Backing};
+use pmem_stack::format::ReserveMode;
+use pmem_stack::layout::ReserveRequest;
 use pmem_stack::metadata::{self, MetadataError};
 use pmem_stack::registry::Registry;
 use pmem_stack::size::Human;
+use pmem_stack::update;
 use pmem_stack::volume;
 
 use super::args::{CheckArgs, FormatArgs, InfoArgs};
@@ -17,19 +20,40 @@ use super::{open_exclusive, print_json, served_by};
 
 pub fn format(args: &FormatArgs) -> Result<ExitCode> {
     let registry = Registry::system();
-    let options = args.layout.options();
+    let mut options = args.layout.options();
     // Check the options before opening anything, so a typo never costs a
     // device open (or a refusal message about the device).
-    if options.request().is_none() {
+    if options.request().is_none() && args.owners.is_empty() {
         return Err(volume::VolumeError::FormatNeedsReserve.into());
     }
+    if !args.owners.is_empty()
+        && (options.mode == Some(ReserveMode::None)
+            || options.reserve == Some(ReserveRequest::Bytes(0)))
+    {
+        bail!(
+            "--owner splits a reserve, and mode none has none; give --reserve SIZE|auto or leave it out"
+        );
+    }
     let backing = open_exclusive(&args.backing, &registry)?;
+    if options.reserve.is_none() {
+        // Owners without --reserve: a reserve that holds them all, sized
+        // for the largest data area the backing could have.
+        let need = update::reserve_for(&args.owners, backing.size())
+            .with_context(|| format!("cannot format {}", args.backing.display()))?;
+        options.reserve = Some(ReserveRequest::Bytes(need));
+    }
     let plan = volume::plan_format(&backing, &options, args.force)
         .with_context(|| format!("cannot format {}", args.backing.display()))?;
-    for warning in &plan.plan.warnings {
-        eprintln!("warning: {warning}");
+    let owners = update::lay_out_owners(&args.owners, &plan.plan.geometry)
+        .with_context(|| format!("cannot format {}", args.backing.display()))?;
+    // With owners, each is sized by its own rule; the whole reserve's Xen
+    // advice does not apply.
+    if owners.is_empty() {
+        for warning in &plan.plan.warnings {
+            eprintln!("warning: {warning}");
+        }
     }
-    let sb = metadata::write_new_volume(&backing, plan.plan.geometry, plan.generation)
+    let sb = metadata::write_new_volume_with(&backing, plan.plan.geometry, owners, plan.generation)
         .with_context(|| format!("formatting {}", args.backing.display()))?;
     let m = metadata::read(&backing)?;
     if args.json {

@@ -16,10 +16,10 @@
 use std::io::Read;
 
 pub use pmem_stack_format::{
-    Alignment, DecodeError, Geometry, GeometryError, LogicalBlockSize, ReserveMode, Slot,
-    SuperBlock, Uuid,
+    Alignment, DecodeError, Geometry, GeometryError, LogicalBlockSize, Owner, OwnerError,
+    OwnerKind, OwnerName, Owners, ReserveMode, Slot, SuperBlock, Uuid,
 };
-pub use pmem_stack_format::{geometry, superblock, uuid};
+pub use pmem_stack_format::{geometry, owners, superblock, uuid};
 
 /// Recognising data that is not ours (`pmem_stack_format::signatures`), with
 /// the findings collected in a `Vec`.

@@ -38,12 +38,13 @@ struct copy {
     uint64_t offset;
     int rc;                    /* psf_validate's result */
     struct psf_superblock sb;
+    uint8_t block[PSF_BLOCK_SIZE]; /* the copy as read, for psf_owners */
     enum state state;
 };
 
 static int read_copy(int fd, uint64_t size, uint64_t offset, struct copy *c)
 {
-    uint8_t block[PSF_BLOCK_SIZE];
+    uint8_t *block = c->block;
     memset(c, 0, sizeof(*c));
     c->found = 1;
     c->offset = offset;
@@ -51,13 +52,13 @@ static int read_copy(int fd, uint64_t size, uint64_t offset, struct copy *c)
         c->rc = PSF_ERR_NO_MAGIC;
         return 0;
     }
-    ssize_t n = pread(fd, block, sizeof(block), (off_t)offset);
-    if (n != (ssize_t)sizeof(block)) {
+    ssize_t n = pread(fd, block, PSF_BLOCK_SIZE, (off_t)offset);
+    if (n != (ssize_t)PSF_BLOCK_SIZE) {
         fprintf(stderr, "read_image: cannot read 4096 bytes at %" PRIu64 ": %s\n",
                 offset, n < 0 ? strerror(errno) : "short read");
         return -1;
     }
-    c->rc = psf_validate(block, sizeof(block), offset, &c->sb);
+    c->rc = psf_validate(block, PSF_BLOCK_SIZE, offset, &c->sb);
     return 0;
 }
 
@@ -174,6 +175,50 @@ static void print_copy(const char *name, const struct copy *c)
         printf("%s.error=%s\n", name, psf_strerror(c->rc));
 }
 
+/* The owner table of a valid copy (format 1.1); *n = 0 when not split. */
+static int owners_of(const struct copy *c, struct psf_owner *owners, uint32_t *n)
+{
+    return psf_owners(c->block, PSF_BLOCK_SIZE, c->offset, owners, PSF_MAX_OWNERS, n);
+}
+
+/* psf_same_volume compares the 1.0 fields; two copies also agree on owners. */
+static int same_owners(const struct copy *a, const struct copy *b)
+{
+    struct psf_owner oa[PSF_MAX_OWNERS], ob[PSF_MAX_OWNERS];
+    uint32_t na, nb;
+    if (owners_of(a, oa, &na) != PSF_OK || owners_of(b, ob, &nb) != PSF_OK || na != nb)
+        return 0;
+    return memcmp(oa, ob, na * sizeof(oa[0])) == 0;
+}
+
+static const char *kind_name(uint32_t kind)
+{
+    switch (kind) {
+    case PSF_OWNER_HYPERVISOR: return "hypervisor";
+    case PSF_OWNER_OS: return "os";
+    case PSF_OWNER_OTHER: return "other";
+    default: return "?";
+    }
+}
+
+static void print_owners(const struct copy *c)
+{
+    struct psf_owner owners[PSF_MAX_OWNERS];
+    uint32_t n = 0;
+    int rc = owners_of(c, owners, &n);
+    if (rc != PSF_OK) {
+        printf("owners.error=%s\n", psf_strerror(rc));
+        return;
+    }
+    printf("owners=%" PRIu32 "\n", n);
+    for (uint32_t i = 0; i < n; i++) {
+        printf("owner.%" PRIu32 ".name=%s\n", i, owners[i].name);
+        printf("owner.%" PRIu32 ".kind=%s\n", i, kind_name(owners[i].kind));
+        printf("owner.%" PRIu32 ".offset=%" PRIu64 "\n", i, owners[i].offset);
+        printf("owner.%" PRIu32 ".size=%" PRIu64 "\n", i, owners[i].size);
+    }
+}
+
 /* FORMAT.md §8: the current copy, and the state of the other. */
 static const struct copy *choose(struct copy *primary, struct copy *backup)
 {
@@ -186,7 +231,8 @@ static const struct copy *choose(struct copy *primary, struct copy *backup)
         current = backup;
         other = primary;
     }
-    if (other->state == OK && psf_same_volume(&current->sb, &other->sb) != 1)
+    if (other->state == OK && (psf_same_volume(&current->sb, &other->sb) != 1
+                               || !same_owners(current, other)))
         other->state = STALE;
     return current;
 }
@@ -230,8 +276,10 @@ int main(int argc, char **argv)
         return 3;
     }
     const struct copy *current = choose(&primary, &backup);
-    if (current)
+    if (current) {
         print_volume(&current->sb);
+        print_owners(current);
+    }
     print_copy("primary", &primary);
     print_copy("backup", &backup);
     printf("healthy=%s\n", primary.state == OK && backup.state == OK ? "true" : "false");

@@ -1,0 +1,362 @@
+//! `reserved`, `reserve split`, `reserve list`, `grow`: what the reserve's
+//! owners claim, splitting it among several (format 1.1), and growing a
+//! volume over a backing that grew.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use pmem_stack::backing::{Access, Backing};
+use pmem_stack::format::superblock::VERSION_MAJOR;
+use pmem_stack::format::{Geometry, ReserveMode, SuperBlock};
+use pmem_stack::layout::xen_reserve_for_pages;
+use pmem_stack::metadata;
+use pmem_stack::registry::Registry;
+use pmem_stack::size::Human;
+use pmem_stack::ublk::features::Features;
+use pmem_stack::units::{PAGE_SHIFT, PAGE_SIZE};
+use pmem_stack::update;
+
+use super::args::{GrowArgs, OwnersListArgs, ReservedArgs, SplitArgs};
+use super::render::{info_json, info_text};
+use super::{attachment, open_exclusive, print_json};
+
+/// One owner's range as `reserve list` shows it. An unsplit reserve has one
+/// owner, named (and of the kind) of its mode.
+#[derive(Debug, Serialize)]
+struct OwnerJson {
+    name: String,
+    kind: &'static str,
+    offset: u64,
+    size: u64,
+}
+
+/// The owners of `sb`'s reserve (none in mode none).
+fn owners_of(sb: &SuperBlock) -> Vec<OwnerJson> {
+    let g = &sb.geometry;
+    if sb.owners.is_empty() {
+        if g.mode() == ReserveMode::None {
+            return Vec::new();
+        }
+        return vec![OwnerJson {
+            name: g.mode().as_str().to_string(),
+            kind: g.mode().as_str(),
+            offset: g.reserve_offset(),
+            size: g.reserve_size(),
+        }];
+    }
+    sb.owners
+        .iter()
+        .map(|o| OwnerJson {
+            name: o.name.to_string(),
+            kind: o.kind.as_str(),
+            offset: o.offset,
+            size: o.size,
+        })
+        .collect()
+}
+
+/// What an owner needs to claim its range (`reserved`).
+#[derive(Debug, Serialize)]
+struct Claim {
+    owner: String,
+    kind: &'static str,
+    /// The volume's reserve mode (what a 1.0 reader sees).
+    mode: ReserveMode,
+    offset: u64,
+    end: u64,
+    size: u64,
+    pages: u64,
+    phys_start: Option<u64>,
+    phys_end: Option<u64>,
+    mfn_start: Option<u64>,
+    mfn_end: Option<u64>,
+}
+
+fn claims(backing: &Backing, sb: &SuperBlock) -> Vec<Claim> {
+    let base = backing.phys_start();
+    owners_of(sb)
+        .into_iter()
+        .map(|o| {
+            let end = o.offset + o.size;
+            let phys = base.and_then(|b| Some((b.checked_add(o.offset)?, b.checked_add(end)?)));
+            Claim {
+                owner: o.name,
+                kind: o.kind,
+                mode: sb.geometry.mode(),
+                offset: o.offset,
+                end,
+                size: o.size,
+                pages: o.size / PAGE_SIZE,
+                phys_start: phys.map(|p| p.0),
+                phys_end: phys.map(|p| p.1),
+                mfn_start: phys.map(|p| p.0 >> PAGE_SHIFT),
+                mfn_end: phys.map(|p| p.1 >> PAGE_SHIFT),
+            }
+        })
+        .collect()
+}
+
+fn claim_text(c: &Claim) -> String {
+    let mut line = format!(
+        "{} ({}): bytes {}-{} of the backing ({}, {} pages)",
+        c.owner,
+        c.kind,
+        c.offset,
+        c.end,
+        Human(c.size),
+        c.pages
+    );
+    match (c.phys_start, c.phys_end, c.mfn_start, c.mfn_end) {
+        (Some(ps), Some(pe), Some(ms), Some(me)) => {
+            let _ = write!(
+                line,
+                "; phys {ps:#x}-{pe:#x}; MFN {ms:#x}-{me:#x} (ends exclusive)"
+            );
+        }
+        _ => line.push_str("; physical address unknown (not a pmem namespace)"),
+    }
+    line
+}
+
+pub fn reserved(args: &ReservedArgs) -> Result<ExitCode> {
+    let path = args.backing.display().to_string();
+    let backing = Backing::open(&args.backing, Access::ReadOnly)?;
+    let (sb, _) = metadata::open_volume(&backing).with_context(|| path.clone())?;
+    if sb.geometry.mode() == ReserveMode::None {
+        bail!(
+            "{path}: has no reserve (mode none); 'pmem-stack format --force --reserve SIZE' lays out one (destroys the data)"
+        );
+    }
+    let mut all = claims(&backing, &sb);
+    if let Some(name) = &args.owner {
+        let names: Vec<String> = all.iter().map(|c| c.owner.clone()).collect();
+        all.retain(|c| &c.owner == name);
+        if all.is_empty() {
+            bail!(
+                "{path}: the reserve has no owner '{name}'; its owners are: {}",
+                names.join(", ")
+            );
+        }
+    }
+    if args.json {
+        match (&args.owner, all.first()) {
+            (Some(_), Some(one)) => print_json(one)?,
+            _ => print_json(&all)?,
+        }
+    } else {
+        println!(
+            "{path}: reserve of volume {} ({} at byte {}, mode {})",
+            sb.uuid,
+            Human(sb.geometry.reserve_size()),
+            sb.geometry.reserve_offset(),
+            sb.geometry.mode()
+        );
+        for c in &all {
+            println!("  {}", claim_text(c));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `reserve list --json` object.
+#[derive(Debug, Serialize)]
+struct ListJson {
+    backing: String,
+    uuid: String,
+    format_version: String,
+    generation: u64,
+    mode: ReserveMode,
+    reserve_offset: u64,
+    reserve_size: u64,
+    /// Whether the reserve has an owner table (format 1.1).
+    split: bool,
+    /// Bytes of the reserve no owner holds.
+    unassigned: u64,
+    owners: Vec<OwnerJson>,
+}
+
+fn list_json(path: &str, sb: &SuperBlock) -> ListJson {
+    let g = &sb.geometry;
+    ListJson {
+        backing: path.to_string(),
+        uuid: sb.uuid.to_string(),
+        format_version: format!("{VERSION_MAJOR}.{}", sb.version_minor),
+        generation: sb.generation,
+        mode: g.mode(),
+        reserve_offset: g.reserve_offset(),
+        reserve_size: g.reserve_size(),
+        split: !sb.owners.is_empty(),
+        unassigned: if sb.owners.is_empty() {
+            0
+        } else {
+            sb.owners.unassigned(g.reserve_size())
+        },
+        owners: owners_of(sb),
+    }
+}
+
+fn print_list(path: &str, sb: &SuperBlock, json: bool) -> Result<()> {
+    let list = list_json(path, sb);
+    if json {
+        return print_json(&list);
+    }
+    println!(
+        "{path}: reserve {} at byte {} (mode {}), {}",
+        Human(list.reserve_size),
+        list.reserve_offset,
+        list.mode,
+        if list.split {
+            format!("split among {} owners (format 1.1)", list.owners.len())
+        } else {
+            "one owner (not split)".to_string()
+        }
+    );
+    println!(
+        "  {:<31} {:<10} {:>16} {:>12}",
+        "owner", "kind", "offset", "size"
+    );
+    for o in &list.owners {
+        println!(
+            "  {:<31} {:<10} {:>16} {:>12}",
+            o.name,
+            o.kind,
+            o.offset,
+            Human(o.size).to_string()
+        );
+    }
+    if list.unassigned > 0 {
+        println!("  unassigned: {}", Human(list.unassigned));
+    }
+    Ok(())
+}
+
+pub fn list(args: &OwnersListArgs) -> Result<ExitCode> {
+    let path = args.backing.display().to_string();
+    let backing = Backing::open(&args.backing, Access::ReadOnly)?;
+    let (sb, _) = metadata::open_volume(&backing).with_context(|| path.clone())?;
+    print_list(&path, &sb, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuse a backing a pmem-stack device serves, saying `why` and `then`.
+fn refuse_served(
+    path: &Path,
+    registry: &Registry,
+    why: &dyn Fn() -> &'static str,
+    then: &str,
+) -> Result<()> {
+    let Ok(backing) = Backing::open(path, Access::ReadOnly) else {
+        return Ok(());
+    };
+    if let Some(entry) = attachment(registry, &backing) {
+        let p = path.display();
+        let id = entry.id;
+        bail!(
+            "{p}: is served as /dev/ublkb{id}; {}: 'pmem-stack del {id}', then {then}, then 'pmem-stack add {p}'",
+            why()
+        );
+    }
+    Ok(())
+}
+
+pub fn split(args: &SplitArgs) -> Result<ExitCode> {
+    let registry = Registry::system();
+    let path = args.backing.display().to_string();
+    refuse_served(
+        &args.backing,
+        &registry,
+        &|| "the reserve's split cannot change while it is served (its owners may be using it)",
+        &format!("'pmem-stack reserve split {path} …'"),
+    )?;
+    let backing = open_exclusive(&args.backing, &registry)?;
+    let current = metadata::open_volume(&backing)
+        .with_context(|| format!("cannot split the reserve of {path}"))?
+        .0;
+    if current.geometry.reserve_size() == 0 {
+        return Err(update::UpdateError::NoReserve)
+            .with_context(|| format!("cannot split the reserve of {path}"));
+    }
+    let owners = update::lay_out_owners(&args.owners, &current.geometry)
+        .map_err(update::UpdateError::from)
+        .with_context(|| format!("cannot split the reserve of {path}"))?;
+    let (_, next) = update::plan_split(&backing, owners)
+        .with_context(|| format!("cannot split the reserve of {path}"))?;
+    update::write_split(&backing, &next)
+        .with_context(|| format!("splitting the reserve of {path}"))?;
+    let (sb, _) = metadata::open_volume(&backing)?;
+    print_list(&path, &sb, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Advice after a grow: reserves sized for the smaller data area.
+fn grow_warnings(sb: &SuperBlock) -> Vec<String> {
+    let g: &Geometry = &sb.geometry;
+    let mut out = Vec::new();
+    if sb.owners.is_empty() && g.mode() == ReserveMode::Hypervisor {
+        let need = xen_reserve_for_pages(g.data_size() / PAGE_SIZE);
+        if g.reserve_size() < need {
+            out.push(format!(
+                "the reserve ({}) is below what Xen's rule asks for the grown data area ({})",
+                Human(g.reserve_size()),
+                Human(need)
+            ));
+        }
+    }
+    for o in sb.owners.iter() {
+        if let Some(need) = update::auto_size(o.kind, g.data_size())
+            && o.size < need
+        {
+            out.push(format!(
+                "owner '{}' ({}) holds {}, below what its kind's rule asks for the grown data area ({})",
+                o.name,
+                o.kind,
+                Human(o.size),
+                Human(need)
+            ));
+        }
+    }
+    out
+}
+
+/// Why a served backing is not grown in place, on this kernel.
+fn live_grow_refusal() -> &'static str {
+    let update_size = libublk::sys::UBLK_F_UPDATE_SIZE;
+    if Features::of_kernel().is_some_and(|f| f.has(update_size)) {
+        "pmem-stack does not resize a live device (this kernel's ublk could: UBLK_F_UPDATE_SIZE, but the server's mapping would have to grow with it)"
+    } else {
+        "this kernel cannot resize a live ublk device (UBLK_F_UPDATE_SIZE needs Linux 6.16+)"
+    }
+}
+
+pub fn grow(args: &GrowArgs) -> Result<ExitCode> {
+    let registry = Registry::system();
+    let path = args.backing.display().to_string();
+    refuse_served(
+        &args.backing,
+        &registry,
+        &live_grow_refusal,
+        &format!("'pmem-stack grow {path}'"),
+    )?;
+    let backing = open_exclusive(&args.backing, &registry)?;
+    let plan = update::plan_grow(&backing).with_context(|| format!("cannot grow {path}"))?;
+    update::write_grow(&backing, &plan).with_context(|| format!("growing {path}"))?;
+    for warning in grow_warnings(&plan.after) {
+        eprintln!("warning: {warning}");
+    }
+    let (sb, m) = metadata::open_volume(&backing)?;
+    if args.json {
+        print_json(&info_json(&backing, &sb, &m, None))?;
+    } else {
+        println!(
+            "{path}: data area grew from {} to {}",
+            Human(plan.before.geometry.data_size()),
+            Human(sb.geometry.data_size())
+        );
+        print!("{}", info_text(&backing, &sb, &m, None));
+    }
+    Ok(ExitCode::SUCCESS)
+}

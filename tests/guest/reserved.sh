@@ -1,0 +1,107 @@
+#!/bin/bash
+# Guest scenario: `reserved` (what each owner claims, checked against the
+# namespace's sysfs `resource`), `reserve split`/`list` and `format --owner`
+# on /dev/pmem0, their refusal while served, and `grow` of an image file
+# that grew (offline; refused while served, with the way out). Boot with
+# --size 2G.
+source "$PMEM_STACK_REPO/tests/guest/lib.sh"
+
+require test -b /dev/pmem0
+base=$(cat /sys/block/pmem0/device/resource)
+note "pmem0 at $base, kernel $(uname -r)"
+
+# claim_matches NAME JSON OFFSET END: one owner's claim against sysfs.
+claim_matches() {
+	local name=$1 json=$2 offset=$3 end=$4
+	expect_eq "$name: offset" "$(echo "$json" | jget 'd["offset"]')" "$offset"
+	expect_eq "$name: end" "$(echo "$json" | jget 'd["end"]')" "$end"
+	expect_eq "$name: phys start = resource + offset" "$(echo "$json" | jget 'd["phys_start"]')" "$((base + offset))"
+	expect_eq "$name: phys end = resource + end" "$(echo "$json" | jget 'd["phys_end"]')" "$((base + end))"
+	expect_eq "$name: start MFN" "$(echo "$json" | jget 'd["mfn_start"]')" "$(((base + offset) >> 12))"
+	expect_eq "$name: end MFN" "$(echo "$json" | jget 'd["mfn_end"]')" "$(((base + end) >> 12))"
+	expect_eq "$name: pages" "$(echo "$json" | jget 'd["pages"]')" "$(((end - offset) / 4096))"
+}
+
+# An unsplit (1.0) reserve: one owner, named after the mode, the whole reserve.
+info=$("$P" format /dev/pmem0 --reserve 64M --json)
+expect_eq "format without owners writes 1.0" "$(echo "$info" | jget 'd["format_version"]')" 1.0
+r_off=$(echo "$info" | jget 'd["reserve_offset"]')
+r_end=$((r_off + $(echo "$info" | jget 'd["reserve_size"]')))
+all=$("$P" reserved /dev/pmem0 --json)
+expect_eq "unsplit: one owner" "$(echo "$all" | jget 'len(d)')" 1
+expect_eq "unsplit: named after the mode" "$(echo "$all" | jget 'd[0]["owner"]')" hypervisor
+claim_matches "unsplit" "$(echo "$all" | jget 'd[0]')" "$r_off" "$r_end"
+expect_eq "unsplit: agrees with info" "$(echo "$all" | jget 'd[0]["mfn_end"]')" "$(echo "$info" | jget 'd["reserve_mfn_end"]')"
+
+# format --owner: a 1.1 volume with two owners.
+info=$("$P" format /dev/pmem0 --force --reserve 64M --owner xen=24M --owner dom0=rest --json)
+expect_eq "format --owner writes 1.1" "$(echo "$info" | jget 'd["format_version"]')" 1.1
+check "info reads the 1.1 volume" "$P" check /dev/pmem0
+xen=$("$P" reserved /dev/pmem0 --owner xen --json)
+claim_matches "xen" "$xen" "$r_off" "$((r_off + (24 << 20)))"
+expect_eq "xen: kind" "$(echo "$xen" | jget 'd["kind"]')" hypervisor
+dom0=$("$P" reserved /dev/pmem0 --owner dom0 --json)
+claim_matches "dom0" "$dom0" "$((r_off + (24 << 20)))" "$r_end"
+expect_eq "dom0: kind" "$(echo "$dom0" | jget 'd["kind"]')" os
+check "reserved, text" "$P" reserved /dev/pmem0
+refused "reserved of an owner that is not there" "has no owner 'nope'" "$P" reserved /dev/pmem0 --owner nope
+
+# Served: reading works; changing the split or the size is refused.
+data_size=$(echo "$info" | jget 'd["data_size"]')
+dev=$("$P" add /dev/pmem0 | tail -1)
+expect_eq "the 1.1 volume serves its data area" "$(blockdev --getsize64 "$dev")" "$data_size"
+check "reserved while served" "$P" reserved /dev/pmem0 --owner xen
+before=$(meta_digest /dev/pmem0)
+refused "split while served" "cannot change while it is served" \
+	"$P" reserve split /dev/pmem0 --owner xen=8M --owner dom0=rest
+if kernel_at_least 6 16; then
+	why="does not resize a live device"
+else
+	why="UBLK_F_UPDATE_SIZE needs Linux 6.16"
+fi
+refused "grow while served" "$why" "$P" grow /dev/pmem0
+refused "grow while served says what to do" "'pmem-stack del 0', then 'pmem-stack grow /dev/pmem0', then 'pmem-stack add /dev/pmem0'" "$P" grow /dev/pmem0
+expect_eq "the refusals changed nothing" "$(meta_digest /dev/pmem0)" "$before"
+check "del" "$P" del 0
+
+# reserve split offline.
+out=$("$P" reserve split /dev/pmem0 --owner xen=8M --owner fw:other=4K --owner dom0=rest --json)
+expect_eq "split: three owners" "$(echo "$out" | jget '[o["name"] for o in d["owners"]]')" '["xen", "fw", "dom0"]'
+expect_eq "split: generation bumped" "$(echo "$out" | jget 'd["generation"]')" 3
+claim_matches "fw" "$("$P" reserved /dev/pmem0 --owner fw --json)" "$((r_off + (8 << 20)))" "$((r_off + (8 << 20) + 4096))"
+check "healthy after split" "$P" check /dev/pmem0
+
+# grow: an image file that grew.
+mkdir -p /tmp/img /tmp/mnt
+img=/tmp/img/grow.img
+truncate -s 256M "$img"
+small=$("$P" format "$img" --reserve 8M --json | jget 'd["data_size"]')
+dev=$("$P" add "$img" | tail -1)
+check "mkfs.ext4" mkfs.ext4 -q -F "$dev"
+check "mount" mount "$dev" /tmp/mnt
+write_files /tmp/mnt 12
+check "umount" umount /tmp/mnt
+check "del" "$P" del --all
+refused "grow of a backing that did not grow" "nothing to grow" "$P" grow "$img"
+truncate -s 512M "$img"
+grown=$("$P" grow "$img" --json)
+big=$(echo "$grown" | jget 'd["data_size"]')
+expect_eq "grow extends the data area by 256 MiB" "$big" "$((small + (256 << 20)))"
+expect_eq "grow moves the backup to the new end" "$(echo "$grown" | jget 'd["backup"]["offset"]')" "$(((512 << 20) - 4096))"
+check "healthy after grow" "$P" check "$img"
+dev=$("$P" add "$img" | tail -1)
+expect_eq "add serves the larger size" "$(blockdev --getsize64 "$dev")" "$big"
+check "mount after grow" mount "$dev" /tmp/mnt
+check "files intact after grow" verify_files /tmp/mnt
+check "resize2fs online" resize2fs "$dev"
+fs_bytes=$(($(stat -f -c '%b * %S' /tmp/mnt)))
+if [ "$fs_bytes" -gt $((small + (128 << 20))) ]; then pass "ext4 grew ($fs_bytes bytes)"; else fail "ext4 did not grow: $fs_bytes"; fi
+check "files intact after resize2fs" verify_files /tmp/mnt
+check "umount" umount /tmp/mnt
+check "del" "$P" del --all
+truncate -s 300M "$img"
+before=$(meta_digest "$img")
+refused "grow of a backing that shrank" "shrunk" "$P" grow "$img"
+expect_eq "the refusal changed nothing" "$(meta_digest "$img")" "$before"
+
+finish
