@@ -15,8 +15,6 @@
 #                 every path in BENCH_PATHS (default: user-copy direct); a path
 #                 the kernel does not offer is recorded as unavailable
 #   ps-devdax     pmem-stack on the devdax namespace, default path
-#   ps-<path>-nopf  as ps-<path> with PMEM_STACK_PREFAULT=off (optional: the
-#                 before of the write pre-faulting lever)
 #
 # The NVDIMM's label area is split in two namespaces: fsdax (/dev/pmem0,
 # BENCH_PMEM_SIZE) and devdax (the rest).
@@ -345,9 +343,6 @@ run_target() { # ROUND TARGET
 	echo "round $round: $target"
 	case $target in
 	ps-devdax) target_ps-devdax "$round" ;;
-	ps-*-nopf) # the same path with write pre-faulting off (a lever's "before")
-		path=${target#ps-}
-		(export PMEM_STACK_PREFAULT=off; pmem_stack "$round" "$target" /dev/pmem0 --io-path "${path%-nopf}") ;;
 	ps-*) pmem_stack "$round" "$target" /dev/pmem0 --io-path "${target#ps-}" ;;
 	raw | dm-linear | map | rublk-null | rublk-loop) "target_$target" "$round" ;;
 	*) die "unknown target '$target'" ;;

@@ -309,34 +309,6 @@ impl MediaRange<'_> {
         Ok(())
     }
 
-    /// Fault the range's pages in writable with one `madvise
-    /// (MADV_POPULATE_WRITE)` (Linux 5.14+) before a copy into it.
-    ///
-    /// Why: in a page-cache mapping every page the kernel's write-back has
-    /// cleaned is write-protected again, so a 128 KiB write into it takes up
-    /// to 32 separate write faults (one trap, page-table walk and
-    /// `page_mkwrite` each); populating the whole range in one call does the
-    /// same work without the traps. Best effort: on failure the copy simply
-    /// faults as before, and reports any real error itself.
-    pub fn prefault_write(&self) {
-        if !self.writable || self.len == 0 {
-            return;
-        }
-        let page = 1usize << crate::units::PAGE_SHIFT;
-        let start = self.ptr.as_ptr() as usize;
-        let aligned = start & !(page - 1);
-        let len = (start - aligned).saturating_add(self.len);
-        // SAFETY: `aligned..aligned+len` covers exactly the pages holding
-        // this range, all inside the live mapping (mappings start on a page
-        // boundary); MADV_POPULATE_WRITE only faults pages in, as a write
-        // would, and changes no data.
-        let rc =
-            unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
-        if rc != 0 {
-            log::debug!("MADV_POPULATE_WRITE failed: {}", io::Error::last_os_error());
-        }
-    }
-
     /// Set the range to zero.
     pub fn zero(&self) -> io::Result<()> {
         self.assert_writable()?;
@@ -372,25 +344,6 @@ mod tests {
         assert!(m.range(u64::MAX, 2).is_err());
         assert!(m.range(m.len(), 0).is_ok());
         assert!(m.persist(m.len() - 1, 2).is_err());
-    }
-
-    #[test]
-    fn prefaulting_an_unaligned_range_changes_no_byte_and_writes_still_land() {
-        let (file, m) = file_mapping(64 << 10);
-        // Unaligned start and length, spanning three pages.
-        let range = m.range(4000, 5000).expect("in window");
-        range.prefault_write();
-        let mut back = vec![0; 5000];
-        range.read_into(&mut back).expect("read");
-        assert!(back.iter().all(|&b| b == 0xA5));
-        range.write_from(&[7; 5000]).expect("write");
-        m.persist(4000, 5000).expect("msync");
-        let on_disk = std::fs::read(file.path()).expect("read file");
-        assert!(on_disk[4096 + 4000..4096 + 9000].iter().all(|&b| b == 7));
-        assert_eq!(on_disk[4096 + 3999], 0xA5);
-        assert_eq!(on_disk[4096 + 9000], 0xA5);
-        // An empty range is a no-op.
-        m.range(0, 0).expect("empty").prefault_write();
     }
 
     #[test]

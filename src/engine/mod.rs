@@ -186,15 +186,7 @@ pub struct Engine<M: Media = DataArea> {
     failed: AtomicBool,
     stats: Stats,
     direct: DirectState,
-    /// Populate a WRITE's pages writable in one call before copying into a
-    /// page-cache mapping (see [`MediaRange::prefault_write`]).
-    prefault_writes: bool,
 }
-
-/// The environment variable that turns write pre-faulting off
-/// (`PMEM_STACK_PREFAULT=off`): a measurement knob for `bench/`, so both
-/// settings can be compared side by side in one boot.
-pub const PREFAULT_ENV: &str = "PMEM_STACK_PREFAULT";
 
 /// What the direct path needs to know to skip a FLUSH (see [`direct`]).
 #[derive(Debug)]
@@ -216,10 +208,7 @@ impl Engine<DataArea> {
 impl<M: Media> Engine<M> {
     /// An engine over `media`.
     pub fn with_media(media: M) -> Engine<M> {
-        let prefault_writes = media.persistence() == Persistence::Msync
-            && std::env::var_os(PREFAULT_ENV).is_none_or(|v| v != "off");
         Engine {
-            prefault_writes,
             dirty: DirtyMap::new(media.len()),
             media,
             flush_lock: Mutex::new(()),
@@ -268,11 +257,8 @@ impl<M: Media> Engine<M> {
             }
             Op::Write { fua } => {
                 self.stats.writes.fetch_add(1, Ordering::Relaxed);
-                let range = self.range_of(req)?;
-                if self.prefault_writes {
-                    range.prefault_write();
-                }
-                xfer.fetch(&range).map_err(IoError::Transfer)?;
+                xfer.fetch(&self.range_of(req)?)
+                    .map_err(IoError::Transfer)?;
                 if fua {
                     self.persist_now(req.offset, req.len)?;
                 } else {
