@@ -23,7 +23,7 @@ use libublk::{BufDesc, BufDescList, UblkIORes, sys};
 use crate::engine::Engine;
 use crate::engine::direct::DirectOp;
 
-use super::queue::{completion, decode};
+use super::queue::{completion, request_of};
 
 /// The backing as the direct path sees it.
 #[derive(Debug)]
@@ -90,14 +90,8 @@ pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, backing: &DirectBac
                 Progress::Finished(res) => completion(engine.direct_done(io.op, res)),
             }
         } else {
-            let iod = q.get_iod(tag);
-            let planned = decode(
-                iod.op_flags,
-                iod.start_sector,
-                iod.nr_sectors,
-                engine.size(),
-            )
-            .and_then(|req| engine.plan_direct(&req));
+            let planned =
+                request_of(q, tag, engine.size()).and_then(|req| engine.plan_direct(&req));
             match planned {
                 Ok(DirectOp::Done(bytes)) => completion(Ok(bytes)),
                 Ok(op) => {

@@ -54,6 +54,13 @@ pub fn decode(
     })
 }
 
+/// The request the kernel handed over in `tag`'s descriptor, for a data
+/// area of `data_size` bytes.
+pub fn request_of(queue: &UblkQueue, tag: u16, data_size: u64) -> Result<Request, IoError> {
+    let iod = queue.get_iod(tag);
+    decode(iod.op_flags, iod.start_sector, iod.nr_sectors, data_size)
+}
+
 /// The completion value for a result: bytes done, or a negative errno.
 pub fn completion(result: Result<u64, IoError>) -> i32 {
     match result {
@@ -76,14 +83,8 @@ fn handle(
     tag: u16,
     transfer: &mut dyn crate::engine::Transfer,
 ) -> i32 {
-    let iod = queue.get_iod(tag);
-    let result = decode(
-        iod.op_flags,
-        iod.start_sector,
-        iod.nr_sectors,
-        engine.size(),
-    )
-    .and_then(|req| engine.execute(&req, transfer));
+    let result =
+        request_of(queue, tag, engine.size()).and_then(|req| engine.execute(&req, transfer));
     completion(result)
 }
 
