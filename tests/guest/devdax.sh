@@ -3,14 +3,7 @@
 # cache) as the backing. Boot with --size 1G --label-size 128K.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
-require command -v ndctl
-if [ ! -c /dev/dax0.0 ]; then
-	ndctl disable-region all >/dev/null
-	ndctl init-labels -f all >/dev/null
-	ndctl enable-region all >/dev/null
-	ndctl create-namespace -r region0 -m devdax >/dev/null
-fi
-require test -c /dev/dax0.0
+require_devdax
 dax_base=$(cat /sys/bus/dax/devices/dax0.0/resource)
 ns_uuid=$(cat /sys/bus/nd/devices/namespace0.0/uuid)
 note "dax0.0 at $dax_base, namespace uuid $ns_uuid"

@@ -180,3 +180,16 @@ kernel_at_least() {
 default_block_path() {
 	if kernel_at_least 6 16; then echo direct; else echo user_copy; fi
 }
+
+# require_devdax: /dev/dax0.0, made from the whole of region0 if the boot's
+# NVDIMM (--label-size) has none yet.
+require_devdax() {
+	require command -v ndctl
+	if [ ! -c /dev/dax0.0 ]; then
+		ndctl disable-region all >/dev/null
+		ndctl init-labels -f all >/dev/null
+		ndctl enable-region all >/dev/null
+		ndctl create-namespace -r region0 -m devdax >/dev/null
+	fi
+	require test -c /dev/dax0.0
+}

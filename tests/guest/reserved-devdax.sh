@@ -4,14 +4,7 @@
 # owners. Boot with --size 1G --label-size 128K.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
-require command -v ndctl
-if [ ! -c /dev/dax0.0 ]; then
-	ndctl disable-region all >/dev/null
-	ndctl init-labels -f all >/dev/null
-	ndctl enable-region all >/dev/null
-	ndctl create-namespace -r region0 -m devdax >/dev/null
-fi
-require test -c /dev/dax0.0
+require_devdax
 base=$(cat /sys/bus/dax/devices/dax0.0/resource)
 note "dax0.0 at $base, kernel $(uname -r)"
 
