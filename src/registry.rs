@@ -56,6 +56,11 @@ pub struct Entry {
     pub data_size: u64,
     /// The server's log file.
     pub log: Option<PathBuf>,
+    /// The server runs under a service manager (`Type=notify`, e.g. the
+    /// `pmem-stack@.service` unit), which restarts it after a hand-over;
+    /// `restart` then waits for that instead of starting one itself.
+    #[serde(default)]
+    pub supervised: bool,
 }
 
 /// A reserve mode recorded by its name (`none`, `hypervisor`, `os`).
@@ -281,6 +286,7 @@ mod tests {
             data_offset: 514 << 20,
             data_size: 1532 << 20,
             log: None,
+            supervised: false,
         }
     }
 

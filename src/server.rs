@@ -250,6 +250,7 @@ fn registry_entry(
         data_offset: g.data_offset(),
         data_size: g.data_size(),
         log,
+        supervised: crate::notify::enabled(),
     }
 }
 
@@ -276,6 +277,7 @@ fn prepare(
     granted: &Granted,
     log: Option<PathBuf>,
     registry: &Registry,
+    recovering: bool,
 ) -> Result<(DataPlane, Entry), PrepareError> {
     let sb = match volume {
         Volume::Existing(sb) => sb,
@@ -286,6 +288,9 @@ fn prepare(
         }
     };
     let engine = Engine::new(Arc::clone(backing), &sb.geometry)?;
+    if recovering {
+        engine.assume_all_dirty();
+    }
     let direct = match granted.io_path() {
         IoPath::Direct => Some(Arc::new(DirectBacking {
             file: backing.open_direct()?,
@@ -352,7 +357,8 @@ pub fn run(
         );
         move |granted: &Granted| -> Result<DataPlane, Box<dyn std::error::Error + Send + Sync>> {
             let log = lock(&lifecycle).added(granted.id);
-            let (plane, entry) = prepare(&backing, volume, granted, log, &registry)?;
+            let recovering = matches!(attach, Attach::Recover { .. });
+            let (plane, entry) = prepare(&backing, volume, granted, log, &registry, recovering)?;
             *lock(&record) = Some(entry);
             Ok(plane)
         }

@@ -172,26 +172,57 @@ fn delete_one(registry: &Registry, id: u32) -> Result<()> {
         );
     }
     registry.remove(id).context("forgetting the device")?;
-    println!("removed /dev/ublkb{id}");
     Ok(())
+}
+
+/// One device in `del --json`.
+#[derive(Debug, Serialize)]
+struct Removal {
+    id: u32,
+    device: String,
+    removed: bool,
+    error: Option<String>,
+}
+
+/// Print what `del` did: a line per device (errors on stderr), or with
+/// `--json` one array. Exit 1 when any device was not removed.
+fn report_removals(results: Vec<(u32, Result<()>)>, json: bool) -> Result<ExitCode> {
+    let failed = results.iter().any(|(_, r)| r.is_err());
+    let removals: Vec<Removal> = results
+        .into_iter()
+        .map(|(id, result)| Removal {
+            id,
+            device: format!("/dev/ublkb{id}"),
+            removed: result.is_ok(),
+            error: result.err().map(|err| super::remedy::message(&err)),
+        })
+        .collect();
+    if json {
+        print_json(&removals)?;
+    }
+    for removal in &removals {
+        match &removal.error {
+            Some(err) => eprintln!("error: {err}"),
+            None if !json => println!("removed {}", removal.device),
+            None => {}
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn del(args: &DelArgs) -> Result<ExitCode> {
     let registry = Registry::system();
     control::check_driver()?;
     if args.all {
-        let mut failed = false;
-        for entry in current_entries(&registry) {
-            if let Err(err) = delete_one(&registry, entry.id) {
-                eprintln!("error: {}", super::remedy::message(&err));
-                failed = true;
-            }
-        }
-        return Ok(if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
+        let results = current_entries(&registry)
+            .into_iter()
+            .map(|entry| (entry.id, delete_one(&registry, entry.id)))
+            .collect();
+        return report_removals(results, args.json);
     }
     let text = args.device.as_deref().unwrap_or_default();
     let id = parse_device_id(text)
@@ -203,6 +234,10 @@ pub fn del(args: &DelArgs) -> Result<ExitCode> {
     if registry.load(id)?.is_none() {
         bail!("/dev/ublkb{id} is not a pmem-stack device; remove it with the tool that created it");
     }
+    if args.json {
+        return report_removals(vec![(id, delete_one(&registry, id))], true);
+    }
     delete_one(&registry, id)?;
+    println!("removed /dev/ublkb{id}");
     Ok(ExitCode::SUCCESS)
 }

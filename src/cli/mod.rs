@@ -4,10 +4,12 @@
 
 pub mod args;
 mod devices;
+mod docs;
 pub mod progress_line;
 pub mod remedy;
 mod render;
 mod serve;
+mod service;
 mod volume_cmds;
 
 use std::path::Path;
@@ -32,6 +34,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Recover(a) => require_root("recover").and_then(|()| serve::recover(&a)),
         Command::Del(a) => require_root("del").and_then(|()| devices::del(&a)),
         Command::List(a) => devices::list(&a),
+        Command::Restart(a) => require_root("restart").and_then(|()| service::restart(&a)),
+        Command::Serve(a) => require_root("serve").and_then(|()| service::serve(&a)),
+        Command::Completions(a) => docs::completions(&a),
+        Command::Man(a) => docs::man(&a),
     }
 }
 

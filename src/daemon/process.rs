@@ -34,6 +34,15 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
     true
 }
 
+/// Ask the server `pid` to hand its device over to a successor (see
+/// `ublk::control::HANDOVER_SIGNAL`): it flushes and exits, leaving the
+/// device quiesced.
+pub fn request_handover(pid: i32) -> std::io::Result<()> {
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::USR1).map_err(Into::into)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

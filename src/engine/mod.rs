@@ -335,6 +335,15 @@ impl<M: Media> Engine<M> {
         result
     }
 
+    /// Treat the whole data area as written: the first FLUSH then makes all
+    /// of it durable. A server that recovers a device calls this, since the
+    /// server before it may have acknowledged writes it never flushed (it
+    /// was killed, or wrote after its last flush), and this engine's own
+    /// dirty tracking knows nothing of them.
+    pub fn assume_all_dirty(&self) {
+        self.dirty.mark(0, self.media.len());
+    }
+
     /// Flush, then write back the whole backing: the last thing a stopping
     /// server does.
     pub fn shutdown_flush(&self) -> Result<(), IoError> {
