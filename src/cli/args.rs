@@ -63,6 +63,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (roff), or write every page into a directory.
     Man(ManArgs),
+    /// For the udev rule: print PMEM_STACK_UUID=… and PMEM_STACK_ID=… of ublkbN.
+    #[command(name = "udev-id", hide = true)]
+    UdevId(UdevIdArgs),
 }
 
 /// Layout options shared by `format` and `add`.
@@ -308,6 +311,12 @@ impl ServeArgs {
             json: false,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct UdevIdArgs {
+    /// The kernel's name of the device: ublkbN (or N, or /dev/ublkbN).
+    pub device: String,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use pmem_stack::size::Human;
 use pmem_stack::ublk::control;
 use pmem_stack::ublk::features::{Features, IoPath};
 
-use super::args::{DelArgs, ListArgs, parse_device_id};
+use super::args::{DelArgs, ListArgs, UdevIdArgs, parse_device_id};
 use super::print_json;
 
 /// How long `del` waits for a server to flush and exit.
@@ -239,5 +239,21 @@ pub fn del(args: &DelArgs) -> Result<ExitCode> {
     }
     delete_one(&registry, id)?;
     println!("removed /dev/ublkb{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `udev-id ublkbN`: the udev rule's import of the device's volume uuid, from
+/// the server's record (written before the device appears). The uuid is the
+/// volume's, so `/dev/disk/by-id/pmem-stack-<uuid>` names the same data on
+/// every boot whatever N the kernel hands out.
+pub fn udev_id(args: &UdevIdArgs) -> Result<ExitCode> {
+    let id = parse_device_id(&args.device)
+        .ok_or_else(|| anyhow!("'{}' is not a ublk device name", args.device))?;
+    let registry = Registry::system();
+    let entry = registry
+        .load(id)?
+        .ok_or_else(|| anyhow!("/dev/ublkb{id} is not served by pmem-stack (no record)"))?;
+    println!("PMEM_STACK_UUID={}", entry.uuid);
+    println!("PMEM_STACK_ID={}", entry.id);
     Ok(ExitCode::SUCCESS)
 }

@@ -81,7 +81,7 @@ fn write_all_pages(cmd: &clap::Command, dir: &Path) -> Result<()> {
     let mut page = Vec::new();
     render_main(cmd, &mut page)?;
     write(format!("pmem-stack.{SECTION}"), page)?;
-    for sub in cmd.get_subcommands() {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let mut page = Vec::new();
         render_sub(sub.clone(), &mut page)?;
         write(format!("pmem-stack-{}.{SECTION}", sub.get_name()), page)?;
@@ -151,6 +151,7 @@ fn render_main(cmd: &clap::Command, out: &mut Vec<u8>) -> Result<()> {
     roff.control("SH", ["SEE ALSO"]);
     let pages: Vec<String> = cmd
         .get_subcommands()
+        .filter(|s| !s.is_hide_set())
         .map(|s| format!("pmem-stack-{}({SECTION})", s.get_name()))
         .chain(["systemd.service(5)".to_string(), "udev(7)".to_string()])
         .collect();

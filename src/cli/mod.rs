@@ -38,6 +38,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => require_root("serve").and_then(|()| service::serve(&a)),
         Command::Completions(a) => docs::completions(&a),
         Command::Man(a) => docs::man(&a),
+        Command::UdevId(a) => devices::udev_id(&a),
     }
 }
 
