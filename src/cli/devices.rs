@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use pmem_stack::backing::sysfs;
 use pmem_stack::daemon;
+use pmem_stack::engine::StatsSnapshot;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::size::Human;
 use pmem_stack::ublk::control;
@@ -42,6 +43,8 @@ pub struct DeviceJson {
     /// How request data moves (`user_copy` or `bounce_buffer`).
     pub io_path: Option<IoPath>,
     pub log: Option<String>,
+    /// The server's request counters (published every 250 ms), if any.
+    pub stats: Option<StatsSnapshot>,
 }
 
 impl DeviceJson {
@@ -66,6 +69,7 @@ impl DeviceJson {
             features: Vec::new(),
             io_path: None,
             log: None,
+            stats: None,
         }
     }
 }
@@ -93,6 +97,7 @@ pub fn device_json(entry: &Entry) -> DeviceJson {
         features: info.map(|i| Features(i.flags).names()).unwrap_or_default(),
         io_path: info.map(|i| IoPath::of(Features(i.flags))),
         log: entry.log.as_ref().map(|p| p.display().to_string()),
+        stats: Registry::system().load_stats(entry.id),
     }
 }
 

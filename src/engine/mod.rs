@@ -164,6 +164,31 @@ pub struct Stats {
     pub empty_flushes: AtomicU64,
 }
 
+/// The counters at one moment (what `list --json` shows as `stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatsSnapshot {
+    /// READ requests served.
+    pub reads: u64,
+    /// WRITE requests served.
+    pub writes: u64,
+    /// FLUSH requests served.
+    pub flushes: u64,
+    /// FLUSH requests that found nothing dirty.
+    pub empty_flushes: u64,
+}
+
+impl Stats {
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            empty_flushes: self.empty_flushes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
