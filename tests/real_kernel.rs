@@ -148,6 +148,18 @@ const SCENARIOS: &[Scenario] = &[
         knob: None,
     },
     Scenario {
+        name: "stories",
+        what: "the README's user stories, extracted from README.md and run as shown (install, unit stand-in, fstab by stable name, restart, fio)",
+        boots: &[Boot {
+            script: "tests/guest/stories.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
+        knob: None,
+    },
+    Scenario {
         name: "iopaths",
         what: "every I/O path this kernel offers (user copy, bounce, direct) serves the same bytes; others refused",
         boots: &[Boot {
