@@ -113,8 +113,15 @@ pub fn restart(args: &RestartArgs) -> Result<ExitCode> {
 /// The old server ran under a service manager, which starts the successor
 /// (`serve` recovers the quiesced device): wait until it is live.
 fn await_successor(id: u32, old: i32, json: bool, registry: &Registry) -> Result<ExitCode> {
-    let deadline = Instant::now() + SUCCESSOR_TIMEOUT;
+    let what = format!("waiting for the service manager to start /dev/ublkb{id}'s new server");
+    let start = Instant::now();
+    let deadline = start + SUCCESSOR_TIMEOUT;
     loop {
+        pmem_stack::progress::update(
+            &what,
+            u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            u64::try_from(SUCCESSOR_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+        );
         if let Ok(info) = control::device_info(id)
             && info.state == DeviceState::Live
             && info.pid != old
@@ -123,6 +130,7 @@ fn await_successor(id: u32, old: i32, json: bool, registry: &Registry) -> Result
             break;
         }
         if Instant::now() >= deadline {
+            pmem_stack::progress::finish(&what);
             bail!(
                 "/dev/ublkb{id}: handed over, but its service manager did not bring a new server up within {} s (its device waits quiesced; 'pmem-stack recover {id}' attaches one)",
                 SUCCESSOR_TIMEOUT.as_secs()
@@ -130,6 +138,7 @@ fn await_successor(id: u32, old: i32, json: bool, registry: &Registry) -> Result
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    pmem_stack::progress::finish(&what);
     let entry = registry
         .load(id)?
         .ok_or_else(|| anyhow!("/dev/ublkb{id}: the new server left no record"))?;
