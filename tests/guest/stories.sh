@@ -46,7 +46,9 @@ start() {
 	unit=$(unit_of "$1")
 	cmd=$(exec_start "$unit")
 	rm -f "$state/$unit.sock" "$state/$unit.notify"
-	python3 -u - "$state/$unit.sock" "$state/$unit.notify" <<'PY' &
+	# Everything left running is detached from the caller's output (a story
+	# runs inside $(...), which waits for its pipe to close).
+	python3 -u -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(sys.argv[1])
@@ -54,7 +56,7 @@ while True:
     m = s.recv(4096).decode()
     with open(sys.argv[2], "a") as f:
         f.write(m.replace("\n", "|") + "\n")
-PY
+' "$state/$unit.sock" "$state/$unit.notify" </dev/null >/dev/null 2>&1 &
 	echo $! >"$state/$unit.listener"
 	for _ in $(seq 100); do [ -S "$state/$unit.sock" ] && break; sleep 0.05; done
 	( # Restart=on-failure, RestartForceExitStatus=75
@@ -68,7 +70,7 @@ PY
 			[ ! -e "$state/$unit.stopping" ] || break
 			sleep 1
 		done
-	) &
+	) </dev/null >/dev/null 2>&1 &
 	echo $! >"$state/$unit.supervisor"
 	for _ in $(seq 600); do
 		grep -q '^READY=1' "$state/$unit.notify" 2>/dev/null && return 0
