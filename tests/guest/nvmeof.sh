@@ -38,7 +38,9 @@ check "nvme connect" nvme connect -t loop -n "$nqn" --hostnqn="nqn.2014-08.org.n
 # The guest has no other NVMe device: the first namespace is the export.
 nsdev=
 for _ in $(seq 100); do
-	nsdev=$(ls -d /sys/block/nvme*n* 2>/dev/null | head -1 || true)
+	# nvmeXnY is the namespace (with native multipath its head); the
+	# per-path nvmeXcZnY is hidden and has no node.
+	nsdev=$(ls -d /sys/block/nvme* 2>/dev/null | grep -E '/nvme[0-9]+n[0-9]+$' | head -1 || true)
 	[ -n "$nsdev" ] && [ -b "/dev/$(basename "$nsdev")" ] && break
 	sleep 0.1
 done

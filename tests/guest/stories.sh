@@ -24,10 +24,10 @@ mkdir -p /run/udev
 /lib/systemd/systemd-udevd --daemon
 require udevadm control --ping
 
-bin=/tmp/storybin
-mkdir -p "$bin"
+bin=/tmp/storybin shim=/tmp/storyshim
+mkdir -p "$bin" "$shim"
 ln -s "$P" "$bin/pmem-stack"
-cat >"$bin/systemctl" <<'SHIM'
+cat >"$shim/systemctl" <<'SHIM'
 #!/bin/bash
 # A stand-in for systemctl in the test guest (see tests/guest/stories.sh).
 set -euo pipefail
@@ -101,8 +101,10 @@ daemon-reload) ;;
 *) echo "systemctl (stand-in): unsupported: $*" >&2; exit 1 ;;
 esac
 SHIM
-chmod +x "$bin/systemctl"
-export PATH=$PATH:$bin
+chmod +x "$shim/systemctl"
+# The stand-in before the real systemctl; pmem-stack after /usr/local/sbin,
+# so the installed one wins once the fstab story has run scripts/install.
+export PATH=$shim:$PATH:$bin
 
 blank() { # wipe both super block copies: a blank namespace for each story
 	local size
