@@ -27,6 +27,7 @@ pub mod engine;
 pub mod format;
 pub mod layout;
 pub mod metadata;
+pub mod notify;
 pub mod progress;
 pub mod registry;
 pub mod remedy;

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::backing::Identity;
+use crate::engine::StatsSnapshot;
 use crate::format::{ReserveMode, Uuid};
 
 /// Environment variable that moves the registry (tests use it).
@@ -56,6 +57,11 @@ pub struct Entry {
     pub data_size: u64,
     /// The server's log file.
     pub log: Option<PathBuf>,
+    /// The server runs under a service manager (`Type=notify`, e.g. the
+    /// `pmem-stack@.service` unit), which restarts it after a hand-over;
+    /// `restart` then waits for that instead of starting one itself.
+    #[serde(default)]
+    pub supervised: bool,
 }
 
 /// A reserve mode recorded by its name (`none`, `hypervisor`, `os`).
@@ -105,6 +111,31 @@ impl Registry {
 
     fn entry_path(&self, id: u32) -> PathBuf {
         self.dir.join(format!("ublkb{id}.json"))
+    }
+
+    fn stats_path(&self, id: u32) -> PathBuf {
+        self.dir.join(format!("ublkb{id}.stats"))
+    }
+
+    /// Publish the server's request counters (replaced atomically; not
+    /// synced: they are for watching, and die with the server).
+    pub fn save_stats(&self, id: u32, stats: &StatsSnapshot) -> io::Result<()> {
+        let tmp = self
+            .dir
+            .join(format!(".ublkb{id}.stats.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let mut file =
+            Self::open_private(&tmp, fs::OpenOptions::new().write(true).create_new(true))?;
+        file.write_all(&serde_json::to_vec(stats).map_err(io::Error::other)?)?;
+        fs::rename(&tmp, self.stats_path(id))
+    }
+
+    /// The counters device `id`'s server published last, if any.
+    pub fn load_stats(&self, id: u32) -> Option<StatsSnapshot> {
+        if !self.check_dir().ok()? {
+            return None;
+        }
+        serde_json::from_slice(&fs::read(self.stats_path(id)).ok()?).ok()
     }
 
     /// The server log file for device `id`.
@@ -251,8 +282,10 @@ impl Registry {
         entries
     }
 
-    /// Forget device `id` (its record; the log is kept for post-mortems).
+    /// Forget device `id` (its record and counters; the log is kept for
+    /// post-mortems).
     pub fn remove(&self, id: u32) -> io::Result<()> {
+        let _ = fs::remove_file(self.stats_path(id));
         match fs::remove_file(self.entry_path(id)) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
             _ => Ok(()),
@@ -281,6 +314,7 @@ mod tests {
             data_offset: 514 << 20,
             data_size: 1532 << 20,
             log: None,
+            supervised: false,
         }
     }
 

@@ -250,6 +250,7 @@ fn registry_entry(
         data_offset: g.data_offset(),
         data_size: g.data_size(),
         log,
+        supervised: crate::notify::enabled(),
     }
 }
 
@@ -276,6 +277,7 @@ fn prepare(
     granted: &Granted,
     log: Option<PathBuf>,
     registry: &Registry,
+    recovering: bool,
 ) -> Result<(DataPlane, Entry), PrepareError> {
     let sb = match volume {
         Volume::Existing(sb) => *sb,
@@ -286,6 +288,9 @@ fn prepare(
         }
     };
     let engine = Engine::new(Arc::clone(backing), &sb.geometry)?;
+    if recovering {
+        engine.assume_all_dirty();
+    }
     let direct = match granted.io_path() {
         IoPath::Direct => {
             let file = backing.open_direct()?;
@@ -356,7 +361,9 @@ pub fn run(
         );
         move |granted: &Granted| -> Result<DataPlane, Box<dyn std::error::Error + Send + Sync>> {
             let log = lock(&lifecycle).added(granted.id);
-            let (plane, entry) = prepare(&backing, volume, granted, log, &registry)?;
+            let recovering = matches!(attach, Attach::Recover { .. });
+            let (plane, entry) = prepare(&backing, volume, granted, log, &registry, recovering)?;
+            publish_stats(granted.id, Arc::downgrade(&plane.engine), registry.clone());
             *lock(&record) = Some(entry);
             Ok(plane)
         }
@@ -382,6 +389,33 @@ pub fn run(
         lock(&lifecycle).failed(&crate::error_chain(&err), crate::remedy::find(&err));
         ServerError::Serve(err)
     })
+}
+
+/// How often a server publishes its request counters.
+const STATS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Publish the engine's counters in the registry (`list --json`'s `stats`)
+/// while the engine lives, whenever they changed.
+fn publish_stats(id: u32, engine: std::sync::Weak<Engine>, registry: Registry) {
+    let spawned = std::thread::Builder::new()
+        .name("stats".into())
+        .spawn(move || {
+            let mut last = None;
+            while let Some(engine) = engine.upgrade() {
+                let now = engine.stats().snapshot();
+                drop(engine);
+                if last != Some(now) {
+                    if let Err(err) = registry.save_stats(id, &now) {
+                        log::debug!("/dev/ublkb{id}: cannot publish counters: {err}");
+                    }
+                    last = Some(now);
+                }
+                std::thread::sleep(STATS_INTERVAL);
+            }
+        });
+    if let Err(err) = spawned {
+        log::warn!("/dev/ublkb{id}: no counters in 'list --json': {err}");
+    }
 }
 
 /// This process's pid as the kernel's ublk records hold it.

@@ -124,6 +124,42 @@ const SCENARIOS: &[Scenario] = &[
         knob: None,
     },
     Scenario {
+        name: "hostlife",
+        what: "serve's READY=1/STOPPING=1 over a real NOTIFY_SOCKET, serve recovering a crashed server under fio, restart under mounted ext4 + fio verify (plain and supervised), udevd's /dev/disk/by-id/pmem-stack-<uuid>",
+        boots: &[Boot {
+            script: "tests/guest/hostlife.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
+        knob: None,
+    },
+    Scenario {
+        name: "nvmeof",
+        what: "/dev/ublkbN exported by nvmet (loop), nvme connect: size, fio verify, ext4, an initiator flush and fsync reach pmem-stack's flush counter",
+        boots: &[Boot {
+            script: "tests/guest/nvmeof.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
+        knob: None,
+    },
+    Scenario {
+        name: "stories",
+        what: "the README's user stories, extracted from README.md and run as shown (install, unit stand-in, fstab by stable name, restart, fio)",
+        boots: &[Boot {
+            script: "tests/guest/stories.sh",
+            size: "2G",
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }],
+        knob: None,
+    },
+    Scenario {
         name: "iopaths",
         what: "every I/O path this kernel offers (user copy, bounce, direct) serves the same bytes; others refused",
         boots: &[Boot {

@@ -2,8 +2,10 @@
 //! other tools rely on (see README.md).
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
 
 use pmem_stack::dm::MapName;
 use pmem_stack::format::{Alignment, LogicalBlockSize, OwnerKind, OwnerName, ReserveMode};
@@ -14,9 +16,25 @@ use pmem_stack::ublk::features::{IoPath, IoPathChoice};
 use pmem_stack::update::{OwnerSize, OwnerSpec};
 use pmem_stack::volume::LayoutOptions;
 
+/// `--version`: the program's version and the on-media format versions it
+/// reads and writes (a volume of a newer major is never interpreted; a newer
+/// minor of the same major is read).
+pub static VERSION: LazyLock<String> = LazyLock::new(|| {
+    use pmem_stack::format::superblock::{VERSION_MAJOR, VERSION_MINOR};
+    format!(
+        "{} (on-media format: reads {VERSION_MAJOR}.x, writes {VERSION_MAJOR}.{VERSION_MINOR})",
+        env!("CARGO_PKG_VERSION")
+    )
+});
+
 /// Carve a persistent-memory namespace into a reserved region and a ublk block device.
 #[derive(Debug, Parser)]
-#[command(name = "pmem-stack", version, propagate_version = true)]
+#[command(
+    name = "pmem-stack",
+    version = VERSION.as_str(),
+    propagate_version = true,
+    after_help = "Exit status: 0 success, 1 failure (or 'check' found a problem), 2 bad usage. 'pmem-stack man' prints the manual page."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -50,6 +68,18 @@ pub enum Command {
     Reserve(ReserveCommand),
     /// Extend the volume over a backing that grew: move the backup copy to the new end, enlarge the data area.
     Grow(GrowArgs),
+    /// Replace a device's running server with this binary, without unmounting (live upgrade).
+    Restart(RestartArgs),
+    /// Serve a backing in the foreground as a systemd service does: add it, or
+    /// recover the device it is attached to when that device's server died.
+    Serve(ServeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write every page into a directory.
+    Man(ManArgs),
+    /// For the udev rule: print PMEM_STACK_UUID=… and PMEM_STACK_ID=… of ublkbN.
+    #[command(name = "udev-id", hide = true)]
+    UdevId(UdevIdArgs),
 }
 
 /// `reserve split|list`.
@@ -314,6 +344,9 @@ pub struct DelArgs {
     /// Every device pmem-stack serves.
     #[arg(long)]
     pub all: bool,
+    /// Print a JSON array: one object per device, with `removed` and `error`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -353,6 +386,15 @@ pub struct MapArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Device number N or /dev/ublkbN.
+    pub device: String,
+    /// Print the device as a JSON object (as in 'list --json').
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct UnmapArgs {
     /// The map: NAME, /dev/mapper/NAME, or the backing it maps.
     pub map: String,
@@ -360,6 +402,74 @@ pub struct UnmapArgs {
 
 fn parse_map_name(text: &str) -> Result<MapName, String> {
     MapName::parse(text).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// /dev/pmemN, /dev/daxX.Y or an image file.
+    pub backing: PathBuf,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Device number N for /dev/ublkbN when a new device is added [default: the next free one].
+    #[arg(long)]
+    pub id: Option<u32>,
+    #[arg(
+        long,
+        help = format!("Hardware queues of a new device [default: one per CPU, at most {MAX_QUEUES}]"),
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_QUEUES))
+    )]
+    pub queues: Option<u16>,
+    #[arg(
+        long,
+        help = format!("Requests in flight per queue of a new device [default: {DEFAULT_DEPTH}]"),
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_DEPTH))
+    )]
+    pub depth: Option<u16>,
+    /// How request data moves on a new device.
+    #[arg(long, value_enum, default_value_t = IoPathArg::Auto)]
+    pub io_path: IoPathArg,
+    /// Format over foreign data (only when the backing is not formatted yet).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl ServeArgs {
+    /// The `add --foreground` this serve is when no device serves the backing.
+    pub fn as_add(&self) -> AddArgs {
+        AddArgs {
+            backing: self.backing.clone(),
+            layout: self.layout,
+            id: self.id,
+            queues: self.queues,
+            depth: self.depth,
+            io_path: self.io_path,
+            foreground: true,
+            force: self.force,
+            json: false,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UdevIdArgs {
+    /// The kernel's name of the device: ublkbN (or N, or /dev/ublkbN).
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The page of one command (pmem-stack-COMMAND(8)) instead of pmem-stack(8).
+    pub command: Option<String>,
+    /// Write pmem-stack.8 and every pmem-stack-COMMAND.8 into DIR instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `add --io-path`.

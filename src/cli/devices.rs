@@ -9,12 +9,13 @@ use serde::Serialize;
 use pmem_stack::backing::sysfs;
 use pmem_stack::daemon;
 use pmem_stack::dm;
+use pmem_stack::engine::StatsSnapshot;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::size::Human;
 use pmem_stack::ublk::control;
 use pmem_stack::ublk::features::{Features, IoPath};
 
-use super::args::{DelArgs, ListArgs, parse_device_id};
+use super::args::{DelArgs, ListArgs, UdevIdArgs, parse_device_id};
 use super::map::{MapJson, map_json};
 use super::print_json;
 
@@ -46,6 +47,8 @@ pub struct DeviceJson {
     /// How request data moves (`direct`, `user_copy` or `bounce_buffer`).
     pub io_path: Option<IoPath>,
     pub log: Option<String>,
+    /// The server's request counters (published every 250 ms), if any.
+    pub stats: Option<StatsSnapshot>,
     /// A ublk device is never DAX-capable.
     pub dax: bool,
 }
@@ -82,6 +85,7 @@ impl DeviceJson {
             io_path: None,
             log: None,
             dax: false,
+            stats: None,
         }
     }
 }
@@ -111,6 +115,7 @@ pub fn device_json(entry: &Entry) -> DeviceJson {
         io_path: info.map(|i| IoPath::of(Features(i.flags))),
         log: entry.log.as_ref().map(|p| p.display().to_string()),
         dax: false,
+        stats: Registry::system().load_stats(entry.id),
     }
 }
 
@@ -264,26 +269,57 @@ fn delete_one(registry: &Registry, id: u32) -> Result<()> {
         );
     }
     registry.remove(id).context("forgetting the device")?;
-    println!("removed /dev/ublkb{id}");
     Ok(())
+}
+
+/// One device in `del --json`.
+#[derive(Debug, Serialize)]
+struct Removal {
+    id: u32,
+    device: String,
+    removed: bool,
+    error: Option<String>,
+}
+
+/// Print what `del` did: a line per device (errors on stderr), or with
+/// `--json` one array. Exit 1 when any device was not removed.
+fn report_removals(results: Vec<(u32, Result<()>)>, json: bool) -> Result<ExitCode> {
+    let failed = results.iter().any(|(_, r)| r.is_err());
+    let removals: Vec<Removal> = results
+        .into_iter()
+        .map(|(id, result)| Removal {
+            id,
+            device: format!("/dev/ublkb{id}"),
+            removed: result.is_ok(),
+            error: result.err().map(|err| super::remedy::message(&err)),
+        })
+        .collect();
+    if json {
+        print_json(&removals)?;
+    }
+    for removal in &removals {
+        match &removal.error {
+            Some(err) => eprintln!("error: {err}"),
+            None if !json => println!("removed {}", removal.device),
+            None => {}
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn del(args: &DelArgs) -> Result<ExitCode> {
     let registry = Registry::system();
     control::check_driver()?;
     if args.all {
-        let mut failed = false;
-        for entry in current_entries(&registry) {
-            if let Err(err) = delete_one(&registry, entry.id) {
-                eprintln!("error: {}", super::remedy::message(&err));
-                failed = true;
-            }
-        }
-        return Ok(if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
+        let results = current_entries(&registry)
+            .into_iter()
+            .map(|entry| (entry.id, delete_one(&registry, entry.id)))
+            .collect();
+        return report_removals(results, args.json);
     }
     let text = args.device.as_deref().unwrap_or_default();
     let id = parse_device_id(text).ok_or_else(|| {
@@ -298,6 +334,26 @@ pub fn del(args: &DelArgs) -> Result<ExitCode> {
     if registry.load(id)?.is_none() {
         bail!("/dev/ublkb{id} is not a pmem-stack device; remove it with the tool that created it");
     }
+    if args.json {
+        return report_removals(vec![(id, delete_one(&registry, id))], true);
+    }
     delete_one(&registry, id)?;
+    println!("removed /dev/ublkb{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `udev-id ublkbN`: the udev rule's import of the device's volume uuid, from
+/// the server's record (written before the device appears). The uuid is the
+/// volume's, so `/dev/disk/by-id/pmem-stack-<uuid>` names the same data on
+/// every boot whatever N the kernel hands out.
+pub fn udev_id(args: &UdevIdArgs) -> Result<ExitCode> {
+    let id = parse_device_id(&args.device)
+        .ok_or_else(|| anyhow!("'{}' is not a ublk device name", args.device))?;
+    let registry = Registry::system();
+    let entry = registry
+        .load(id)?
+        .ok_or_else(|| anyhow!("/dev/ublkb{id} is not served by pmem-stack (no record)"))?;
+    println!("PMEM_STACK_UUID={}", entry.uuid);
+    println!("PMEM_STACK_ID={}", entry.id);
     Ok(ExitCode::SUCCESS)
 }

@@ -4,12 +4,14 @@
 
 pub mod args;
 mod devices;
+mod docs;
 mod map;
 pub mod progress_line;
 pub mod remedy;
 mod render;
 mod reserve_cmds;
 mod serve;
+mod service;
 mod volume_cmds;
 
 use std::path::Path;
@@ -41,6 +43,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reserve(args::ReserveCommand::Split(a)) => reserve_cmds::split(&a),
         Command::Reserve(args::ReserveCommand::List(a)) => reserve_cmds::list(&a),
         Command::Grow(a) => reserve_cmds::grow(&a),
+        Command::Restart(a) => require_root("restart").and_then(|()| service::restart(&a)),
+        Command::Serve(a) => require_root("serve").and_then(|()| service::serve(&a)),
+        Command::Completions(a) => docs::completions(&a),
+        Command::Man(a) => docs::man(&a),
+        Command::UdevId(a) => devices::udev_id(&a),
     }
 }
 

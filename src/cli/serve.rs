@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use pmem_stack::backing::{Access, Backing, BackingKind};
 use pmem_stack::daemon;
 use pmem_stack::metadata;
+use pmem_stack::notify;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned, Volume};
 use pmem_stack::ublk::control::{self, Attach, QueueConfig};
@@ -166,7 +167,8 @@ struct Printer {
 }
 
 impl Lifecycle for Printer {
-    fn added(&mut self, _id: u32) -> Option<PathBuf> {
+    fn added(&mut self, id: u32) -> Option<PathBuf> {
+        notify::status(&format!("starting /dev/ublkb{id}"));
         None
     }
 
@@ -174,6 +176,13 @@ impl Lifecycle for Printer {
         if let Err(err) = announce(entry, self.json) {
             log::error!("cannot print the device: {err:#}");
         }
+        notify::ready(&format!(
+            "serving /dev/ublkb{} (volume {}, {} bytes of {})",
+            entry.id,
+            entry.uuid,
+            entry.data_size,
+            entry.backing.display()
+        ));
     }
 
     fn failed(&mut self, _reason: &str, _remedy: Option<pmem_stack::remedy::Remedy>) {
@@ -184,6 +193,10 @@ impl Lifecycle for Printer {
 /// Run the server here (foreground) or in a forked child, and report.
 fn launch(spec: ServeSpec, foreground: bool, json: bool, registry: &Registry) -> Result<ExitCode> {
     if foreground {
+        // Under systemd (Type=notify): READY=1 once live, STOPPING=1.
+        if let Some(notifier) = notify::Notifier::from_env()? {
+            notify::install(notifier);
+        }
         server::run(spec, registry, Box::new(Printer { json }))?;
         return Ok(ExitCode::SUCCESS);
     }

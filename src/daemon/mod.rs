@@ -26,4 +26,4 @@ mod report;
 
 pub use handshake::{Forked, Handshake, Reporter, StartOutcome, fork_server};
 pub use mount_ns::private_mount_namespace;
-pub use process::{process_gone, wait_gone};
+pub use process::{process_gone, request_handover, wait_gone};

@@ -22,16 +22,37 @@ pub fn process_gone(pid: i32) -> bool {
     }
 }
 
-/// Wait until process `pid` is gone, at most `timeout`.
+/// Wait until process `pid` is gone, at most `timeout` (reporting progress
+/// against the timeout, for a terminal).
 pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !process_gone(pid) {
-        if Instant::now() >= deadline {
-            return false;
+    let what = format!("waiting for pid {pid} to exit");
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let gone = loop {
+        if process_gone(pid) {
+            break true;
         }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        crate::progress::update(&what, millis(start.elapsed()), millis(timeout));
         std::thread::sleep(Duration::from_millis(20));
-    }
-    true
+    };
+    crate::progress::finish(&what);
+    gone
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Ask the server `pid` to hand its device over to a successor (see
+/// `ublk::control::HANDOVER_SIGNAL`): it flushes and exits, leaving the
+/// device quiesced.
+pub fn request_handover(pid: i32) -> std::io::Result<()> {
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::USR1).map_err(Into::into)
 }
 
 #[cfg(test)]

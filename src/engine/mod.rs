@@ -164,6 +164,31 @@ pub struct Stats {
     pub empty_flushes: AtomicU64,
 }
 
+/// The counters at one moment (what `list --json` shows as `stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatsSnapshot {
+    /// READ requests served.
+    pub reads: u64,
+    /// WRITE requests served.
+    pub writes: u64,
+    /// FLUSH requests served.
+    pub flushes: u64,
+    /// FLUSH requests that found nothing dirty.
+    pub empty_flushes: u64,
+}
+
+impl Stats {
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            empty_flushes: self.empty_flushes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -333,6 +358,15 @@ impl<M: Media> Engine<M> {
             self.dirty.restore(&ranges);
         }
         result
+    }
+
+    /// Treat the whole data area as written: the first FLUSH then makes all
+    /// of it durable. A server that recovers a device calls this, since the
+    /// server before it may have acknowledged writes it never flushed (it
+    /// was killed, or wrote after its last flush), and this engine's own
+    /// dirty tracking knows nothing of them.
+    pub fn assume_all_dirty(&self) {
+        self.dirty.mark(0, self.media.len());
     }
 
     /// Flush, then write back the whole backing: the last thing a stopping

@@ -53,6 +53,13 @@ pub const WANTED_FLAGS: u64 =
 const MAX_ZERO_SECTORS: u32 = 1 << 21;
 /// The control device.
 pub const CONTROL_PATH: &str = "/dev/ublk-control";
+/// The signal that asks a server to hand its device over to a successor
+/// (`pmem-stack restart`): flush, then exit without removing the device,
+/// which the kernel quiesces until the next server recovers it.
+pub const HANDOVER_SIGNAL: i32 = signal_hook::consts::SIGUSR1;
+/// A server's exit status after a hand-over (`EX_TEMPFAIL`): the
+/// `pmem-stack@.service` unit restarts on it (`RestartForceExitStatus=`).
+pub const HANDOVER_EXIT: i32 = 75;
 
 /// Queue shape of a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -510,7 +517,7 @@ where
     log_features(&granted);
     let size = engine.size();
 
-    let signals = StopOnSignal::install(granted.id);
+    let signals = StopOnSignal::install(granted.id, Arc::clone(&engine));
 
     let queue_engine = Arc::clone(&engine);
     let io_path = granted.io_path();
@@ -563,21 +570,23 @@ where
     Ok(())
 }
 
-/// Stops the device when SIGINT or SIGTERM arrives, from a helper thread.
+/// Stops the device when SIGINT or SIGTERM arrives, from a helper thread;
+/// hands it over (see [`HANDOVER_SIGNAL`]) on SIGUSR1.
 struct StopOnSignal {
     handle: Option<signal_hook::iterator::Handle>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StopOnSignal {
-    fn install(id: u32) -> StopOnSignal {
+    fn install(id: u32, engine: Arc<Engine>) -> StopOnSignal {
         let mut signals = match signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
+            HANDOVER_SIGNAL,
         ]) {
             Ok(signals) => signals,
             Err(err) => {
-                log::warn!("cannot watch SIGINT/SIGTERM: {err}");
+                log::warn!("cannot watch SIGINT/SIGTERM/SIGUSR1: {err}");
                 return StopOnSignal {
                     handle: None,
                     thread: None,
@@ -587,7 +596,11 @@ impl StopOnSignal {
         let handle = signals.handle();
         let thread = std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
+                if signal == HANDOVER_SIGNAL {
+                    hand_over(id, &engine);
+                }
                 log::info!("/dev/ublkb{id}: signal {signal}, stopping");
+                crate::notify::stopping(&format!("stopping /dev/ublkb{id}: flushing"));
                 if let Err(err) = stop(id) {
                     log::error!("/dev/ublkb{id}: stop failed: {err}");
                 }
@@ -597,6 +610,31 @@ impl StopOnSignal {
             handle: Some(handle),
             thread: Some(thread),
         }
+    }
+}
+
+/// Flush everything acknowledged so far and exit without removing the
+/// device: with user recovery the kernel quiesces it (I/O waits; requests
+/// this server held are re-issued to the next one), and `recover` — run by
+/// `restart`, or by the unit's next `serve` — attaches the successor. The
+/// process exits at once, so no destructor deletes the device. Returns only
+/// when the flush failed: then the device is stopped as on SIGTERM rather
+/// than handed over with data the successor cannot vouch for.
+fn hand_over(id: u32, engine: &Engine) {
+    log::info!("/dev/ublkb{id}: handing over to a new server");
+    crate::notify::stopping(&format!("handing /dev/ublkb{id} over to a new server"));
+    match engine.shutdown_flush() {
+        Ok(()) => {
+            log::info!(
+                "/dev/ublkb{id}: flushed ({}); exiting for the successor",
+                engine.stats()
+            );
+            std::process::exit(HANDOVER_EXIT);
+        }
+        Err(err) => log::error!(
+            "/dev/ublkb{id}: flush before the hand-over failed, stopping instead: {}",
+            crate::error_chain(&err)
+        ),
     }
 }
 

@@ -280,7 +280,7 @@ prepare() { # lts|current
     # crypto-crc32c (-> crc32c_generic) and xfs needs libcrc32c; on 7.x crc32c is a
     # built-in library, only jbd2 still names crypto-crc32c (-> crc32c_cryptoapi).
     local WANTED=(netfs 9pnet 9pnet_virtio 9p libnvdimm nd_btt nd_pmem nfit ublk_drv crc16
-        mbcache jbd2 ext4 xfs dm-mod loop device_dax dax_pmem)
+        mbcache jbd2 ext4 xfs dm-mod loop device_dax dax_pmem configfs nvmet nvme-loop)
     local extra=()
     read -r -a extra <<<"${PMEM_STACK_VM_EXTRA_MODULES:-}"
     WANTED+=("${extra[@]}")
@@ -294,6 +294,7 @@ prepare() { # lts|current
         [crc16]=CONFIG_CRC16 [mbcache]=CONFIG_FS_MBCACHE [jbd2]=CONFIG_JBD2
         [ext4]=CONFIG_EXT4_FS [xfs]=CONFIG_XFS_FS [dm_mod]=CONFIG_BLK_DEV_DM
         [loop]=CONFIG_BLK_DEV_LOOP [device_dax]=CONFIG_DEV_DAX [dax_pmem]=CONFIG_DEV_DAX_PMEM
+        [configfs]=CONFIG_CONFIGFS_FS [nvmet]=CONFIG_NVME_TARGET [nvme_loop]=CONFIG_NVME_TARGET_LOOP
     )
 
     norm() { # module file or name -> canonical name in $NAME (basename, no .ko*, - -> _)

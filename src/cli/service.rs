@@ -1,0 +1,151 @@
+//! `serve` and `restart`: a server's life under a service manager.
+//!
+//! `serve BACKING` is what the `pmem-stack@.service` unit runs: a foreground
+//! server that adds the backing's device — or, when a device still serves
+//! the backing but its server died (a crash, or a hand-over), recovers that
+//! device, so a mounted file system only ever sees its I/O wait.
+//!
+//! `restart N` is a live upgrade: the running server flushes and exits
+//! without removing the device (the kernel quiesces it), and a server of the
+//! binary now installed recovers it — started here, or by the service
+//! manager when the old server ran under one.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use pmem_stack::backing::{Access, Backing};
+use pmem_stack::daemon;
+use pmem_stack::registry::Registry;
+use pmem_stack::ublk::control::{self, DeviceState};
+
+use super::args::{RecoverArgs, RestartArgs, ServeArgs, parse_device_id};
+use super::{attachment, print_json};
+
+/// How long `restart` waits for the old server to flush and exit.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `restart` waits for a service manager to start the successor.
+const SUCCESSOR_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
+    let context = || format!("cannot serve {}", args.backing.display());
+    control::check_driver().with_context(context)?;
+    let registry = Registry::system();
+    // Read-only: a live server holds the backing exclusively.
+    let probe = Backing::open(&args.backing, Access::ReadOnly).with_context(context)?;
+    let Some(entry) = attachment(&registry, &probe) else {
+        drop(probe);
+        return super::serve::add(&args.as_add());
+    };
+    drop(probe);
+    let info = control::device_info(entry.id).with_context(context)?;
+    if !daemon::process_gone(info.pid) {
+        bail!(
+            "{}: is already served as /dev/ublkb{} by pid {}; 'pmem-stack del {}' stops that server",
+            args.backing.display(),
+            entry.id,
+            info.pid,
+            entry.id
+        );
+    }
+    log::warn!(
+        "/dev/ublkb{}: its server (pid {}) is gone; recovering it",
+        entry.id,
+        info.pid
+    );
+    super::serve::recover(&RecoverArgs {
+        device: entry.id.to_string(),
+        foreground: true,
+        json: false,
+    })
+}
+
+pub fn restart(args: &RestartArgs) -> Result<ExitCode> {
+    let id = parse_device_id(&args.device)
+        .ok_or_else(|| anyhow!("'{}' is not a device: give N or /dev/ublkbN", args.device))?;
+    let context = || format!("cannot restart /dev/ublkb{id}");
+    control::check_driver().with_context(context)?;
+    if !control::device_ids().contains(&id) {
+        bail!(
+            "cannot restart /dev/ublkb{id}: it does not exist ('pmem-stack list' shows the devices)"
+        );
+    }
+    let registry = Registry::system();
+    let entry = registry.load(id).with_context(context)?.ok_or_else(|| {
+        anyhow!(
+            "cannot restart /dev/ublkb{id}: no pmem-stack record of it in {}",
+            registry.dir().display()
+        )
+    })?;
+    let info = control::device_info(id).with_context(context)?;
+    if info.state != DeviceState::Live || daemon::process_gone(info.pid) {
+        bail!(
+            "cannot restart /dev/ublkb{id}: its server is not running (device {}); 'pmem-stack recover {id}' attaches a new one",
+            info.state.name()
+        );
+    }
+    if !entry.recovery {
+        bail!(
+            "cannot restart /dev/ublkb{id}: the kernel did not grant it user recovery, so its server cannot be replaced without removing it"
+        );
+    }
+    daemon::request_handover(info.pid)
+        .with_context(|| format!("signalling the server (pid {})", info.pid))
+        .with_context(context)?;
+    if !daemon::wait_gone(info.pid, HANDOVER_TIMEOUT) {
+        bail!(
+            "cannot restart /dev/ublkb{id}: its server (pid {}) has not exited {} s after being asked to hand over",
+            info.pid,
+            HANDOVER_TIMEOUT.as_secs()
+        );
+    }
+    if entry.supervised {
+        return await_successor(id, info.pid, args.json, &registry);
+    }
+    super::serve::recover(&RecoverArgs {
+        device: id.to_string(),
+        foreground: false,
+        json: args.json,
+    })
+}
+
+/// The old server ran under a service manager, which starts the successor
+/// (`serve` recovers the quiesced device): wait until it is live.
+fn await_successor(id: u32, old: i32, json: bool, registry: &Registry) -> Result<ExitCode> {
+    let what = format!("waiting for the service manager to start /dev/ublkb{id}'s new server");
+    let start = Instant::now();
+    let deadline = start + SUCCESSOR_TIMEOUT;
+    loop {
+        pmem_stack::progress::update(
+            &what,
+            u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            u64::try_from(SUCCESSOR_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+        );
+        if let Ok(info) = control::device_info(id)
+            && info.state == DeviceState::Live
+            && info.pid != old
+            && !daemon::process_gone(info.pid)
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            pmem_stack::progress::finish(&what);
+            bail!(
+                "/dev/ublkb{id}: handed over, but its service manager did not bring a new server up within {} s (its device waits quiesced; 'pmem-stack recover {id}' attaches one)",
+                SUCCESSOR_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pmem_stack::progress::finish(&what);
+    let entry = registry
+        .load(id)?
+        .ok_or_else(|| anyhow!("/dev/ublkb{id}: the new server left no record"))?;
+    if json {
+        print_json(&super::devices::device_json(&entry))?;
+    } else {
+        println!("/dev/ublkb{id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
