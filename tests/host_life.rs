@@ -29,7 +29,7 @@ fn version_names_the_format_versions() {
     assert_eq!(
         out.trim(),
         format!(
-            "pmem-stack {} (on-media format: reads {major}.x, writes {major}.{minor})",
+            "pmem-stack {} (on-media format: reads {major}.x, writes {major}.0, and {major}.{minor} for a reserve split among owners)",
             env!("CARGO_PKG_VERSION")
         )
     );

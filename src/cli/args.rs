@@ -22,7 +22,7 @@ use pmem_stack::volume::LayoutOptions;
 pub static VERSION: LazyLock<String> = LazyLock::new(|| {
     use pmem_stack::format::superblock::{VERSION_MAJOR, VERSION_MINOR};
     format!(
-        "{} (on-media format: reads {VERSION_MAJOR}.x, writes {VERSION_MAJOR}.{VERSION_MINOR})",
+        "{} (on-media format: reads {VERSION_MAJOR}.x, writes {VERSION_MAJOR}.0, and {VERSION_MAJOR}.{VERSION_MINOR} for a reserve split among owners)",
         env!("CARGO_PKG_VERSION")
     )
 });
