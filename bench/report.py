@@ -144,6 +144,23 @@ def main():
                 cells.append("**%.2f** [%.2f-%.2f]" % (r["median"], r["min"], r["max"]) if r else "n/a")
             p("| %s | %s | %s |" % (JOB_NAMES[j][0], o, " | ".join(cells)))
     p("")
+    kernel_paths = [t for t in ("dm-linear", "map") if t in measured and "raw" in measured]
+    if kernel_paths:
+        p("In-kernel paths over the same data area / raw `/dev/pmem0` (median of per-round ratios; ≈ 1 expected):")
+        p("")
+        p("| job | " + " | ".join("%s / raw" % t for t in kernel_paths) + " |")
+        p("|---|" + "---:|" * len(kernel_paths))
+        for j in jobs:
+            cells = []
+            for t in kernel_paths:
+                ratios = [figure(j, rec) / figure(j, runs[("raw", j)][rnd])
+                          for rnd, rec in runs[(t, j)].items()
+                          if rnd in runs[("raw", j)] and figure(j, runs[("raw", j)][rnd]) > 0]
+                r = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+                record["jobs"][j]["ratios"]["%s/raw" % t] = r
+                cells.append("**%.2f** [%.2f-%.2f]" % (r["median"], r["min"], r["max"]))
+            p("| %s | %s |" % (JOB_NAMES[j][0], " | ".join(cells)))
+        p("")
     p("4k randread QD1 latency (µs, median over rounds; lower is better):")
     p("")
     if "randread4k-qd1" in jobs:
