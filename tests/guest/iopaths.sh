@@ -69,19 +69,21 @@ check "del" "$P" del 0
 for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
 check "metadata healthy after every path" "$P" check /dev/pmem0
 
-# An image on tmpfs cannot be opened O_DIRECT: auto falls back to user copy,
-# an explicit direct is refused before anything is written.
-mkdir -p /tmp/tmpfs && mount -t tmpfs -o size=300M tmpfs /tmp/tmpfs
-truncate -s 256M /tmp/tmpfs/img
-check "format an image on tmpfs" "$P" format /tmp/tmpfs/img --reserve 0
+# An image on ramfs cannot be opened O_DIRECT (tmpfs can, since 6.6): auto
+# falls back to user copy, an explicit direct is refused before anything is
+# written.
+mkdir -p /tmp/ramfs && mount -t ramfs ramfs /tmp/ramfs
+truncate -s 256M /tmp/ramfs/img
+check "format an image on ramfs" "$P" format /tmp/ramfs/img --reserve 0
 if kernel_at_least 6 16; then
-	before=$(sha256sum </tmp/tmpfs/img)
-	refused "direct on a tmpfs image" "cannot be opened O_DIRECT" "$P" add /tmp/tmpfs/img --io-path direct
-	expect_eq "the refusal changed nothing" "$(sha256sum </tmp/tmpfs/img)" "$before"
+	before=$(sha256sum </tmp/ramfs/img)
+	refused "direct on a ramfs image" "cannot be opened O_DIRECT" "$P" add /tmp/ramfs/img --io-path direct
+	expect_eq "the refusal changed nothing" "$(sha256sum </tmp/ramfs/img)" "$before"
 fi
-dev=$("$P" add /tmp/tmpfs/img | tail -1)
-expect_eq "auto on a tmpfs image serves on user copy" "$("$P" list --json | jget 'd[0]["io_path"]')" user_copy
-fio_verify "tmpfs image: fio verify" "$dev" 0 8M
+dev=$("$P" add /tmp/ramfs/img | tail -1)
+expect_eq "auto on a ramfs image serves on user copy" "$("$P" list --json | jget 'd[0]["io_path"]')" user_copy
+fio_verify "ramfs image: fio verify" "$dev" 0 8M
 check "del" "$P" del --all
+rm -f /tmp/ramfs/img
 
 finish
