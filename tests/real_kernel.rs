@@ -38,6 +38,28 @@ struct Boot {
     kill_on: Option<&'static str>,
 }
 
+impl Boot {
+    /// One boot of `script` on a `size` NVDIMM without a label area.
+    const fn plain(script: &'static str, size: &'static str) -> Boot {
+        Boot {
+            script,
+            size,
+            label_size: None,
+            env: &[],
+            kill_on: None,
+        }
+    }
+
+    /// One boot of `script` on a `size` NVDIMM with a `label` label area
+    /// (ndctl namespaces: fsdax, devdax, raw).
+    const fn labelled(script: &'static str, size: &'static str, label: &'static str) -> Boot {
+        Boot {
+            label_size: Some(label),
+            ..Boot::plain(script, size)
+        }
+    }
+}
+
 struct Scenario {
     name: &'static str,
     what: &'static str,
@@ -90,85 +112,43 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "smoke",
         what: "the harness itself: /dev/pmem0, /dev/ublk-control, O_DIRECT, ext4, xfs, dm, fio on bare pmem",
-        boots: &[Boot {
-            script: "tests/vm/smoke.sh",
-            size: "2G",
-            label_size: None,
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::plain("tests/vm/smoke.sh", "2G")],
         knob: None,
     },
     Scenario {
         name: "serve",
         what: "add on 2 GiB pmem, fio verify, ext4, xfs, discard, refusals, del and re-add",
-        boots: &[Boot {
-            script: "tests/guest/serve.sh",
-            size: "2G",
-            label_size: None,
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::plain("tests/guest/serve.sh", "2G")],
         knob: None,
     },
     Scenario {
         name: "recover",
         what: "kill -9 of the server under fio, recover, fio ends with zero errors",
-        boots: &[Boot {
-            script: "tests/guest/recover.sh",
-            size: "2G",
-            label_size: None,
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::plain("tests/guest/recover.sh", "2G")],
         knob: None,
     },
     Scenario {
         name: "hostlife",
         what: "serve's READY=1/STOPPING=1 over a real NOTIFY_SOCKET, serve recovering a crashed server under fio, restart under mounted ext4 + fio verify (plain and supervised), udevd's /dev/disk/by-id/pmem-stack-<uuid>",
-        boots: &[Boot {
-            script: "tests/guest/hostlife.sh",
-            size: "2G",
-            label_size: None,
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::plain("tests/guest/hostlife.sh", "2G")],
         knob: None,
     },
     Scenario {
         name: "nvmeof",
         what: "/dev/ublkbN exported by nvmet (loop), nvme connect: size, fio verify, ext4, an initiator flush and fsync reach pmem-stack's flush counter",
-        boots: &[Boot {
-            script: "tests/guest/nvmeof.sh",
-            size: "2G",
-            label_size: None,
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::plain("tests/guest/nvmeof.sh", "2G")],
         knob: None,
     },
     Scenario {
         name: "stories",
         what: "the README's user stories, extracted from README.md and run as shown (install, unit stand-in, fstab by stable name, restart, fio)",
-        boots: &[Boot {
-            script: "tests/guest/stories.sh",
-            size: "2G",
-            label_size: None,
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::plain("tests/guest/stories.sh", "2G")],
         knob: None,
     },
     Scenario {
         name: "iopaths",
         what: "every I/O path this kernel offers (user copy, bounce, direct) serves the same bytes; others refused",
-        boots: &[Boot {
-            script: "tests/guest/iopaths.sh",
-            size: "2G",
-            label_size: None,
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::plain("tests/guest/iopaths.sh", "2G")],
         knob: None,
     },
     Scenario {
@@ -195,61 +175,35 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "devdax",
         what: "a devdax namespace as the backing (CPU cache write-back), physical address, namespace uuid",
-        boots: &[Boot {
-            script: "tests/guest/devdax.sh",
-            size: "1G",
-            label_size: Some("128K"),
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::labelled("tests/guest/devdax.sh", "1G", "128K")],
         knob: None,
     },
     Scenario {
         name: "map",
         what: "map on fsdax: dm-linear table, ext4/xfs -o dax=always, fio verify, reserve untouched by a full fill, data across map/add both ways, exclusivity; raw (no DAX) and devdax",
-        boots: &[Boot {
-            script: "tests/guest/map.sh",
-            size: "1G",
-            label_size: Some("128K"),
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::labelled("tests/guest/map.sh", "1G", "128K")],
         knob: None,
     },
     Scenario {
         name: "reserved",
         what: "reserved vs sysfs resource on /dev/pmem0, format --owner, reserve split, refusals while served, grow of an image file (+ resize2fs)",
-        boots: &[Boot {
-            script: "tests/guest/reserved.sh",
-            size: "2G",
-            label_size: None,
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::plain("tests/guest/reserved.sh", "2G")],
         knob: None,
     },
     Scenario {
         name: "reserved-devdax",
         what: "reserved vs sysfs resource on a devdax namespace, unsplit and split among owners",
-        boots: &[Boot {
-            script: "tests/guest/reserved-devdax.sh",
-            size: "1G",
-            label_size: Some("128K"),
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::labelled(
+            "tests/guest/reserved-devdax.sh",
+            "1G",
+            "128K",
+        )],
         knob: None,
     },
     Scenario {
         name: "crashes",
         what: "20 kill -9 under fio + recover; kills idle, in flushes, in del; races and misuse",
-        boots: &[Boot {
-            script: "tests/guest/crashes.sh",
-            size: "2G",
-            label_size: None,
-            env: &[],
-            kill_on: None,
-        }],
+        boots: &[Boot::plain("tests/guest/crashes.sh", "2G")],
         knob: Some(Knob {
             env: "PMEM_STACK_CRASH_CYCLES",
             guest: "CRASH_CYCLES",

@@ -35,11 +35,6 @@ impl DataArea {
         self.offset
     }
 
-    /// The backing it maps.
-    pub fn backing(&self) -> &Backing {
-        &self.backing
-    }
-
     /// The mapping.
     pub fn mapping(&self) -> &Mapping {
         &self.mapping
