@@ -83,6 +83,12 @@ mod mode_name {
     use serde::Deserialize;
 }
 
+/// A held device lock ([`Registry::lock_device`]).
+#[derive(Debug)]
+pub struct DeviceLock {
+    _file: fs::File,
+}
+
 /// The directory of records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Registry {
@@ -282,6 +288,40 @@ impl Registry {
         entries
     }
 
+    /// Take device `id`'s lock, waiting at most `timeout` for its holder.
+    ///
+    /// It orders the commands that change which server a device has: `grow`
+    /// of a served backing holds it from before its server hands the device
+    /// over until the volume has grown, so a successor started meanwhile (a
+    /// service manager's `serve`, which recovers) waits for the grown volume
+    /// rather than racing it. Released when the guard drops; the file is
+    /// close-on-exec, and callers drop it before a server forks.
+    pub fn lock_device(&self, id: u32, timeout: std::time::Duration) -> io::Result<DeviceLock> {
+        self.prepare_dir()?;
+        let path = self.dir.join(format!("ublkb{id}.lock"));
+        let file = Self::open_private(&path, fs::OpenOptions::new().create(true).write(true))?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(DeviceLock { _file: file }),
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!(
+                            "another pmem-stack command has held /dev/ublkb{id} for {} s ({})",
+                            timeout.as_secs(),
+                            path.display()
+                        ),
+                    ));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
     /// Forget device `id` (its record and counters; the log is kept for
     /// post-mortems).
     pub fn remove(&self, id: u32) -> io::Result<()> {
@@ -296,6 +336,22 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_lock_excludes_until_dropped() {
+        let dir = tempfile::tempdir().expect("dir");
+        let registry = Registry::at(dir.path().join("run"));
+        let short = std::time::Duration::from_millis(60);
+        let held = registry.lock_device(3, short).expect("first");
+        let err = registry.lock_device(3, short).expect_err("held");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(err.to_string().contains("/dev/ublkb3"), "{err}");
+        registry
+            .lock_device(4, short)
+            .expect("another device's lock is free");
+        drop(held);
+        registry.lock_device(3, short).expect("free again");
+    }
 
     fn sample(id: u32) -> Entry {
         Entry {

@@ -6,22 +6,25 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
 use pmem_stack::backing::{Access, Backing};
+use pmem_stack::daemon;
 use pmem_stack::format::superblock::VERSION_MAJOR;
 use pmem_stack::format::{Geometry, ReserveMode, SuperBlock};
 use pmem_stack::layout::xen_reserve_for_pages;
 use pmem_stack::metadata;
-use pmem_stack::registry::Registry;
+use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::size::Human;
-use pmem_stack::ublk::features::Features;
+use pmem_stack::ublk::control::{self, DeviceState};
 use pmem_stack::units::{PAGE_SHIFT, PAGE_SIZE};
 use pmem_stack::update;
 
 use super::args::{GrowArgs, OwnersListArgs, ReservedArgs, SplitArgs};
-use super::render::{info_json, info_text};
+use super::render::{Serving, info_json, info_text};
+use super::serve::{Announce, DEVICE_LOCK_WAIT};
+use super::service;
 use super::{attachment, open_exclusive, print_json};
 
 /// One owner's range as `reserve list` shows it. An unsplit reserve has one
@@ -322,41 +325,129 @@ fn grow_warnings(sb: &SuperBlock) -> Vec<String> {
     out
 }
 
-/// Why a served backing is not grown in place, on this kernel.
-fn live_grow_refusal() -> &'static str {
-    let update_size = libublk::sys::UBLK_F_UPDATE_SIZE;
-    if Features::of_kernel().is_some_and(|f| f.has(update_size)) {
-        "pmem-stack does not resize a live device (this kernel's ublk could: UBLK_F_UPDATE_SIZE, but the server's mapping would have to grow with it)"
-    } else {
-        "this kernel cannot resize a live ublk device (UBLK_F_UPDATE_SIZE needs Linux 6.16+)"
-    }
-}
-
 pub fn grow(args: &GrowArgs) -> Result<ExitCode> {
     let registry = Registry::system();
     let path = args.backing.display().to_string();
-    refuse_served(
-        &args.backing,
-        &registry,
-        &live_grow_refusal,
-        &format!("'pmem-stack grow {path}'"),
-    )?;
+    let served = Backing::open(&args.backing, Access::ReadOnly)
+        .ok()
+        .and_then(|probe| attachment(&registry, &probe));
+    if let Some(entry) = served {
+        return grow_served(args, &registry, &entry);
+    }
     let backing = open_exclusive(&args.backing, &registry)?;
     let plan = update::plan_grow(&backing).with_context(|| format!("cannot grow {path}"))?;
     update::write_grow(&backing, &plan).with_context(|| format!("growing {path}"))?;
+    report_grown(args, &plan, &backing, None)
+}
+
+/// `grow` of a backing a device serves, on a kernel that resizes live ublk
+/// devices (`UBLK_F_UPDATE_SIZE`, Linux 6.16+). The server cannot widen its
+/// own mapping, engine and dirty map under running queues, so it is
+/// replaced, exactly as `restart` replaces it: it flushes and exits without
+/// removing the device, which waits quiesced (I/O queues in the kernel; a
+/// mounted file system only waits). The volume then grows on the media as it
+/// does offline — crash-safe at every write — and a successor attaches,
+/// serving the larger data area and telling the kernel its new size. A crash
+/// anywhere in between leaves a quiesced device that `recover` brings back
+/// at whatever size the media then records, old or new.
+fn grow_served(args: &GrowArgs, registry: &Registry, entry: &Entry) -> Result<ExitCode> {
+    let p = args.backing.display().to_string();
+    let id = entry.id;
+    let context = || format!("cannot grow {p}");
+    let refused = |why: &str| {
+        anyhow!(
+            "{p}: is served as /dev/ublkb{id}; {why}: 'pmem-stack del {id}', then 'pmem-stack grow {p}', then 'pmem-stack add {p}'"
+        )
+    };
+    if !control::kernel_can_resize() {
+        return Err(refused(
+            "this kernel cannot resize a live ublk device (UBLK_F_UPDATE_SIZE needs Linux 6.16+)",
+        ));
+    }
+    if !entry.recovery {
+        return Err(refused(
+            "the kernel did not grant it user recovery, so its server cannot hand it over to one serving the larger size",
+        ));
+    }
+    // Whatever would refuse is found before the server is disturbed.
+    let probe = Backing::open(&args.backing, Access::ReadOnly).with_context(context)?;
+    update::plan_grow(&probe).with_context(context)?;
+    drop(probe);
+    // Held until the volume has grown: a successor a service manager starts
+    // meanwhile waits for it (see `Registry::lock_device`).
+    let lock = registry
+        .lock_device(id, DEVICE_LOCK_WAIT)
+        .with_context(context)?;
+    let info = control::device_info(id).with_context(context)?;
+    let running = info.state == DeviceState::Live && !daemon::process_gone(info.pid);
+    if running {
+        service::hand_over(id, info.pid).with_context(context)?;
+    }
+    let grown = grow_quiesced(&args.backing, entry);
+    drop(lock);
+    // Whether or not it grew, the device must not be left waiting.
+    let attached = service::attach_successor(
+        id,
+        info.pid,
+        entry.supervised && running,
+        Announce::Nothing,
+        registry,
+    );
+    let plan =
+        grown.with_context(|| format!("growing {p} (/dev/ublkb{id} serves on at its old size)"))?;
+    attached.with_context(|| {
+        format!(
+            "{p} grew, but /dev/ublkb{id} has no server: 'pmem-stack recover {id}' attaches one"
+        )
+    })?;
+    let want = plan.after.geometry.data_size();
+    let have = control::device_size(id).with_context(context)?;
+    if have != want {
+        bail!(
+            "{p} grew to a {} data area, but /dev/ublkb{id} serves {} (the server's log says why): 'pmem-stack restart {id}' retries",
+            Human(want),
+            Human(have)
+        );
+    }
+    let probe = Backing::open(&args.backing, Access::ReadOnly).with_context(context)?;
+    report_grown(args, &plan, &probe, super::served_by(registry, &probe))
+}
+
+/// The growing itself, while the device waits with no server.
+fn grow_quiesced(path: &Path, entry: &Entry) -> Result<update::GrowPlan> {
+    let backing = Backing::open(path, Access::Exclusive)?;
+    if backing.identity() != entry.identity {
+        bail!(
+            "{} is no longer the backing /dev/ublkb{} served",
+            path.display(),
+            entry.id
+        );
+    }
+    let plan = update::plan_grow(&backing)?;
+    update::write_grow(&backing, &plan)?;
+    Ok(plan)
+}
+
+fn report_grown(
+    args: &GrowArgs,
+    plan: &update::GrowPlan,
+    backing: &Backing,
+    served: Option<Serving>,
+) -> Result<ExitCode> {
     for warning in grow_warnings(&plan.after) {
         eprintln!("warning: {warning}");
     }
-    let (sb, m) = metadata::open_volume(&backing)?;
+    let (sb, m) = metadata::open_volume(backing)?;
     if args.json {
-        print_json(&info_json(&backing, &sb, &m, None))?;
+        print_json(&info_json(backing, &sb, &m, served))?;
     } else {
         println!(
-            "{path}: data area grew from {} to {}",
+            "{}: data area grew from {} to {}",
+            args.backing.display(),
             Human(plan.before.geometry.data_size()),
             Human(sb.geometry.data_size())
         );
-        print!("{}", info_text(&backing, &sb, &m, None));
+        print!("{}", info_text(backing, &sb, &m, served.as_ref()));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -47,7 +47,12 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
             io_path,
         },
     };
-    launch(spec, args.foreground, args.json, &registry).with_context(context)
+    let how = if args.json {
+        Announce::Json
+    } else {
+        Announce::Path
+    };
+    launch(spec, args.foreground, how, &registry).with_context(context)
 }
 
 /// What `add` and `map` serve, writing nothing: the recorded volume (with a
@@ -108,6 +113,22 @@ fn choose_io_path(args: &AddArgs, backing: &Backing) -> Result<IoPath> {
 pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
     let id = parse_device_id(&args.device)
         .ok_or_else(|| anyhow!("'{}' is not a device: give N or /dev/ublkbN", args.device))?;
+    let registry = Registry::system();
+    let announce = if args.json {
+        Announce::Json
+    } else {
+        Announce::Path
+    };
+    recover_device(id, args.foreground, announce, &registry)
+}
+
+/// Attach a new server to device `id`, whose server died or handed it over.
+pub(super) fn recover_device(
+    id: u32,
+    foreground: bool,
+    announce: Announce,
+    registry: &Registry,
+) -> Result<ExitCode> {
     let context = || format!("cannot recover /dev/ublkb{id}");
     control::check_driver().with_context(context)?;
     if !control::device_ids().contains(&id) {
@@ -115,11 +136,14 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
             "cannot recover /dev/ublkb{id}: it does not exist ('pmem-stack list' shows the devices)"
         );
     }
-    let registry = Registry::system();
     let entry = registry
         .load(id)
         .with_context(context)?
         .ok_or_else(|| anyhow!("no pmem-stack record of /dev/ublkb{id} in {}: recover only re-attaches devices pmem-stack served", registry.dir().display()))
+        .with_context(context)?;
+    // Wait while a `grow` changes the volume under the waiting device.
+    let lock = registry
+        .lock_device(id, DEVICE_LOCK_WAIT)
         .with_context(context)?;
     let info = control::device_info(id).with_context(context)?;
     if info.state == control::DeviceState::Live && !daemon::process_gone(info.pid) {
@@ -139,12 +163,31 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
         );
     }
     let (sb, _) = metadata::open_volume(&backing).with_context(context)?;
-    if sb.uuid != entry.uuid || sb.geometry.data_size() != entry.data_size {
+    let g = &sb.geometry;
+    if sb.uuid != entry.uuid || g.data_offset() != entry.data_offset {
         bail!(
             "cannot recover /dev/ublkb{id}: {} now holds volume {} (served: {}); refusing to serve different data",
             entry.backing.display(),
             sb.uuid,
             entry.uuid
+        );
+    }
+    // A data area that grew while the device waited (`grow` of a served
+    // backing) is served whole once live (UPDATE_SIZE); one that shrank
+    // would take blocks from under the file system on it.
+    if g.data_size() < entry.data_size {
+        bail!(
+            "cannot recover /dev/ublkb{id}: the data area of {} shrank from {} to {} bytes since it was served; refusing to cut the device short",
+            entry.backing.display(),
+            entry.data_size,
+            g.data_size()
+        );
+    }
+    if g.data_size() > entry.data_size && !control::kernel_can_resize() {
+        bail!(
+            "cannot recover /dev/ublkb{id}: the data area of {} grew since it was served and this kernel cannot resize a live device (UBLK_F_UPDATE_SIZE needs Linux 6.16+); 'pmem-stack del {id}', then 'pmem-stack add {}'",
+            entry.backing.display(),
+            entry.backing.display()
         );
     }
     let spec = ServeSpec {
@@ -157,13 +200,30 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
             io_path: IoPath::of(Features(info.flags)),
         },
     };
-    launch(spec, args.foreground, args.json, &registry).with_context(context)
+    // Before the server forks or runs: it must not hold the lock.
+    drop(lock);
+    launch(spec, foreground, announce, registry).with_context(context)
+}
+
+/// How long `recover` waits for another command holding the device (a
+/// `grow` writing the grown volume takes well under a second).
+pub(super) const DEVICE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a command prints once its device is live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Announce {
+    /// `/dev/ublkbN`.
+    Path,
+    /// `list`'s JSON object of the device.
+    Json,
+    /// Nothing: the caller reports.
+    Nothing,
 }
 
 /// A foreground server's life cycle: it logs to stderr and prints the live
 /// device itself (as `list`'s JSON object with `--json`).
 struct Printer {
-    json: bool,
+    announce: Announce,
 }
 
 impl Lifecycle for Printer {
@@ -173,7 +233,7 @@ impl Lifecycle for Printer {
     }
 
     fn live(&mut self, entry: &Entry) {
-        if let Err(err) = announce(entry, self.json) {
+        if let Err(err) = announce(entry, self.announce) {
             log::error!("cannot print the device: {err:#}");
         }
         notify::ready(&format!(
@@ -191,21 +251,29 @@ impl Lifecycle for Printer {
 }
 
 /// Run the server here (foreground) or in a forked child, and report.
-fn launch(spec: ServeSpec, foreground: bool, json: bool, registry: &Registry) -> Result<ExitCode> {
+fn launch(
+    spec: ServeSpec,
+    foreground: bool,
+    how: Announce,
+    registry: &Registry,
+) -> Result<ExitCode> {
     if foreground {
         // Under systemd (Type=notify): READY=1 once live, STOPPING=1.
         if let Some(notifier) = notify::Notifier::from_env()? {
             notify::install(notifier);
         }
-        server::run(spec, registry, Box::new(Printer { json }))?;
+        server::run(spec, registry, Box::new(Printer { announce: how }))?;
         return Ok(ExitCode::SUCCESS);
     }
     match server::spawn(spec, registry)? {
         Spawned::Live { id, pid } => {
-            match registry.load(id) {
-                Ok(Some(entry)) => announce(&entry, json)?,
-                _ if json => print_json(&super::devices::DeviceJson::minimal(id, pid))?,
-                _ => println!("/dev/ublkb{id}"),
+            match (registry.load(id), how) {
+                (_, Announce::Nothing) => {}
+                (Ok(Some(entry)), _) => announce(&entry, how)?,
+                (_, Announce::Json) => {
+                    print_json(&super::devices::DeviceJson::minimal(id, pid))?;
+                }
+                (_, Announce::Path) => println!("/dev/ublkb{id}"),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -220,11 +288,13 @@ fn launch(spec: ServeSpec, foreground: bool, json: bool, registry: &Registry) ->
 }
 
 /// Print the live device: its path, or with `--json` its `list` object.
-fn announce(entry: &Entry, json: bool) -> Result<()> {
-    if json {
-        print_json(&device_json(entry))
-    } else {
-        println!("/dev/ublkb{}", entry.id);
-        Ok(())
+fn announce(entry: &Entry, how: Announce) -> Result<()> {
+    match how {
+        Announce::Json => print_json(&device_json(entry)),
+        Announce::Path => {
+            println!("/dev/ublkb{}", entry.id);
+            Ok(())
+        }
+        Announce::Nothing => Ok(()),
     }
 }

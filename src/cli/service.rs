@@ -21,6 +21,7 @@ use pmem_stack::registry::Registry;
 use pmem_stack::ublk::control::{self, DeviceState};
 
 use super::args::{RecoverArgs, RestartArgs, ServeArgs, parse_device_id};
+use super::serve::Announce;
 use super::{attachment, print_json};
 
 /// How long `restart` waits for the old server to flush and exit.
@@ -90,29 +91,51 @@ pub fn restart(args: &RestartArgs) -> Result<ExitCode> {
             "cannot restart /dev/ublkb{id}: the kernel did not grant it user recovery, so its server cannot be replaced without removing it"
         );
     }
-    daemon::request_handover(info.pid)
-        .with_context(|| format!("signalling the server (pid {})", info.pid))
-        .with_context(context)?;
-    if !daemon::wait_gone(info.pid, HANDOVER_TIMEOUT) {
+    hand_over(id, info.pid).with_context(context)?;
+    let how = if args.json {
+        Announce::Json
+    } else {
+        Announce::Path
+    };
+    attach_successor(id, info.pid, entry.supervised, how, &registry)
+}
+
+/// Ask the server `pid` of device `id` to flush and exit without removing the
+/// device (which then waits quiesced: I/O queues in the kernel), and wait
+/// until it has.
+pub(super) fn hand_over(id: u32, pid: i32) -> Result<()> {
+    match daemon::request_handover(pid) {
+        // It died on its own meanwhile: the device waits all the same.
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {}
+        other => other.with_context(|| format!("signalling the server (pid {pid})"))?,
+    }
+    if !daemon::wait_gone(pid, HANDOVER_TIMEOUT) {
         bail!(
-            "cannot restart /dev/ublkb{id}: its server (pid {}) has not exited {} s after being asked to hand over",
-            info.pid,
+            "its server (pid {pid}) has not exited {} s after being asked to hand over (/dev/ublkb{id} still runs on it)",
             HANDOVER_TIMEOUT.as_secs()
         );
     }
-    if entry.supervised {
-        return await_successor(id, info.pid, args.json, &registry);
+    Ok(())
+}
+
+/// Bring the successor of a server that handed device `id` over: the service
+/// manager's when the old server ran under one, else one started here.
+pub(super) fn attach_successor(
+    id: u32,
+    old: i32,
+    supervised: bool,
+    how: Announce,
+    registry: &Registry,
+) -> Result<ExitCode> {
+    if supervised {
+        return await_successor(id, old, how, registry);
     }
-    super::serve::recover(&RecoverArgs {
-        device: id.to_string(),
-        foreground: false,
-        json: args.json,
-    })
+    super::serve::recover_device(id, false, how, registry)
 }
 
 /// The old server ran under a service manager, which starts the successor
 /// (`serve` recovers the quiesced device): wait until it is live.
-fn await_successor(id: u32, old: i32, json: bool, registry: &Registry) -> Result<ExitCode> {
+fn await_successor(id: u32, old: i32, how: Announce, registry: &Registry) -> Result<ExitCode> {
     let what = format!("waiting for the service manager to start /dev/ublkb{id}'s new server");
     let start = Instant::now();
     let deadline = start + SUCCESSOR_TIMEOUT;
@@ -142,10 +165,10 @@ fn await_successor(id: u32, old: i32, json: bool, registry: &Registry) -> Result
     let entry = registry
         .load(id)?
         .ok_or_else(|| anyhow!("/dev/ublkb{id}: the new server left no record"))?;
-    if json {
-        print_json(&super::devices::device_json(&entry))?;
-    } else {
-        println!("/dev/ublkb{id}");
+    match how {
+        Announce::Json => print_json(&super::devices::device_json(&entry))?,
+        Announce::Path => println!("/dev/ublkb{id}"),
+        Announce::Nothing => {}
     }
     Ok(ExitCode::SUCCESS)
 }

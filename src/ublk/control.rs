@@ -297,6 +297,63 @@ pub fn device_info(id: u32) -> Result<DeviceInfo, ServeError> {
     })
 }
 
+/// The size in bytes the kernel gives device `id`'s disk (its parameters'
+/// `dev_sectors`, which `UPDATE_SIZE` changes).
+pub fn device_size(id: u32) -> Result<u64, ServeError> {
+    let ctrl = open_existing(id)?;
+    disk_size(&ctrl)
+}
+
+fn disk_size(ctrl: &UblkCtrl) -> Result<u64, ServeError> {
+    let mut params = sys::ublk_params::default();
+    checked("GET_PARAMS", ctrl.get_params(&mut params))?;
+    params
+        .basic
+        .dev_sectors
+        .checked_mul(1 << SECTOR_SHIFT)
+        .ok_or_else(|| ServeError::Ublk {
+            what: "GET_PARAMS",
+            detail: format!("{} sectors do not fit in 64 bits", params.basic.dev_sectors),
+        })
+}
+
+/// Whether this kernel can resize a live device (`UBLK_F_UPDATE_SIZE`,
+/// Linux 6.16+).
+pub fn kernel_can_resize() -> bool {
+    Features::of_kernel().is_some_and(|f| f.has(sys::UBLK_F_UPDATE_SIZE))
+}
+
+/// A recovered device keeps the size its disk got at `START_DEV`. When the
+/// volume grew while it waited quiesced (`pmem-stack grow` of a served
+/// backing), tell the kernel the data area's size so the whole of it is
+/// served; the kernel announces the change (a `RESIZE` uevent), after which
+/// a mounted file system can grow online.
+fn match_disk_size(ctrl: &UblkCtrl, id: u32, size: u64) -> Result<(), ServeError> {
+    let current = disk_size(ctrl)?;
+    if current == size {
+        return Ok(());
+    }
+    if current > size {
+        // `recover` refuses a volume smaller than the one served; reaching
+        // here means the kernel's record and the super block disagree.
+        log::warn!(
+            "/dev/ublkb{id}: the kernel serves {current} bytes but the data area holds {size}; requests past it fail"
+        );
+        return Ok(());
+    }
+    if !kernel_can_resize() {
+        return Err(ServeError::Ublk {
+            what: "UPDATE_SIZE",
+            detail: format!(
+                "the data area grew to {size} bytes but this kernel cannot resize a live device (needs Linux 6.16+); it serves the first {current}"
+            ),
+        });
+    }
+    checked("UPDATE_SIZE", ctrl.update_size(size))?;
+    log::info!("/dev/ublkb{id}: resized from {current} to {size} bytes");
+    Ok(())
+}
+
 /// `major:minor` of `/dev/ublkbN`, from sysfs (while it exists).
 pub fn block_device_numbers(id: u32) -> Option<(u32, u32)> {
     let text = std::fs::read_to_string(format!("/sys/block/ublkb{id}/dev")).ok()?;
@@ -539,7 +596,12 @@ where
             }
             _ => serve_queue(qid, dev, &queue_engine, io_path),
         },
-        move |_ctrl: &UblkCtrl| {
+        move |ctrl: &UblkCtrl| {
+            if matches!(attach, Attach::Recover { .. })
+                && let Err(err) = match_disk_size(ctrl, granted.id, size)
+            {
+                log::error!("/dev/ublkb{}: cannot resize: {err}", granted.id);
+            }
             live_flag.store(true, Ordering::Release);
             on_live(&granted);
         },

@@ -10,6 +10,7 @@
 #  4. `restart` of a supervised server (the unit's protocol: exit 75, the
 #     supervisor runs `serve` again, which recovers) — the supervisor here
 #     is a shell loop standing in for systemd, which cannot run in the guest;
+#     and on 6.16+ `grow` of a supervised server's (image) backing;
 #  5. udevd with the shipped rule gives /dev/disk/by-id/pmem-stack-<uuid>.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
@@ -140,11 +141,12 @@ check "del" "$P" del 0
 
 # --- 4. restart of a supervised server -----------------------------------
 # Stands in for systemd's Restart=on-failure + RestartForceExitStatus=75.
+# supervise [BACKING]: /dev/pmem0 by default.
 supervise() {
-	local rc n
+	local rc n backing=${1:-/dev/pmem0}
 	for n in 1 2 3 4 5; do
 		rc=0
-		NOTIFY_SOCKET=/tmp/notify "$P" serve /dev/pmem0 >/dev/null 2>>/tmp/supervised.err || rc=$?
+		NOTIFY_SOCKET=/tmp/notify "$P" serve "$backing" >/dev/null 2>>/tmp/supervised.err || rc=$?
 		echo "$rc" >>/tmp/supervised.exits
 		[ "$rc" -ne 0 ] || return 0
 		sleep 0.2
@@ -166,6 +168,32 @@ check "del of the supervised device" "$P" del 0
 wait "$supervisor" || true
 expect_eq "the supervisor saw a clean exit last" "$(tail -1 /tmp/supervised.exits)" 0
 kill "$listener"
+
+# --- 4b. grow of a supervised server's backing (6.16+) --------------------
+# The old server exits 75 and the supervisor's `serve` starts at once (0 s
+# here, 1 s under the unit): it must wait for the grown volume, not race it.
+if kernel_at_least 6 16; then
+	img=/tmp/img/supervised.img
+	mkdir -p /tmp/img
+	rm -f "$img" /tmp/supervised.exits
+	truncate -s 128M "$img"
+	small=$("$P" format "$img" --reserve 4M --json | jget 'd["data_size"]')
+	notify_listen /tmp/n4b
+	supervise "$img" &
+	supervisor=$!
+	check "supervised image: READY=1" wait_for /tmp/n4b '^READY=1'
+	old_pid=$(server_pid 0)
+	truncate -s 256M "$img"
+	grown=$("$P" grow "$img" --json 2>/tmp/grow.err) || fail "supervised grow: $(cat /tmp/grow.err)"
+	expect_eq "supervised grow: the data area grew" "$(echo "$grown" | jget 'd["data_size"]')" "$((small + (128 << 20)))"
+	expect_eq "supervised grow: the device serves it" "$(blockdev --getsize64 /dev/ublkb0)" "$((small + (128 << 20)))"
+	new_pid=$(server_pid 0)
+	check "supervised grow: the supervisor's successor serves it" test "$new_pid" != "$old_pid" -a -e "/proc/$new_pid"
+	expect_eq "supervised grow: the old server exited 75" "$(head -1 /tmp/supervised.exits)" 75
+	check "del of the supervised image" "$P" del 0
+	wait "$supervisor" || true
+	kill "$listener"
+fi
 
 # --- 5. udev: /dev/disk/by-id/pmem-stack-<uuid> --------------------------
 mkdir -p /run/udev/rules.d
