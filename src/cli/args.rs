@@ -67,6 +67,10 @@ pub enum Command {
     #[command(subcommand)]
     Reserve(ReserveCommand),
     /// Extend the volume over a backing that grew: move the backup copy to the new end, enlarge the data area.
+    ///
+    /// Offline, the next 'add' serves the larger size. A served backing (Linux 6.16+) is grown
+    /// live: its server hands the device over (I/O waits), the volume grows, and a new server
+    /// resizes /dev/ublkbN; then grow a mounted file system with its own tool (resize2fs).
     Grow(GrowArgs),
     /// Replace a device's running server with this binary, without unmounting (live upgrade).
     Restart(RestartArgs),
