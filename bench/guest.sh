@@ -13,7 +13,9 @@
 #   rublk-loop    rublk's loop target over /dev/pmem0 (O_DIRECT, io_uring)
 #   ps-<path>     pmem-stack on /dev/pmem0 with `add --io-path <path>`, for
 #                 every path in BENCH_PATHS (default: user-copy direct); a path
-#                 the kernel does not offer is recorded as unavailable
+#                 the kernel does not offer is recorded as unavailable;
+#                 ps-<path>+<cache> adds `--write-cache <cache>` (e.g.
+#                 ps-direct+write-back against the default write-through)
 #   ps-devdax     pmem-stack on the devdax namespace, default path
 #
 # The NVDIMM's label area is split in two namespaces: fsdax (/dev/pmem0,
@@ -293,7 +295,7 @@ pmem_stack() {
 	entry=$("$P" list --json | python3 -c "import json,sys; print(json.dumps([x for x in json.load(sys.stdin) if x['id']==$id][0]))") ||
 		die "no entry for $dev in pmem-stack list"
 	pid=$(echo "$entry" | jget 'd["pid"]')
-	echo "  $dev pid $pid: $(echo "$entry" | jget '" ".join("%s=%s" % (k, d.get(k)) for k in ("queues", "depth", "io_path", "data_offset"))')"
+	echo "  $dev pid $pid: $(echo "$entry" | jget '" ".join("%s=%s" % (k, d.get(k)) for k in ("queues", "depth", "io_path", "write_cache", "data_offset"))')"
 	[ "$round" -ne 1 ] || echo "$target $entry" >>"$RESULTS/devices.txt"
 	run_jobs "$round" "$target" "$dev" "$pid"
 	mem "$round" "$target" "$pid"
@@ -343,6 +345,10 @@ run_target() { # ROUND TARGET
 	echo "round $round: $target"
 	case $target in
 	ps-devdax) target_ps-devdax "$round" ;;
+	ps-*+*)
+		t=${target#ps-}
+		pmem_stack "$round" "$target" /dev/pmem0 --io-path "${t%%+*}" --write-cache "${t#*+}"
+		;;
 	ps-*) pmem_stack "$round" "$target" /dev/pmem0 --io-path "${target#ps-}" ;;
 	raw | dm-linear | map | rublk-null | rublk-loop) "target_$target" "$round" ;;
 	*) die "unknown target '$target'" ;;

@@ -31,7 +31,7 @@ use crate::registry::{Entry, Registry};
 use crate::remedy::{HasRemedy, Remedy};
 use crate::ublk::control::{self, Attach, DataPlane, Granted, QueueConfig, ServeError};
 use crate::ublk::direct::DirectBacking;
-use crate::ublk::features::IoPath;
+use crate::ublk::features::{IoPath, WriteCache};
 use crate::volume::FormatPlan;
 
 /// How long the caller of a background server waits for its device.
@@ -287,7 +287,8 @@ fn prepare(
             sb
         }
     };
-    let engine = Engine::new(Arc::clone(backing), &sb.geometry)?;
+    let mut engine = Engine::new(Arc::clone(backing), &sb.geometry)?;
+    engine.set_write_through(granted.write_cache == WriteCache::WriteThrough);
     if recovering {
         engine.assume_all_dirty();
     }

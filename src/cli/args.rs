@@ -12,7 +12,7 @@ use pmem_stack::format::{Alignment, LogicalBlockSize, OwnerKind, OwnerName, Rese
 use pmem_stack::layout::ReserveRequest;
 use pmem_stack::size::parse_size;
 use pmem_stack::ublk::control::{DEFAULT_DEPTH, MAX_DEPTH, MAX_QUEUES};
-use pmem_stack::ublk::features::{IoPath, IoPathChoice};
+use pmem_stack::ublk::features::{IoPath, IoPathChoice, WriteCache, WriteCacheChoice};
 use pmem_stack::update::{OwnerSize, OwnerSpec};
 use pmem_stack::volume::LayoutOptions;
 
@@ -309,26 +309,8 @@ pub struct AddArgs {
     pub backing: PathBuf,
     #[command(flatten)]
     pub layout: LayoutArgs,
-    /// Device number N for /dev/ublkbN [default: the next free one].
-    #[arg(long)]
-    pub id: Option<u32>,
-    // Help text and ranges come from the limits the ublk glue enforces.
-    #[arg(
-        long,
-        help = format!("Hardware queues, one server thread each [default: one per CPU, at most {MAX_QUEUES}]"),
-        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_QUEUES))
-    )]
-    pub queues: Option<u16>,
-    #[arg(
-        long,
-        help = format!("Requests in flight per queue [default: {DEFAULT_DEPTH}]"),
-        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_DEPTH))
-    )]
-    pub depth: Option<u16>,
-    /// How request data moves: the fastest this kernel and backing offer
-    /// (auto), or exactly one path.
-    #[arg(long, value_enum, default_value_t = IoPathArg::Auto)]
-    pub io_path: IoPathArg,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Stay attached; SIGINT/SIGTERM flush, stop and remove the device.
     #[arg(long)]
     pub foreground: bool,
@@ -414,24 +396,9 @@ pub struct ServeArgs {
     pub backing: PathBuf,
     #[command(flatten)]
     pub layout: LayoutArgs,
-    /// Device number N for /dev/ublkbN when a new device is added [default: the next free one].
-    #[arg(long)]
-    pub id: Option<u32>,
-    #[arg(
-        long,
-        help = format!("Hardware queues of a new device [default: one per CPU, at most {MAX_QUEUES}]"),
-        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_QUEUES))
-    )]
-    pub queues: Option<u16>,
-    #[arg(
-        long,
-        help = format!("Requests in flight per queue of a new device [default: {DEFAULT_DEPTH}]"),
-        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_DEPTH))
-    )]
-    pub depth: Option<u16>,
-    /// How request data moves on a new device.
-    #[arg(long, value_enum, default_value_t = IoPathArg::Auto)]
-    pub io_path: IoPathArg,
+    /// When a new device is added (a recovered one keeps what it had).
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Format over foreign data (only when the backing is not formatted yet).
     #[arg(long)]
     pub force: bool,
@@ -443,10 +410,7 @@ impl ServeArgs {
         AddArgs {
             backing: self.backing.clone(),
             layout: self.layout,
-            id: self.id,
-            queues: self.queues,
-            depth: self.depth,
-            io_path: self.io_path,
+            device: self.device,
             foreground: true,
             force: self.force,
             json: false,
@@ -474,6 +438,58 @@ pub struct ManArgs {
     /// Write pmem-stack.8 and every pmem-stack-COMMAND.8 into DIR instead.
     #[arg(long, value_name = "DIR", conflicts_with = "command")]
     pub dir: Option<PathBuf>,
+}
+
+/// The shape of a new device: `add`'s options, and `serve`'s when it adds.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct DeviceArgs {
+    /// Device number N for /dev/ublkbN [default: the next free one].
+    #[arg(long)]
+    pub id: Option<u32>,
+    // Help text and ranges come from the limits the ublk glue enforces.
+    #[arg(
+        long,
+        help = format!("Hardware queues, one server thread each [default: one per CPU, at most {MAX_QUEUES}]"),
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_QUEUES))
+    )]
+    pub queues: Option<u16>,
+    #[arg(
+        long,
+        help = format!("Requests in flight per queue [default: {DEFAULT_DEPTH}]"),
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_DEPTH))
+    )]
+    pub depth: Option<u16>,
+    /// How request data moves: the fastest this kernel and backing offer
+    /// (auto), or exactly one path.
+    #[arg(long, value_enum, default_value_t = IoPathArg::Auto)]
+    pub io_path: IoPathArg,
+    /// Whether the device declares a volatile write cache: auto writes
+    /// through on the direct path over a block device (every write durable
+    /// when it completes, so a FLUSH costs nothing) and writes back elsewhere.
+    #[arg(long, value_enum, default_value_t = WriteCacheArg::Auto)]
+    pub write_cache: WriteCacheArg,
+}
+
+/// `add --write-cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteCacheArg {
+    /// Write-through on the direct path over a block device, else write-back.
+    Auto,
+    /// Writes may be volatile until a FLUSH.
+    WriteBack,
+    /// Every write durable when it completes (direct path only).
+    WriteThrough,
+}
+
+impl WriteCacheArg {
+    /// The library's form of the choice.
+    pub fn choice(self) -> WriteCacheChoice {
+        match self {
+            WriteCacheArg::Auto => WriteCacheChoice::Auto,
+            WriteCacheArg::WriteBack => WriteCacheChoice::Exactly(WriteCache::WriteBack),
+            WriteCacheArg::WriteThrough => WriteCacheChoice::Exactly(WriteCache::WriteThrough),
+        }
+    }
 }
 
 /// `add --io-path`.

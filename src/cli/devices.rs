@@ -13,7 +13,7 @@ use pmem_stack::engine::StatsSnapshot;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::size::Human;
 use pmem_stack::ublk::control;
-use pmem_stack::ublk::features::{Features, IoPath};
+use pmem_stack::ublk::features::{Features, IoPath, WriteCache};
 
 use super::args::{DelArgs, ListArgs, UdevIdArgs, parse_device_id};
 use super::map::{MapJson, map_json};
@@ -46,6 +46,9 @@ pub struct DeviceJson {
     pub features: Vec<String>,
     /// How request data moves (`direct`, `user_copy` or `bounce_buffer`).
     pub io_path: Option<IoPath>,
+    /// `write_back` (FLUSH makes writes durable) or `write_through` (every
+    /// write is durable when it completes), as the device declared it.
+    pub write_cache: Option<WriteCache>,
     pub log: Option<String>,
     /// The server's request counters (published every 250 ms), if any.
     pub stats: Option<StatsSnapshot>,
@@ -83,6 +86,7 @@ impl DeviceJson {
             user_copy: None,
             features: Vec::new(),
             io_path: None,
+            write_cache: None,
             log: None,
             dax: false,
             stats: None,
@@ -113,6 +117,7 @@ pub fn device_json(entry: &Entry) -> DeviceJson {
         user_copy: Some(entry.user_copy),
         features: info.map(|i| Features(i.flags).names()).unwrap_or_default(),
         io_path: info.map(|i| IoPath::of(Features(i.flags))),
+        write_cache: info.and_then(|_| control::device_write_cache(entry.id).ok()),
         log: entry.log.as_ref().map(|p| p.display().to_string()),
         dax: false,
         stats: Registry::system().load_stats(entry.id),

@@ -162,6 +162,7 @@ fn served_by(registry: &Registry, backing: &Backing) -> Option<render::Serving> 
             device: map.node().display().to_string(),
             kind: render::ServedKind::Dm,
             io_path: None,
+            write_cache: None,
             dax: map.dax,
         });
     }
@@ -171,6 +172,7 @@ fn served_by(registry: &Registry, backing: &Backing) -> Option<render::Serving> 
         io_path: pmem_stack::ublk::control::device_info(e.id)
             .ok()
             .map(|info| IoPath::of(Features(info.flags))),
+        write_cache: pmem_stack::ublk::control::device_write_cache(e.id).ok(),
         dax: false,
     })
 }

@@ -11,7 +11,7 @@ use pmem_stack::format::superblock::VERSION_MAJOR;
 use pmem_stack::format::{Geometry, Owners, ReserveMode, SuperBlock};
 use pmem_stack::metadata::{CopyReport, CopyState, Metadata, describe_copy};
 use pmem_stack::size::Human;
-use pmem_stack::ublk::features::IoPath;
+use pmem_stack::ublk::features::{IoPath, WriteCache};
 use pmem_stack::units::PAGE_SHIFT;
 
 /// What a region of the backing is.
@@ -205,6 +205,8 @@ pub struct InfoJson {
     pub dax: Option<bool>,
     /// How the serving device moves data (`list`'s `io_path`).
     pub io_path: Option<IoPath>,
+    /// The serving ublk device's write cache (`list`'s `write_cache`).
+    pub write_cache: Option<WriteCache>,
 }
 
 /// Which of the two ways serves a volume.
@@ -226,6 +228,8 @@ pub struct Serving {
     pub kind: ServedKind,
     /// Its I/O path, when the kernel still describes a ublk device.
     pub io_path: Option<IoPath>,
+    /// Its write cache, likewise.
+    pub write_cache: Option<WriteCache>,
     /// Whether it is DAX-capable.
     pub dax: bool,
 }
@@ -271,6 +275,7 @@ pub fn info_json(
         reserve_mfn_end: phys.map(|p| p.1 >> PAGE_SHIFT),
         healthy: m.is_healthy(),
         io_path: served_by.as_ref().and_then(|s| s.io_path),
+        write_cache: served_by.as_ref().and_then(|s| s.write_cache),
         served_kind: served_by.as_ref().map(|s| s.kind),
         dax: served_by.as_ref().map(|s| s.dax),
         served_by: served_by.map(|s| s.device),
@@ -327,8 +332,13 @@ fn region_note(
             Some(Serving {
                 device,
                 io_path: Some(path),
+                write_cache,
                 ..
-            }) => format!("served as {device} (ublk, {} I/O path)", path.name()),
+            }) => format!(
+                "served as {device} (ublk, {} I/O path{})",
+                path.name(),
+                write_cache.map_or(String::new(), |c| format!(", {}", c.name()))
+            ),
             Some(Serving { device, .. }) => format!("served as {device} (ublk)"),
             None => "not served".to_string(),
         },

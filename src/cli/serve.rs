@@ -34,17 +34,24 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
     // Before anything is written, too: a path this kernel or backing cannot
     // serve is refused up front.
     let io_path = choose_io_path(args, &backing).with_context(context)?;
+    let write_cache = features::choose_write_cache(
+        args.device.write_cache.choice(),
+        io_path,
+        backing.kind() == BackingKind::Block,
+    )
+    .with_context(context)?;
     let volume =
         plan_volume(&backing, &options, args.force, "device is deleted").with_context(context)?;
     let defaults = QueueConfig::default_for_host();
     let spec = ServeSpec {
-        attach: Attach::Add { id: args.id },
+        attach: Attach::Add { id: args.device.id },
         backing,
         volume,
         queues: QueueConfig {
-            queues: args.queues.unwrap_or(defaults.queues),
-            depth: args.depth.unwrap_or(defaults.depth),
+            queues: args.device.queues.unwrap_or(defaults.queues),
+            depth: args.device.depth.unwrap_or(defaults.depth),
             io_path,
+            write_cache,
         },
     };
     let how = if args.json {
@@ -96,13 +103,13 @@ pub(super) fn plan_volume(
 fn choose_io_path(args: &AddArgs, backing: &Backing) -> Result<IoPath> {
     let kernel = Features::of_kernel();
     let mapped_only = backing.kind() == BackingKind::Dax;
-    let path = features::choose(args.io_path.choice(), kernel, mapped_only)?;
+    let path = features::choose(args.device.io_path.choice(), kernel, mapped_only)?;
     if path != IoPath::Direct {
         return Ok(path);
     }
     match backing.open_direct() {
         Ok(_) => Ok(path),
-        Err(err) if args.io_path.choice() == IoPathChoice::Auto => {
+        Err(err) if args.device.io_path.choice() == IoPathChoice::Auto => {
             log::info!("{err}: not using the direct path");
             Ok(features::choose(IoPathChoice::Auto, kernel, true)?)
         }
@@ -198,6 +205,7 @@ pub(super) fn recover_device(
             queues: info.queues,
             depth: info.depth,
             io_path: IoPath::of(Features(info.flags)),
+            write_cache: control::device_write_cache(id).with_context(context)?,
         },
     };
     // Before the server forks or runs: it must not hold the lock.

@@ -13,6 +13,16 @@
 //! when no write has completed since the last sync was issued and no sync is
 //! in flight — a sync in flight may not cover writes acknowledged after it
 //! started, so a FLUSH arriving then always issues its own.
+//!
+//! Write-through ([`Engine::set_write_through`], the default over a block
+//! device): a write is acknowledged only once it is durable — submitted with
+//! `RWF_DSYNC` when alone on its queue, else covered by a group sync (the
+//! queue's group commit, `ublk::direct`). So the device tells the kernel it
+//! has no volatile cache, and the block layer completes every FLUSH (an
+//! `fsync`, a journal commit) without a round trip to this server. DISCARD
+//! and WRITE ZEROES, done below the cache, are followed by their own sync.
+//! Nothing acknowledged is ever pending, so nothing latches: a failed write
+//! fails alone.
 
 use std::sync::atomic::Ordering;
 
@@ -58,6 +68,12 @@ impl<M: Media> Engine<M> {
                     fua,
                 })
             }
+            Op::Flush if self.direct.write_through => {
+                // Every completed write is already durable.
+                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                self.stats.empty_flushes.fetch_add(1, Ordering::Relaxed);
+                Ok(DirectOp::Done(0))
+            }
             Op::Flush => {
                 self.stats.flushes.fetch_add(1, Ordering::Relaxed);
                 if self.failed.load(Ordering::Acquire) {
@@ -73,6 +89,11 @@ impl<M: Media> Engine<M> {
             }
             Op::Discard | Op::WriteZeroes => {
                 let done = self.execute(req, &mut NoData)?;
+                if self.direct.write_through {
+                    // Durable before it completes, like every write here.
+                    self.direct.syncs_in_flight.fetch_add(1, Ordering::AcqRel);
+                    return Ok(DirectOp::Sync);
+                }
                 // Zeroing below the cache needs no sync of its own, but a
                 // FLUSH after it must not be skipped.
                 self.direct.written.store(true, Ordering::Release);
@@ -99,7 +120,10 @@ impl<M: Media> Engine<M> {
             }
             _ => {}
         }
-        let latch = matches!(op, DirectOp::Sync | DirectOp::Write { fua: true, .. });
+        // Write-back: a failed sync or FUA write may have lost writes
+        // acknowledged before it. Write-through has nothing pending to lose.
+        let latch = !self.direct.write_through
+            && matches!(op, DirectOp::Sync | DirectOp::Write { fua: true, .. });
         outcome.map_err(|err| {
             if latch {
                 self.failed.store(true, Ordering::Release);

@@ -220,6 +220,9 @@ struct DirectState {
     written: AtomicBool,
     /// Syncs submitted and not yet completed.
     syncs_in_flight: AtomicU32,
+    /// Every write is submitted durable (`RWF_DSYNC`) and the device has no
+    /// volatile cache: nothing is ever pending (see [`direct`]).
+    write_through: bool,
 }
 
 impl Engine<DataArea> {
@@ -242,8 +245,21 @@ impl<M: Media> Engine<M> {
             direct: DirectState {
                 written: AtomicBool::new(true),
                 syncs_in_flight: AtomicU32::new(0),
+                write_through: false,
             },
         }
+    }
+
+    /// Serve the direct path write-through: every write durable when it
+    /// completes, so the device can tell the kernel it has no volatile cache
+    /// (set before the engine is shared).
+    pub fn set_write_through(&mut self, on: bool) {
+        self.direct.write_through = on;
+    }
+
+    /// Whether the direct path writes through (see [`Engine::set_write_through`]).
+    pub fn write_through(&self) -> bool {
+        self.direct.write_through
     }
 
     /// Size of the data area.
@@ -691,6 +707,41 @@ mod tests {
         assert_eq!(plan(e, Op::WriteZeroes, 0, 4096).expect("zeroes"), Done(0));
         assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Sync);
         e.direct_done(Sync, 0).expect("done");
+    }
+
+    #[test]
+    fn write_through_never_syncs_for_a_flush_and_never_latches() {
+        use direct::DirectOp::{Done, Sync, Write};
+        let mut f = fixture();
+        f.engine.set_write_through(true);
+        let e = &f.engine;
+        // How each write becomes durable is the queue's (RWF_DSYNC alone,
+        // else its group commit).
+        let w = plan(e, Op::Write { fua: false }, 0, 4096).expect("write");
+        assert_eq!(
+            w,
+            Write {
+                at: 0,
+                len: 4096,
+                fua: false
+            }
+        );
+        assert_eq!(e.direct_done(w, 4096).expect("written"), 4096);
+        // So a FLUSH (which the kernel should not even send) has nothing to do.
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Done(0));
+        // Zeroing below the cache is synced before it completes.
+        assert_eq!(plan(e, Op::WriteZeroes, 0, 4096).expect("zeroes"), Sync);
+        assert_eq!(e.direct_done(Sync, 0).expect("synced"), 0);
+        // A failed write fails alone: nothing was pending behind it.
+        let w = plan(e, Op::Write { fua: true }, 0, 512).expect("fua");
+        assert_eq!(
+            e.direct_done(w, -libc::EIO).expect_err("eio").errno(),
+            libc::EIO
+        );
+        assert!(plan(e, Op::Write { fua: true }, 0, 512).is_ok());
+        assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Done(0));
+        assert_eq!(e.stats().flushes.load(Ordering::Relaxed), 2);
+        assert_eq!(e.stats().empty_flushes.load(Ordering::Relaxed), 2);
     }
 
     #[test]

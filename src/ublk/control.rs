@@ -29,7 +29,7 @@ use crate::remedy::{HasRemedy, Remedy};
 use crate::units::{PAGE_SHIFT, SECTOR_SHIFT};
 
 use super::direct::DirectBacking;
-use super::features::{Features, IoPath};
+use super::features::{Features, IoPath, WriteCache};
 use super::queue::serve_queue;
 
 /// Target name recorded with the kernel and in libublk's JSON.
@@ -70,6 +70,9 @@ pub struct QueueConfig {
     pub depth: u16,
     /// How request data moves (a recovered device keeps the path it had).
     pub io_path: IoPath,
+    /// Whether the device declares a volatile write cache (a recovered
+    /// device keeps what it declared).
+    pub write_cache: WriteCache,
 }
 
 impl QueueConfig {
@@ -82,6 +85,7 @@ impl QueueConfig {
                 .clamp(1, MAX_QUEUES),
             depth: DEFAULT_DEPTH,
             io_path: IoPath::UserCopy,
+            write_cache: WriteCache::WriteBack,
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct Granted {
     pub queues: u16,
     /// Depth.
     pub depth: u16,
+    /// Whether the device declares a volatile write cache.
+    pub write_cache: WriteCache,
 }
 
 impl Granted {
@@ -304,9 +310,20 @@ pub fn device_size(id: u32) -> Result<u64, ServeError> {
     disk_size(&ctrl)
 }
 
-fn disk_size(ctrl: &UblkCtrl) -> Result<u64, ServeError> {
+/// The write cache device `id` declared when it started.
+pub fn device_write_cache(id: u32) -> Result<WriteCache, ServeError> {
+    let ctrl = open_existing(id)?;
+    Ok(WriteCache::of_attrs(disk_params(&ctrl)?.basic.attrs))
+}
+
+fn disk_params(ctrl: &UblkCtrl) -> Result<sys::ublk_params, ServeError> {
     let mut params = sys::ublk_params::default();
     checked("GET_PARAMS", ctrl.get_params(&mut params))?;
+    Ok(params)
+}
+
+fn disk_size(ctrl: &UblkCtrl) -> Result<u64, ServeError> {
+    let params = disk_params(ctrl)?;
     params
         .basic
         .dev_sectors
@@ -380,13 +397,13 @@ pub fn stop(id: u32) -> Result<(), ServeError> {
     checked("STOP_DEV", ctrl.kill_dev()).map(|_| ())
 }
 
-fn set_params(dev: &mut UblkDev, size: u64, lbs: LogicalBlockSize) {
+fn set_params(dev: &mut UblkDev, size: u64, lbs: LogicalBlockSize, cache: WriteCache) {
     let max_sectors = dev.dev_info.max_io_buf_bytes >> SECTOR_SHIFT;
     dev.tgt.dev_size = size;
     dev.tgt.params = sys::ublk_params {
         types: sys::UBLK_PARAM_TYPE_BASIC | sys::UBLK_PARAM_TYPE_DISCARD,
         basic: sys::ublk_param_basic {
-            attrs: sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA,
+            attrs: cache.attrs(),
             logical_bs_shift: lbs.shift(),
             physical_bs_shift: PAGE_SHIFT,
             io_opt_shift: PAGE_SHIFT,
@@ -519,9 +536,10 @@ fn log_features(granted: &Granted) {
         None => log::info!("/dev/ublkb{id}: the kernel does not report its ublk features"),
     }
     log::info!(
-        "/dev/ublkb{id}: granted {}; I/O path {}",
+        "/dev/ublkb{id}: granted {}; I/O path {}, {}",
         granted.features.names().join(", "),
-        granted.io_path().name()
+        granted.io_path().name(),
+        granted.write_cache.name()
     );
     if granted.io_path() == IoPath::BounceBuffer {
         log::warn!("/dev/ublkb{id}: copying through bounce buffers (slowest path)");
@@ -568,8 +586,14 @@ where
         features: Features(info.flags),
         queues: info.nr_hw_queues,
         depth: info.queue_depth,
+        write_cache: cfg.write_cache,
     };
     let DataPlane { engine, direct } = prepare(&granted).map_err(ServeError::Prepare)?;
+    if engine.write_through() != (granted.write_cache == WriteCache::WriteThrough) {
+        return Err(ServeError::Prepare(
+            "invariant: the engine's write-through differs from the device's write cache".into(),
+        ));
+    }
     // After prepare: a background server's log file is open from there on.
     log_features(&granted);
     let size = engine.size();
@@ -583,11 +607,12 @@ where
             "invariant: the direct path was granted but no O_DIRECT backing was prepared".into(),
         ));
     }
+    let write_cache = granted.write_cache;
     let went_live = Arc::new(AtomicBool::new(false));
     let live_flag = Arc::clone(&went_live);
     let result = ctrl.run_target(
         move |dev: &mut UblkDev| {
-            set_params(dev, size, lbs);
+            set_params(dev, size, lbs, write_cache);
             Ok(())
         },
         move |qid, dev: &UblkDev| match direct.as_deref() {

@@ -190,6 +190,86 @@ pub fn choose(
     }
 }
 
+/// Whether the device tells the kernel it has a volatile write cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteCache {
+    /// A completed write may still be volatile until a FLUSH
+    /// (`UBLK_ATTR_VOLATILE_CACHE`): the mapped paths, where writes land in
+    /// the page cache or CPU caches, and the direct path over an image file.
+    WriteBack,
+    /// Every write is durable when it completes, so the block layer answers
+    /// FLUSH itself: the direct path over a block device, where a durable
+    /// write costs the pmem driver one barrier (see `engine::direct`).
+    WriteThrough,
+}
+
+impl WriteCache {
+    /// The name used in logs, JSON and `--write-cache`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            WriteCache::WriteBack => "write_back",
+            WriteCache::WriteThrough => "write_through",
+        }
+    }
+
+    /// What a device's `UBLK_PARAM_TYPE_BASIC` attributes say.
+    pub fn of_attrs(attrs: u32) -> WriteCache {
+        if attrs & sys::UBLK_ATTR_VOLATILE_CACHE != 0 {
+            WriteCache::WriteBack
+        } else {
+            WriteCache::WriteThrough
+        }
+    }
+
+    /// The basic attributes a device with this cache declares.
+    pub const fn attrs(self) -> u32 {
+        match self {
+            WriteCache::WriteBack => sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA,
+            WriteCache::WriteThrough => 0,
+        }
+    }
+}
+
+/// What `add --write-cache` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteCacheChoice {
+    /// See [`choose_write_cache`].
+    Auto,
+    /// Exactly this, or a clear refusal.
+    Exactly(WriteCache),
+}
+
+/// Why a requested write cache cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteCacheRefusal {
+    #[error(
+        "--write-cache write-through needs the direct I/O path (Linux 6.16+), but this device runs on {path}, where writes land in a cache first; use --write-cache auto"
+    )]
+    NotDirect { path: &'static str },
+}
+
+/// The write cache of a device served on `path`; `block`: the backing is a
+/// block device. Auto writes through on the direct path over a block device
+/// (a durable write costs the pmem driver one barrier, and FLUSH then costs
+/// nothing: bench/README.md, "Write-through"), and writes back elsewhere —
+/// over an image file a durable write can mean a file-system journal commit
+/// per write.
+pub fn choose_write_cache(
+    choice: WriteCacheChoice,
+    path: IoPath,
+    block: bool,
+) -> Result<WriteCache, WriteCacheRefusal> {
+    match choice {
+        WriteCacheChoice::Exactly(WriteCache::WriteThrough) if path != IoPath::Direct => {
+            Err(WriteCacheRefusal::NotDirect { path: path.name() })
+        }
+        WriteCacheChoice::Exactly(cache) => Ok(cache),
+        WriteCacheChoice::Auto if path == IoPath::Direct && block => Ok(WriteCache::WriteThrough),
+        WriteCacheChoice::Auto => Ok(WriteCache::WriteBack),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +322,46 @@ mod tests {
             Ok(IoPath::BounceBuffer)
         );
         assert_eq!(choose(auto, None, false), Ok(IoPath::UserCopy));
+    }
+
+    #[test]
+    fn write_through_only_on_the_direct_path() {
+        use WriteCache::{WriteBack, WriteThrough};
+        let auto = WriteCacheChoice::Auto;
+        assert_eq!(
+            choose_write_cache(auto, IoPath::Direct, true),
+            Ok(WriteThrough)
+        );
+        assert_eq!(
+            choose_write_cache(auto, IoPath::Direct, false),
+            Ok(WriteBack)
+        );
+        assert_eq!(
+            choose_write_cache(auto, IoPath::UserCopy, true),
+            Ok(WriteBack)
+        );
+        let through = WriteCacheChoice::Exactly(WriteThrough);
+        assert_eq!(
+            choose_write_cache(through, IoPath::Direct, false),
+            Ok(WriteThrough)
+        );
+        let err = choose_write_cache(through, IoPath::UserCopy, true).expect_err("mapped");
+        assert!(
+            err.to_string().contains("needs the direct I/O path"),
+            "{err}"
+        );
+        assert_eq!(
+            choose_write_cache(WriteCacheChoice::Exactly(WriteBack), IoPath::Direct, true),
+            Ok(WriteBack)
+        );
+    }
+
+    #[test]
+    fn the_cache_round_trips_through_the_device_attributes() {
+        for cache in [WriteCache::WriteBack, WriteCache::WriteThrough] {
+            assert_eq!(WriteCache::of_attrs(cache.attrs()), cache);
+        }
+        assert_eq!(WriteCache::of_attrs(0), WriteCache::WriteThrough);
     }
 
     #[test]

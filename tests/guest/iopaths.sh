@@ -3,12 +3,17 @@
 # the same bytes: data written on one path reads back on the others, a file
 # system made on one mounts on the others, fio verifies on each; a path the
 # kernel or the backing cannot serve is refused up front, changing nothing.
+# The direct path over a block device writes through (no volatile cache, as
+# the kernel sees it), also after recovery; --write-cache write-back and
+# write-through where it cannot be are checked too.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
 require test -b /dev/pmem0
 check "format" "$P" format /dev/pmem0 --reserve 256M
 if kernel_at_least 6 16; then
-	paths="user-copy bounce direct"
+	# direct writes through on a block device by default; +write-back
+	# declares a volatile cache instead (FLUSH syncs).
+	paths="user-copy bounce direct direct+write-back"
 else
 	paths="user-copy bounce"
 	before=$(meta_digest /dev/pmem0)
@@ -18,13 +23,22 @@ else
 fi
 note "kernel $(uname -r): paths $paths"
 
-# add_path PATH: add /dev/pmem0 on PATH and check list says so.
+# add_path PATH[+CACHE]: add /dev/pmem0 on PATH (with --write-cache CACHE)
+# and check list and the kernel say so.
 add_path() {
-	local path=$1 dev
-	dev=$("$P" add /dev/pmem0 --io-path "$path" | tail -1)
-	expect_eq "$path: added" "$dev" /dev/ublkb0
-	expect_eq "$path: list io_path" "$("$P" list --json | jget 'd[0]["io_path"]')" \
+	local path=${1%%+*} dev cache=write_back sysfs="write back"
+	local args=(--io-path "$path")
+	if [ "$1" != "$path" ]; then
+		args+=(--write-cache "${1#*+}")
+	elif [ "$path" == direct ]; then
+		cache=write_through sysfs="write through"
+	fi
+	dev=$("$P" add /dev/pmem0 "${args[@]}" | tail -1)
+	expect_eq "$1: added" "$dev" /dev/ublkb0
+	expect_eq "$1: list io_path" "$("$P" list --json | jget 'd[0]["io_path"]')" \
 		"$(case $path in user-copy) echo user_copy ;; bounce) echo bounce_buffer ;; *) echo "$path" ;; esac)"
+	expect_eq "$1: list write_cache" "$("$P" list --json | jget 'd[0]["write_cache"]')" "$cache"
+	expect_eq "$1: the kernel's write cache" "$(cat /sys/block/ublkb0/queue/write_cache)" "$sysfs"
 }
 
 mkdir -p /tmp/mnt
@@ -46,6 +60,14 @@ for path in $paths; do
 	write_files /tmp/mnt 12
 	check "$path: fsync'd files verify" verify_files /tmp/mnt
 	check "umount" umount /tmp/mnt
+	if [ "$path" == direct ]; then
+		# A recovered server keeps the write cache the device declared: the
+		# kernel sends it no FLUSH, so it must go on writing through.
+		kill -9 "$(server_pid 0)"
+		check "direct: recover after kill -9" "$P" recover 0
+		expect_eq "direct: still write-through after recovery" "$("$P" list --json | jget 'd[0]["write_cache"]')" write_through
+		fio_verify "direct: fio verify after recovery" /dev/ublkb0 600M 16M
+	fi
 	# A marker at a known place: the next path must read these very bytes.
 	head -c 1048576 /dev/urandom >/tmp/marker
 	dd if=/tmp/marker of=/dev/ublkb0 bs=1M seek=900 oflag=direct conv=fsync status=none
@@ -68,6 +90,12 @@ check "$first: marker written on $prev reads back" bash -c \
 check "del" "$P" del 0
 for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
 check "metadata healthy after every path" "$P" check /dev/pmem0
+
+# Write-through needs the direct path: refused elsewhere, changing nothing.
+before=$(meta_digest /dev/pmem0)
+refused "write-through on user copy" "needs the direct I/O path" \
+	"$P" add /dev/pmem0 --io-path user-copy --write-cache write-through
+expect_eq "the refusal changed nothing" "$(meta_digest /dev/pmem0)" "$before"
 
 # An image on ramfs cannot be opened O_DIRECT (tmpfs can, since 6.6): auto
 # falls back to user copy, an explicit direct is refused before anything is
