@@ -159,7 +159,7 @@ pub enum PathRefusal {
 /// not say, as before 6.x's GET_FEATURES — assume user copy); `mapped_only`:
 /// the backing can only be served through its mapping (devdax).
 ///
-/// Auto picks, by measurement (bench/README.md, "Choosing the default"):
+/// Auto picks, by measurement (bench/README.md, "What the numbers say"):
 /// the mapping for devdax; the direct path on block devices and image files
 /// where the kernel offers it; user copy elsewhere; bounce buffers last.
 pub fn choose(
@@ -252,7 +252,7 @@ pub enum WriteCacheRefusal {
 /// The write cache of a device served on `path`; `block`: the backing is a
 /// block device. Auto writes through on the direct path over a block device
 /// (a durable write costs the pmem driver one barrier, and FLUSH then costs
-/// nothing: bench/README.md, "Write-through"), and writes back elsewhere —
+/// nothing: bench/README.md, "Write-through on the direct path"), and writes back elsewhere —
 /// over an image file a durable write can mean a file-system journal commit
 /// per write.
 pub fn choose_write_cache(
