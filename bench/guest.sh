@@ -17,6 +17,7 @@
 #                 ps-<path>+<cache> adds `--write-cache <cache>` (e.g.
 #                 ps-direct+write-back against the default write-through)
 #   ps-devdax     pmem-stack on the devdax namespace, default path
+#   ps-devdax+<cache>  the same with `--write-cache <cache>`
 #
 # The NVDIMM's label area is split in two namespaces: fsdax (/dev/pmem0,
 # BENCH_PMEM_SIZE) and devdax (the rest).
@@ -345,6 +346,7 @@ run_target() { # ROUND TARGET
 	echo "round $round: $target"
 	case $target in
 	ps-devdax) target_ps-devdax "$round" ;;
+	ps-devdax+*) pmem_stack "$round" "$target" "$DAX" --write-cache "${target#ps-devdax+}" ;;
 	ps-*+*)
 		t=${target#ps-}
 		pmem_stack "$round" "$target" /dev/pmem0 --io-path "${t%%+*}" --write-cache "${t#*+}"

@@ -464,8 +464,9 @@ pub struct DeviceArgs {
     #[arg(long, value_enum, default_value_t = IoPathArg::Auto)]
     pub io_path: IoPathArg,
     /// Whether the device declares a volatile write cache: auto writes
-    /// through on the direct path over a block device (every write durable
-    /// when it completes, so a FLUSH costs nothing) and writes back elsewhere.
+    /// through (every write durable when it completes, so a FLUSH costs
+    /// nothing) on the direct path over a block device and on devdax, and
+    /// writes back elsewhere.
     #[arg(long, value_enum, default_value_t = WriteCacheArg::Auto)]
     pub write_cache: WriteCacheArg,
 }
@@ -473,11 +474,11 @@ pub struct DeviceArgs {
 /// `add --write-cache`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum WriteCacheArg {
-    /// Write-through on the direct path over a block device, else write-back.
+    /// Write-through on the direct path over a block device and on devdax, else write-back.
     Auto,
     /// Writes may be volatile until a FLUSH.
     WriteBack,
-    /// Every write durable when it completes (direct path only).
+    /// Every write durable when it completes (the direct path, or devdax).
     WriteThrough,
 }
 

@@ -14,7 +14,7 @@ use pmem_stack::notify;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned, Volume};
 use pmem_stack::ublk::control::{self, Attach, QueueConfig};
-use pmem_stack::ublk::features::{self, Features, IoPath, IoPathChoice};
+use pmem_stack::ublk::features::{self, CacheBacking, Features, IoPath, IoPathChoice};
 use pmem_stack::volume::{self, AddPlan, LayoutOptions, VolumeError};
 
 use super::args::{AddArgs, RecoverArgs, parse_device_id};
@@ -37,7 +37,11 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
     let write_cache = features::choose_write_cache(
         args.device.write_cache.choice(),
         io_path,
-        backing.kind() == BackingKind::Block,
+        match backing.kind() {
+            BackingKind::Block => CacheBacking::Block,
+            BackingKind::Dax => CacheBacking::Dax,
+            BackingKind::File => CacheBacking::File,
+        },
     )
     .with_context(context)?;
     let volume =

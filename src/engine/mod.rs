@@ -25,6 +25,11 @@
 //!   and FUA write returns `EIO`. After a failed write-back the kernel may
 //!   already consider the pages clean, so a later "successful" flush would be
 //!   a lie; refusing is the only honest answer.
+//! * Write-through ([`Engine::set_write_through`]; the default for devdax,
+//!   where making a write durable is a cache-line write-back of just its
+//!   bytes): every WRITE is persisted like a FUA write before it completes,
+//!   so the device declares no volatile cache and the kernel sends no FLUSH.
+//!   The direct path's form of it is in [`direct`].
 
 pub mod direct;
 pub mod dirty;
@@ -250,14 +255,14 @@ impl<M: Media> Engine<M> {
         }
     }
 
-    /// Serve the direct path write-through: every write durable when it
-    /// completes, so the device can tell the kernel it has no volatile cache
-    /// (set before the engine is shared).
+    /// Write through: every write durable when it completes, so the device
+    /// can tell the kernel it has no volatile cache (set before the engine
+    /// is shared).
     pub fn set_write_through(&mut self, on: bool) {
         self.direct.write_through = on;
     }
 
-    /// Whether the direct path writes through (see [`Engine::set_write_through`]).
+    /// Whether writes go through (see [`Engine::set_write_through`]).
     pub fn write_through(&self) -> bool {
         self.direct.write_through
     }
@@ -300,7 +305,7 @@ impl<M: Media> Engine<M> {
                 self.stats.writes.fetch_add(1, Ordering::Relaxed);
                 xfer.fetch(&self.range_of(req)?)
                     .map_err(IoError::Transfer)?;
-                if fua {
+                if fua || self.direct.write_through {
                     self.persist_now(req.offset, req.len)?;
                 } else {
                     self.dirty.mark(req.offset, req.len);
@@ -707,6 +712,20 @@ mod tests {
         assert_eq!(plan(e, Op::WriteZeroes, 0, 4096).expect("zeroes"), Done(0));
         assert_eq!(plan(e, Op::Flush, 0, 0).expect("flush"), Sync);
         e.direct_done(Sync, 0).expect("done");
+    }
+
+    #[test]
+    fn mapped_write_through_persists_every_write_before_it_completes() {
+        let mut f = fixture();
+        f.engine.set_write_through(true);
+        write(&f.engine, 4096, &[7; 4096], false).expect("write");
+        assert_eq!(
+            f.engine.dirty.take(),
+            vec![],
+            "persisted at once: nothing left for a FLUSH"
+        );
+        f.engine.flush().expect("flush");
+        assert_eq!(f.engine.stats().empty_flushes.load(Ordering::Relaxed), 1);
     }
 
     #[test]

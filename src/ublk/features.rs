@@ -199,8 +199,9 @@ pub enum WriteCache {
     /// the page cache or CPU caches, and the direct path over an image file.
     WriteBack,
     /// Every write is durable when it completes, so the block layer answers
-    /// FLUSH itself: the direct path over a block device, where a durable
-    /// write costs the pmem driver one barrier (see `engine::direct`).
+    /// FLUSH itself: the direct path over a block device (see
+    /// `engine::direct`), and devdax, where a durable write is a cache-line
+    /// write-back of its own bytes.
     WriteThrough,
 }
 
@@ -244,28 +245,47 @@ pub enum WriteCacheChoice {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteCacheRefusal {
     #[error(
-        "--write-cache write-through needs the direct I/O path (Linux 6.16+), but this device runs on {path}, where writes land in a cache first; use --write-cache auto"
+        "--write-cache write-through needs the direct I/O path (Linux 6.16+) or a devdax backing, but this device runs on {path} through the page cache, where every write would cost an msync; use --write-cache auto"
     )]
     NotDirect { path: &'static str },
 }
 
-/// The write cache of a device served on `path`; `block`: the backing is a
-/// block device. Auto writes through on the direct path over a block device
-/// (a durable write costs the pmem driver one barrier, and FLUSH then costs
-/// nothing: bench/README.md, "Write-through on the direct path"), and writes back elsewhere —
-/// over an image file a durable write can mean a file-system journal commit
-/// per write.
+/// What kind of backing a device serves, as far as its cache goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheBacking {
+    /// A block device (`/dev/pmemN`).
+    Block,
+    /// A devdax namespace: a mapping with no page cache.
+    Dax,
+    /// An image file.
+    File,
+}
+
+/// The write cache of a device served on `path` over `backing`. Auto writes
+/// through where a durable write is cheap — the direct path over a block
+/// device (the pmem driver's barrier, or one group sync per batch:
+/// bench/README.md, "Write-through on the direct path") and devdax (a
+/// cache-line write-back of the written bytes) — so FLUSH costs nothing;
+/// and writes back elsewhere: through the page cache a durable write is an
+/// `msync`, and over an image file it can be a file-system journal commit.
 pub fn choose_write_cache(
     choice: WriteCacheChoice,
     path: IoPath,
-    block: bool,
+    backing: CacheBacking,
 ) -> Result<WriteCache, WriteCacheRefusal> {
+    let cheap = match backing {
+        CacheBacking::Block => path == IoPath::Direct,
+        CacheBacking::Dax => true,
+        CacheBacking::File => false,
+    };
     match choice {
-        WriteCacheChoice::Exactly(WriteCache::WriteThrough) if path != IoPath::Direct => {
+        WriteCacheChoice::Exactly(WriteCache::WriteThrough)
+            if path != IoPath::Direct && backing != CacheBacking::Dax =>
+        {
             Err(WriteCacheRefusal::NotDirect { path: path.name() })
         }
         WriteCacheChoice::Exactly(cache) => Ok(cache),
-        WriteCacheChoice::Auto if path == IoPath::Direct && block => Ok(WriteCache::WriteThrough),
+        WriteCacheChoice::Auto if cheap => Ok(WriteCache::WriteThrough),
         WriteCacheChoice::Auto => Ok(WriteCache::WriteBack),
     }
 }
@@ -325,33 +345,47 @@ mod tests {
     }
 
     #[test]
-    fn write_through_only_on_the_direct_path() {
+    fn write_through_where_a_durable_write_is_cheap() {
+        use CacheBacking::{Block, Dax, File};
         use WriteCache::{WriteBack, WriteThrough};
         let auto = WriteCacheChoice::Auto;
         assert_eq!(
-            choose_write_cache(auto, IoPath::Direct, true),
+            choose_write_cache(auto, IoPath::Direct, Block),
             Ok(WriteThrough)
         );
         assert_eq!(
-            choose_write_cache(auto, IoPath::Direct, false),
+            choose_write_cache(auto, IoPath::Direct, File),
             Ok(WriteBack)
         );
         assert_eq!(
-            choose_write_cache(auto, IoPath::UserCopy, true),
+            choose_write_cache(auto, IoPath::UserCopy, Block),
             Ok(WriteBack)
+        );
+        assert_eq!(
+            choose_write_cache(auto, IoPath::UserCopy, Dax),
+            Ok(WriteThrough)
         );
         let through = WriteCacheChoice::Exactly(WriteThrough);
         assert_eq!(
-            choose_write_cache(through, IoPath::Direct, false),
+            choose_write_cache(through, IoPath::Direct, File),
             Ok(WriteThrough)
         );
-        let err = choose_write_cache(through, IoPath::UserCopy, true).expect_err("mapped");
+        assert_eq!(
+            choose_write_cache(through, IoPath::BounceBuffer, Dax),
+            Ok(WriteThrough)
+        );
+        let err = choose_write_cache(through, IoPath::UserCopy, Block).expect_err("page cache");
         assert!(
             err.to_string().contains("needs the direct I/O path"),
             "{err}"
         );
+        let back = WriteCacheChoice::Exactly(WriteBack);
         assert_eq!(
-            choose_write_cache(WriteCacheChoice::Exactly(WriteBack), IoPath::Direct, true),
+            choose_write_cache(back, IoPath::Direct, Block),
+            Ok(WriteBack)
+        );
+        assert_eq!(
+            choose_write_cache(back, IoPath::UserCopy, Dax),
             Ok(WriteBack)
         );
     }
