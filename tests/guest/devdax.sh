@@ -25,6 +25,10 @@ expect_eq "the refusal changed nothing" "$(meta_digest /dev/dax0.0)" "$before"
 data_size=$(echo "$out" | jget 'd["data_size"]')
 
 dev=$("$P" add /dev/dax0.0 | tail -1)
+# Each write's cache lines are written back before it completes: no
+# volatile cache, as the kernel sees it.
+expect_eq "devdax writes through" "$("$P" list --json | jget 'd[0]["write_cache"]')" write_through
+expect_eq "the kernel sees no volatile cache" "$(cat "/sys/block/${dev#/dev/}/queue/write_cache")" "write through"
 expect_eq "added" "$dev" /dev/ublkb0
 expect_eq "device size equals data_size" "$(blockdev --getsize64 /dev/ublkb0)" "$data_size"
 check "info while served" "$P" info /dev/dax0.0
