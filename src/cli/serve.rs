@@ -58,11 +58,7 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
             write_cache,
         },
     };
-    let how = if args.json {
-        Announce::Json
-    } else {
-        Announce::Path
-    };
+    let how = Announce::device(args.json);
     launch(spec, args.foreground, how, &registry).with_context(context)
 }
 
@@ -125,11 +121,7 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
     let id = parse_device_id(&args.device)
         .ok_or_else(|| anyhow!("'{}' is not a device: give N or /dev/ublkbN", args.device))?;
     let registry = Registry::system();
-    let announce = if args.json {
-        Announce::Json
-    } else {
-        Announce::Path
-    };
+    let announce = Announce::device(args.json);
     recover_device(id, args.foreground, announce, &registry)
 }
 
@@ -230,6 +222,13 @@ pub(super) enum Announce {
     Json,
     /// Nothing: the caller reports.
     Nothing,
+}
+
+impl Announce {
+    /// The device as `--json` asks: its object, else its path.
+    pub(super) fn device(json: bool) -> Announce {
+        if json { Announce::Json } else { Announce::Path }
+    }
 }
 
 /// A foreground server's life cycle: it logs to stderr and prints the live

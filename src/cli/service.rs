@@ -92,11 +92,7 @@ pub fn restart(args: &RestartArgs) -> Result<ExitCode> {
         );
     }
     hand_over(id, info.pid).with_context(context)?;
-    let how = if args.json {
-        Announce::Json
-    } else {
-        Announce::Path
-    };
+    let how = Announce::device(args.json);
     attach_successor(id, info.pid, entry.supervised, how, &registry)
 }
 
