@@ -88,17 +88,15 @@ impl GroupCommit {
         true
     }
 
-    /// The sync finished with `res`: the writes it covered, each with its
-    /// own result or the sync's error, and whether to submit the next sync.
-    fn sync_done(&mut self, res: i32) -> (Vec<(u16, DirectOp, i32)>, bool) {
+    /// The sync finished with `res`: hand `each` the writes it covered, each
+    /// with its own result or the sync's error; true: submit the next sync.
+    /// (Drained in place: the two lists keep their capacity.)
+    fn sync_done(&mut self, res: i32, mut each: impl FnMut(u16, DirectOp, i32)) -> bool {
         self.syncing = false;
-        let mut done = std::mem::take(&mut self.covered);
-        if res < 0 {
-            for write in &mut done {
-                write.2 = res;
-            }
+        for (tag, op, own) in self.covered.drain(..) {
+            each(tag, op, if res < 0 { res } else { own });
         }
-        (done, self.start())
+        self.start()
     }
 }
 
@@ -115,13 +113,7 @@ struct DirectQueue<'a> {
 impl DirectQueue<'_> {
     fn handle(&mut self, q: &UblkQueue, tag: u16, ctx: &UblkIOCtx) {
         if ctx.is_tgt_io() && is_group_sync(ctx.user_data()) {
-            let (done, again) = self.group.sync_done(ctx.result());
-            for (tag, op, res) in done {
-                commit(q, tag, completion(self.engine.direct_done(op, res)));
-            }
-            if again {
-                self.submit_group_sync(q);
-            }
+            self.finish_group_sync(q, ctx.result());
             return;
         }
         let res = if ctx.is_tgt_io() {
@@ -209,10 +201,20 @@ impl DirectQueue<'_> {
             ));
         if let Err(err) = q.ublk_submit_sqe_sync(sqe) {
             log::error!("cannot submit a group sync: {err:?}");
-            let (done, _) = self.group.sync_done(-libc::EIO);
-            for (tag, op, res) in done {
-                commit(q, tag, completion(self.engine.direct_done(op, res)));
-            }
+            // Its writes fail; any waiting since get a sync of their own.
+            self.finish_group_sync(q, -libc::EIO);
+        }
+    }
+
+    /// The group sync ended with `res`: acknowledge the writes it covered,
+    /// and cover those waiting since with the next.
+    fn finish_group_sync(&mut self, q: &UblkQueue, res: i32) {
+        let engine = self.engine;
+        let again = self.group.sync_done(res, |tag, op, res| {
+            commit(q, tag, completion(engine.direct_done(op, res)));
+        });
+        if again {
+            self.submit_group_sync(q);
         }
     }
 }
@@ -383,6 +385,13 @@ mod tests {
         )
     }
 
+    /// `sync_done`, with the writes it hands over collected.
+    fn finish(g: &mut GroupCommit, res: i32) -> (Vec<(u16, DirectOp, i32)>, bool) {
+        let mut done = Vec::new();
+        let again = g.sync_done(res, |tag, op, res| done.push((tag, op, res)));
+        (done, again)
+    }
+
     #[test]
     fn group_commit_acknowledges_a_write_only_after_a_sync_that_began_after_it() {
         let mut g = GroupCommit::default();
@@ -393,10 +402,10 @@ mod tests {
             !g.write_done(b, op_b, 4096),
             "a sync is in flight: the second waits for the next"
         );
-        let (done, again) = g.sync_done(0);
+        let (done, again) = finish(&mut g, 0);
         assert_eq!(done, vec![(1, op, 4096)]);
         assert!(again, "the waiting write needs its own sync");
-        let (done, again) = g.sync_done(0);
+        let (done, again) = finish(&mut g, 0);
         assert_eq!(done, vec![(2, op_b, 4096)]);
         assert!(!again);
         assert!(g.covered.is_empty() && g.waiting.is_empty() && !g.syncing);
@@ -407,9 +416,23 @@ mod tests {
         let mut g = GroupCommit::default();
         let (a, op) = write(1);
         g.write_done(a, op, 4096);
-        let (done, again) = g.sync_done(-libc::EIO);
+        let (done, again) = finish(&mut g, -libc::EIO);
         assert_eq!(done, vec![(1, op, -libc::EIO)]);
         assert!(!again);
+    }
+
+    #[test]
+    fn writes_waiting_behind_a_failed_sync_get_one_of_their_own() {
+        let mut g = GroupCommit::default();
+        let (a, op) = write(1);
+        let (b, op_b) = write(2);
+        g.write_done(a, op, 4096);
+        g.write_done(b, op_b, 4096);
+        let (done, again) = finish(&mut g, -libc::EIO);
+        assert_eq!(done, vec![(1, op, -libc::EIO)]);
+        assert!(again, "never stranded: the waiting write is covered next");
+        let (done, _) = finish(&mut g, 0);
+        assert_eq!(done, vec![(2, op_b, 4096)]);
     }
 
     #[test]

@@ -165,6 +165,19 @@ trap 'echo "FAIL: unexpected error (status $?) at line $LINENO: $BASH_COMMAND"; 
 
 require test -x "$P"
 
+# claim_matches NAME JSON OFFSET END: one owner's `reserved --json` claim
+# against the namespace's sysfs `resource`, which the caller has in $base.
+claim_matches() {
+	local name=$1 json=$2 offset=$3 end=$4
+	expect_eq "$name: offset" "$(echo "$json" | jget 'd["offset"]')" "$offset"
+	expect_eq "$name: end" "$(echo "$json" | jget 'd["end"]')" "$end"
+	expect_eq "$name: phys start = resource + offset" "$(echo "$json" | jget 'd["phys_start"]')" "$((base + offset))"
+	expect_eq "$name: phys end = resource + end" "$(echo "$json" | jget 'd["phys_end"]')" "$((base + end))"
+	expect_eq "$name: start MFN" "$(echo "$json" | jget 'd["mfn_start"]')" "$(((base + offset) >> 12))"
+	expect_eq "$name: end MFN" "$(echo "$json" | jget 'd["mfn_end"]')" "$(((base + end) >> 12))"
+	expect_eq "$name: pages" "$(echo "$json" | jget 'd["pages"]')" "$(((end - offset) / 4096))"
+}
+
 # kernel_at_least MAJOR MINOR: the running kernel is MAJOR.MINOR or newer.
 kernel_at_least() {
 	local v major minor

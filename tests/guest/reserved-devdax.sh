@@ -8,17 +8,6 @@ require_devdax
 base=$(cat /sys/bus/dax/devices/dax0.0/resource)
 note "dax0.0 at $base, kernel $(uname -r)"
 
-claim_matches() {
-	local name=$1 json=$2 offset=$3 end=$4
-	expect_eq "$name: offset" "$(echo "$json" | jget 'd["offset"]')" "$offset"
-	expect_eq "$name: end" "$(echo "$json" | jget 'd["end"]')" "$end"
-	expect_eq "$name: phys start = resource + offset" "$(echo "$json" | jget 'd["phys_start"]')" "$((base + offset))"
-	expect_eq "$name: phys end = resource + end" "$(echo "$json" | jget 'd["phys_end"]')" "$((base + end))"
-	expect_eq "$name: start MFN" "$(echo "$json" | jget 'd["mfn_start"]')" "$(((base + offset) >> 12))"
-	expect_eq "$name: end MFN" "$(echo "$json" | jget 'd["mfn_end"]')" "$(((base + end) >> 12))"
-	expect_eq "$name: pages" "$(echo "$json" | jget 'd["pages"]')" "$(((end - offset) / 4096))"
-}
-
 info=$("$P" format /dev/dax0.0 --reserve auto --mode os --json)
 r_off=$(echo "$info" | jget 'd["reserve_offset"]')
 r_end=$((r_off + $(echo "$info" | jget 'd["reserve_size"]')))

@@ -11,18 +11,6 @@ require test -b /dev/pmem0
 base=$(cat /sys/block/pmem0/device/resource)
 note "pmem0 at $base, kernel $(uname -r)"
 
-# claim_matches NAME JSON OFFSET END: one owner's claim against sysfs.
-claim_matches() {
-	local name=$1 json=$2 offset=$3 end=$4
-	expect_eq "$name: offset" "$(echo "$json" | jget 'd["offset"]')" "$offset"
-	expect_eq "$name: end" "$(echo "$json" | jget 'd["end"]')" "$end"
-	expect_eq "$name: phys start = resource + offset" "$(echo "$json" | jget 'd["phys_start"]')" "$((base + offset))"
-	expect_eq "$name: phys end = resource + end" "$(echo "$json" | jget 'd["phys_end"]')" "$((base + end))"
-	expect_eq "$name: start MFN" "$(echo "$json" | jget 'd["mfn_start"]')" "$(((base + offset) >> 12))"
-	expect_eq "$name: end MFN" "$(echo "$json" | jget 'd["mfn_end"]')" "$(((base + end) >> 12))"
-	expect_eq "$name: pages" "$(echo "$json" | jget 'd["pages"]')" "$(((end - offset) / 4096))"
-}
-
 # An unsplit (1.0) reserve: one owner, named after the mode, the whole reserve.
 info=$("$P" format /dev/pmem0 --reserve 64M --json)
 expect_eq "format without owners writes 1.0" "$(echo "$info" | jget 'd["format_version"]')" 1.0
