@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::backing::{Backing, BackingError};
+use crate::backing::{Backing, BackingError, Persistence};
 use crate::daemon::{self, Forked, Reporter, StartOutcome};
 use crate::engine::Engine;
 use crate::format::SuperBlock;
@@ -269,6 +269,17 @@ enum PrepareError {
     },
 }
 
+/// The backing reopened `O_DIRECT` for the queues, its cached pages of the
+/// data area dropped first.
+fn open_direct(backing: &Backing, engine: &Engine) -> Result<Arc<DirectBacking>, BackingError> {
+    let file = backing.open_direct()?;
+    backing.drop_cached(engine.media().offset(), engine.size());
+    Ok(Arc::new(DirectBacking {
+        file,
+        data_offset: engine.media().offset(),
+    }))
+}
+
 /// Steps 3 and the record of step 4 (see the module docs): format if
 /// needed, map, record. Returns the engine and the record to announce.
 fn prepare(
@@ -293,13 +304,12 @@ fn prepare(
         engine.assume_all_dirty();
     }
     let direct = match granted.io_path() {
-        IoPath::Direct => {
-            let file = backing.open_direct()?;
-            backing.drop_cached(engine.media().offset(), engine.size());
-            Some(Arc::new(DirectBacking {
-                file,
-                data_offset: engine.media().offset(),
-            }))
+        IoPath::Direct => Some(open_direct(backing, &engine)?),
+        // Write-through over the page cache writes O_DIRECT (`ublk::queue`).
+        IoPath::UserCopy
+            if engine.write_through() && engine.persistence() == Persistence::Msync =>
+        {
+            Some(open_direct(backing, &engine)?)
         }
         IoPath::UserCopy | IoPath::BounceBuffer => None,
     };

@@ -153,7 +153,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "powercut",
-        what: "O_DSYNC / FUA / fsync'd writes survive QEMU being killed, unsynced ones do not",
+        what: "writing through (the default on /dev/pmem0), every acknowledged write survives QEMU being killed; data never synced in the guest does not",
         boots: &[
             Boot {
                 script: "tests/guest/powercut.sh",
@@ -167,6 +167,27 @@ const SCENARIOS: &[Scenario] = &[
                 size: "2G",
                 label_size: None,
                 env: &["PHASE=verify"],
+                kill_on: None,
+            },
+        ],
+        knob: None,
+    },
+    Scenario {
+        name: "powercut-wb",
+        what: "with a write-back cache (user copy): O_DSYNC / FUA / fsync'd writes survive QEMU being killed, unflushed ones do not",
+        boots: &[
+            Boot {
+                script: "tests/guest/powercut.sh",
+                size: "2G",
+                label_size: None,
+                env: &["PHASE=cut", "CACHE=write-back"],
+                kill_on: Some("cut-now"),
+            },
+            Boot {
+                script: "tests/guest/powercut.sh",
+                size: "2G",
+                label_size: None,
+                env: &["PHASE=verify", "CACHE=write-back"],
                 kill_on: None,
             },
         ],

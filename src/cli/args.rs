@@ -465,8 +465,8 @@ pub struct DeviceArgs {
     pub io_path: IoPathArg,
     /// Whether the device declares a volatile write cache: auto writes
     /// through (every write durable when it completes, so a FLUSH costs
-    /// nothing) on the direct path over a block device and on devdax, and
-    /// writes back elsewhere.
+    /// nothing) over a block device and on devdax, and writes back over an
+    /// image file or on bounce buffers.
     #[arg(long, value_enum, default_value_t = WriteCacheArg::Auto)]
     pub write_cache: WriteCacheArg,
 }
@@ -474,11 +474,12 @@ pub struct DeviceArgs {
 /// `add --write-cache`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum WriteCacheArg {
-    /// Write-through on the direct path over a block device and on devdax, else write-back.
+    /// Write-through over a block device and on devdax, else write-back.
     Auto,
     /// Writes may be volatile until a FLUSH.
     WriteBack,
-    /// Every write durable when it completes (the direct path, or devdax).
+    /// Every write durable when it completes (needs user copy or the direct
+    /// path and a backing that opens O_DIRECT, or devdax).
     WriteThrough,
 }
 

@@ -38,9 +38,13 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
         args.device.write_cache.choice(),
         io_path,
         match backing.kind() {
-            BackingKind::Block => CacheBacking::Block,
+            BackingKind::Block => CacheBacking::Block {
+                direct_io: backing.open_direct().is_ok(),
+            },
             BackingKind::Dax => CacheBacking::Dax,
-            BackingKind::File => CacheBacking::File,
+            BackingKind::File => CacheBacking::File {
+                direct_io: backing.open_direct().is_ok(),
+            },
         },
     )
     .with_context(context)?;

@@ -29,7 +29,9 @@
 //!   where making a write durable is a cache-line write-back of just its
 //!   bytes): every WRITE is persisted like a FUA write before it completes,
 //!   so the device declares no volatile cache and the kernel sends no FLUSH.
-//!   The direct path's form of it is in [`direct`].
+//!   The direct path's form of it is in [`direct`]; over the page cache a
+//!   write-through device writes `O_DIRECT` the same way (`ublk::queue`),
+//!   since an `msync` per write would cost far more.
 
 pub mod direct;
 pub mod dirty;
@@ -136,6 +138,8 @@ pub enum IoError {
     },
     #[error("unsupported operation {0}")]
     Unsupported(u32),
+    #[error("a request of {len} bytes is larger than the {max}-byte buffer it passes through")]
+    TooLarge { len: u64, max: usize },
     #[error("copying request data failed")]
     Transfer(#[source] io::Error),
     #[error("making data durable failed")]

@@ -551,13 +551,13 @@ fn log_features(granted: &Granted) {
     }
 }
 
-/// What the queues serve: the engine, and for the direct path the backing
-/// reopened `O_DIRECT`.
+/// What the queues serve: the engine, and for the direct path (and
+/// write-through on user copy) the backing reopened `O_DIRECT`.
 #[derive(Debug)]
 pub struct DataPlane {
     /// The engine (shared by all queues).
     pub engine: Arc<Engine>,
-    /// The direct path's backing, when the device runs on it.
+    /// The backing opened `O_DIRECT`, when the queues write through it.
     pub direct: Option<Arc<DirectBacking>>,
 }
 
@@ -619,7 +619,7 @@ where
             Some(direct) if io_path == IoPath::Direct => {
                 super::direct::serve_queue(qid, dev, &queue_engine, direct);
             }
-            _ => serve_queue(qid, dev, &queue_engine, io_path),
+            direct => serve_queue(qid, dev, &queue_engine, io_path, direct),
         },
         move |ctrl: &UblkCtrl| {
             if matches!(attach, Attach::Recover { .. })

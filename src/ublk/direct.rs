@@ -23,6 +23,7 @@ use libublk::{BufDesc, BufDescList, UblkIORes, sys};
 use crate::engine::Engine;
 use crate::engine::direct::DirectOp;
 
+use super::group_commit::{GroupCommit, group_sync_sqe, is_group_sync};
 use super::queue::{completion, request_of};
 
 /// The backing as the direct path sees it.
@@ -34,70 +35,41 @@ pub struct DirectBacking {
     pub data_offset: u64,
 }
 
+impl DirectBacking {
+    /// Write `data` at data-area offset `at` with `RWF_DSYNC`, in this
+    /// thread: durable when it returns. Short writes continue.
+    pub fn write_durable(&self, at: u64, data: &[u8]) -> std::io::Result<()> {
+        let overflow = || std::io::Error::from_raw_os_error(libc::EINVAL);
+        let mut done = 0usize;
+        while done < data.len() {
+            let pos = self
+                .data_offset
+                .checked_add(at)
+                .and_then(|p| p.checked_add(done as u64))
+                .ok_or_else(overflow)?;
+            let rest = data.get(done..).ok_or_else(overflow)?;
+            match rustix::io::pwritev2(
+                &self.file,
+                &[std::io::IoSlice::new(rest)],
+                pos,
+                rustix::io::ReadWriteFlags::DSYNC,
+            ) {
+                Ok(0) => return Err(std::io::Error::from_raw_os_error(libc::EIO)),
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A request whose backing I/O is in flight.
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
     op: DirectOp,
     /// Bytes already transferred (a short transfer continues from here).
     done: u32,
-}
-
-/// `tgt_data` of a group commit's sync, which belongs to no one request.
-const GROUP_SYNC: u32 = 1;
-
-/// Whether a target completion is a group commit's sync.
-fn is_group_sync(user_data: u64) -> bool {
-    (user_data >> 24) & 0xffff == u64::from(GROUP_SYNC)
-}
-
-/// Group commit of a write-through queue.
-///
-/// A write submitted with `RWF_DSYNC` costs the block layer a whole cache
-/// flush after the FUA write (`generic_write_sync`), and concurrent flushes
-/// queue behind one another: at depth 32 that halved random-write IOPS.
-/// So a write that has company goes out plain, and when it completes it
-/// waits here for one `fdatasync` issued after it, which makes it — and
-/// every write that completed before that sync started — durable; only then
-/// is it acknowledged. A write alone on its queue goes out `RWF_DSYNC` and
-/// needs no group (one worker hop instead of two).
-#[derive(Debug, Default)]
-struct GroupCommit {
-    /// Completed writes no sync in flight covers yet: (tag, op, result).
-    waiting: Vec<(u16, DirectOp, i32)>,
-    /// The writes the sync in flight covers.
-    covered: Vec<(u16, DirectOp, i32)>,
-    /// A sync is in flight.
-    syncing: bool,
-}
-
-impl GroupCommit {
-    /// A plain write completed on the backing. True: submit a sync now.
-    fn write_done(&mut self, tag: u16, op: DirectOp, res: i32) -> bool {
-        self.waiting.push((tag, op, res));
-        self.start()
-    }
-
-    /// Cover the waiting writes with a new sync, unless one is in flight
-    /// (it may have started before they completed: they wait for the next).
-    fn start(&mut self) -> bool {
-        if self.syncing || self.waiting.is_empty() {
-            return false;
-        }
-        std::mem::swap(&mut self.waiting, &mut self.covered);
-        self.syncing = true;
-        true
-    }
-
-    /// The sync finished with `res`: hand `each` the writes it covered, each
-    /// with its own result or the sync's error; true: submit the next sync.
-    /// (Drained in place: the two lists keep their capacity.)
-    fn sync_done(&mut self, res: i32, mut each: impl FnMut(u16, DirectOp, i32)) -> bool {
-        self.syncing = false;
-        for (tag, op, own) in self.covered.drain(..) {
-            each(tag, op, if res < 0 { res } else { own });
-        }
-        self.start()
-    }
 }
 
 /// One queue's requests on the direct path.
@@ -107,7 +79,10 @@ struct DirectQueue<'a> {
     inflight: Vec<Option<InFlight>>,
     /// Writes submitted to the backing and not finished there.
     writes: u32,
-    group: GroupCommit,
+    /// Write-through: plain writes waiting for durability (see
+    /// [`super::group_commit`]; a write alone on its queue goes
+    /// `RWF_DSYNC` instead and needs no group: one worker hop, not two).
+    group: GroupCommit<DirectOp>,
 }
 
 impl DirectQueue<'_> {
@@ -190,15 +165,7 @@ impl DirectQueue<'_> {
     }
 
     fn submit_group_sync(&mut self, q: &UblkQueue) {
-        let sqe = opcode::Fsync::new(types::Fd(self.backing.file.as_raw_fd()))
-            .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(UblkIOCtx::build_user_data(
-                0,
-                sys::UBLK_IO_OP_FLUSH,
-                GROUP_SYNC,
-                true,
-            ));
+        let sqe = group_sync_sqe(self.backing.file.as_raw_fd());
         if let Err(err) = q.ublk_submit_sqe_sync(sqe) {
             log::error!("cannot submit a group sync: {err:?}");
             // Its writes fail; any waiting since get a sync of their own.
@@ -374,73 +341,15 @@ mod tests {
         assert_eq!(progress(&mut io, 4096), Progress::Finished(8192));
     }
 
-    fn write(tag: u16) -> (u16, DirectOp) {
-        (
-            tag,
-            DirectOp::Write {
-                at: u64::from(tag) * 4096,
-                len: 4096,
-                fua: false,
-            },
-        )
-    }
-
-    /// `sync_done`, with the writes it hands over collected.
-    fn finish(g: &mut GroupCommit, res: i32) -> (Vec<(u16, DirectOp, i32)>, bool) {
-        let mut done = Vec::new();
-        let again = g.sync_done(res, |tag, op, res| done.push((tag, op, res)));
-        (done, again)
-    }
-
     #[test]
-    fn group_commit_acknowledges_a_write_only_after_a_sync_that_began_after_it() {
-        let mut g = GroupCommit::default();
-        let (a, op) = write(1);
-        assert!(g.write_done(a, op, 4096), "the first write starts a sync");
-        let (b, op_b) = write(2);
-        assert!(
-            !g.write_done(b, op_b, 4096),
-            "a sync is in flight: the second waits for the next"
-        );
-        let (done, again) = finish(&mut g, 0);
-        assert_eq!(done, vec![(1, op, 4096)]);
-        assert!(again, "the waiting write needs its own sync");
-        let (done, again) = finish(&mut g, 0);
-        assert_eq!(done, vec![(2, op_b, 4096)]);
-        assert!(!again);
-        assert!(g.covered.is_empty() && g.waiting.is_empty() && !g.syncing);
-    }
-
-    #[test]
-    fn a_failed_group_sync_fails_every_write_it_covered() {
-        let mut g = GroupCommit::default();
-        let (a, op) = write(1);
-        g.write_done(a, op, 4096);
-        let (done, again) = finish(&mut g, -libc::EIO);
-        assert_eq!(done, vec![(1, op, -libc::EIO)]);
-        assert!(!again);
-    }
-
-    #[test]
-    fn writes_waiting_behind_a_failed_sync_get_one_of_their_own() {
-        let mut g = GroupCommit::default();
-        let (a, op) = write(1);
-        let (b, op_b) = write(2);
-        g.write_done(a, op, 4096);
-        g.write_done(b, op_b, 4096);
-        let (done, again) = finish(&mut g, -libc::EIO);
-        assert_eq!(done, vec![(1, op, -libc::EIO)]);
-        assert!(again, "never stranded: the waiting write is covered next");
-        let (done, _) = finish(&mut g, 0);
-        assert_eq!(done, vec![(2, op_b, 4096)]);
-    }
-
-    #[test]
-    fn a_group_sync_is_recognised_by_its_user_data() {
-        let sync = UblkIOCtx::build_user_data(0, sys::UBLK_IO_OP_FLUSH, GROUP_SYNC, true);
-        assert!(is_group_sync(sync));
+    fn a_group_sync_is_not_a_request_completion() {
         assert!(!is_group_sync(user_data(0, DirectOp::Sync)));
-        assert!(!is_group_sync(user_data(7, write(7).1)));
+        let write = DirectOp::Write {
+            at: 0,
+            len: 4096,
+            fua: false,
+        };
+        assert!(!is_group_sync(user_data(7, write)));
     }
 
     #[test]

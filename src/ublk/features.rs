@@ -75,6 +75,8 @@ impl Features {
 pub enum IoPath {
     /// `UBLK_F_USER_COPY`: `pread`/`pwrite` on `/dev/ublkcN` straight
     /// between the request's pages and the mapping (one copy; Linux 6.5+).
+    /// Writing through, a WRITE goes from a staging buffer to the backing
+    /// opened `O_DIRECT` instead (`ublk::queue`).
     UserCopy,
     /// The kernel copies through a per-request bounce buffer, and the server
     /// copies again between it and the mapping (older kernels).
@@ -245,47 +247,66 @@ pub enum WriteCacheChoice {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteCacheRefusal {
     #[error(
-        "--write-cache write-through needs the direct I/O path (Linux 6.16+) or a devdax backing, but this device runs on {path} through the page cache, where every write would cost an msync; use --write-cache auto"
+        "--write-cache write-through needs user copy (Linux 6.5+), the direct I/O path (6.16+) or a devdax backing, but this device runs on {path}, where every write would cost an msync in its queue; use --write-cache auto"
     )]
-    NotDirect { path: &'static str },
+    NeedsUserCopy { path: &'static str },
+    #[error(
+        "--write-cache write-through on {path} writes O_DIRECT, but this backing cannot be opened O_DIRECT; use --write-cache auto"
+    )]
+    NoDirectIo { path: &'static str },
 }
 
 /// What kind of backing a device serves, as far as its cache goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheBacking {
-    /// A block device (`/dev/pmemN`).
-    Block,
+    /// A block device (`/dev/pmemN`); `direct_io`: it opens `O_DIRECT`.
+    Block { direct_io: bool },
     /// A devdax namespace: a mapping with no page cache.
     Dax,
-    /// An image file.
-    File,
+    /// An image file; `direct_io`: it opens `O_DIRECT`.
+    File { direct_io: bool },
 }
 
-/// The write cache of a device served on `path` over `backing`. Auto writes
-/// through where a durable write is cheap — the direct path over a block
-/// device (the pmem driver's barrier, or one group sync per batch:
-/// bench/README.md, "Write-through on the direct path") and devdax (a
-/// cache-line write-back of the written bytes) — so FLUSH costs nothing;
-/// and writes back elsewhere: through the page cache a durable write is an
-/// `msync`, and over an image file it can be a file-system journal commit.
+/// The write cache of a device served on `path` over `backing`.
+///
+/// Write-through means a durable write per WRITE. Auto chooses it where that
+/// is cheap, so FLUSH costs nothing: over a block device on the direct path
+/// (the pmem driver's FUA write, or one group sync per batch) and on user
+/// copy (the data written `O_DIRECT` with `RWF_DSYNC` instead of into the
+/// page cache: `ublk::queue`), and on devdax (a cache-line write-back of the
+/// written bytes). Over an image file a durable write can be a file-system
+/// journal commit, so auto writes back there; without user copy every
+/// write-through WRITE would be an `msync` in its queue, so it is refused.
+/// Measured: bench/README.md, "Write-through".
 pub fn choose_write_cache(
     choice: WriteCacheChoice,
     path: IoPath,
     backing: CacheBacking,
 ) -> Result<WriteCache, WriteCacheRefusal> {
-    let cheap = match backing {
-        CacheBacking::Block => path == IoPath::Direct,
-        CacheBacking::Dax => true,
-        CacheBacking::File => false,
+    let possible = match (backing, path) {
+        (CacheBacking::Dax, _) | (_, IoPath::Direct) => Ok(()),
+        (_, IoPath::BounceBuffer) => Err(WriteCacheRefusal::NeedsUserCopy { path: path.name() }),
+        (
+            CacheBacking::Block { direct_io } | CacheBacking::File { direct_io },
+            IoPath::UserCopy,
+        ) => {
+            if direct_io {
+                Ok(())
+            } else {
+                Err(WriteCacheRefusal::NoDirectIo { path: path.name() })
+            }
+        }
     };
     match choice {
-        WriteCacheChoice::Exactly(WriteCache::WriteThrough)
-            if path != IoPath::Direct && backing != CacheBacking::Dax =>
-        {
-            Err(WriteCacheRefusal::NotDirect { path: path.name() })
+        WriteCacheChoice::Exactly(WriteCache::WriteThrough) => {
+            possible.map(|()| WriteCache::WriteThrough)
         }
-        WriteCacheChoice::Exactly(cache) => Ok(cache),
-        WriteCacheChoice::Auto if cheap => Ok(WriteCache::WriteThrough),
+        WriteCacheChoice::Exactly(WriteCache::WriteBack) => Ok(WriteCache::WriteBack),
+        WriteCacheChoice::Auto
+            if possible.is_ok() && !matches!(backing, CacheBacking::File { .. }) =>
+        {
+            Ok(WriteCache::WriteThrough)
+        }
         WriteCacheChoice::Auto => Ok(WriteCache::WriteBack),
     }
 }
@@ -346,48 +367,48 @@ mod tests {
 
     #[test]
     fn write_through_where_a_durable_write_is_cheap() {
-        use CacheBacking::{Block, Dax, File};
+        use CacheBacking::{Dax, File};
+        use IoPath::{BounceBuffer, Direct, UserCopy};
         use WriteCache::{WriteBack, WriteThrough};
+        const BLOCK: CacheBacking = CacheBacking::Block { direct_io: true };
+        const IMAGE: CacheBacking = File { direct_io: true };
+        const RAMFS: CacheBacking = File { direct_io: false };
         let auto = WriteCacheChoice::Auto;
-        assert_eq!(
-            choose_write_cache(auto, IoPath::Direct, Block),
-            Ok(WriteThrough)
-        );
-        assert_eq!(
-            choose_write_cache(auto, IoPath::Direct, File),
-            Ok(WriteBack)
-        );
-        assert_eq!(
-            choose_write_cache(auto, IoPath::UserCopy, Block),
-            Ok(WriteBack)
-        );
-        assert_eq!(
-            choose_write_cache(auto, IoPath::UserCopy, Dax),
-            Ok(WriteThrough)
-        );
+        for (path, backing, cache) in [
+            (Direct, BLOCK, WriteThrough),
+            (UserCopy, BLOCK, WriteThrough),
+            (UserCopy, Dax, WriteThrough),
+            (BounceBuffer, Dax, WriteThrough),
+            (Direct, IMAGE, WriteBack),
+            (UserCopy, IMAGE, WriteBack),
+            (UserCopy, RAMFS, WriteBack),
+            (BounceBuffer, BLOCK, WriteBack),
+        ] {
+            assert_eq!(
+                choose_write_cache(auto, path, backing),
+                Ok(cache),
+                "{path:?} {backing:?}"
+            );
+        }
         let through = WriteCacheChoice::Exactly(WriteThrough);
-        assert_eq!(
-            choose_write_cache(through, IoPath::Direct, File),
-            Ok(WriteThrough)
-        );
-        assert_eq!(
-            choose_write_cache(through, IoPath::BounceBuffer, Dax),
-            Ok(WriteThrough)
-        );
-        let err = choose_write_cache(through, IoPath::UserCopy, Block).expect_err("page cache");
+        for (path, backing) in [(Direct, IMAGE), (UserCopy, IMAGE), (BounceBuffer, Dax)] {
+            assert_eq!(
+                choose_write_cache(through, path, backing),
+                Ok(WriteThrough),
+                "{path:?} {backing:?}"
+            );
+        }
+        let err = choose_write_cache(through, BounceBuffer, BLOCK).expect_err("msync per write");
+        assert!(err.to_string().contains("needs user copy"), "{err}");
+        let err = choose_write_cache(through, UserCopy, RAMFS).expect_err("no O_DIRECT");
         assert!(
-            err.to_string().contains("needs the direct I/O path"),
+            err.to_string().contains("cannot be opened O_DIRECT"),
             "{err}"
         );
         let back = WriteCacheChoice::Exactly(WriteBack);
-        assert_eq!(
-            choose_write_cache(back, IoPath::Direct, Block),
-            Ok(WriteBack)
-        );
-        assert_eq!(
-            choose_write_cache(back, IoPath::UserCopy, Dax),
-            Ok(WriteBack)
-        );
+        for (path, backing) in [(Direct, BLOCK), (UserCopy, BLOCK), (UserCopy, Dax)] {
+            assert_eq!(choose_write_cache(back, path, backing), Ok(WriteBack));
+        }
     }
 
     #[test]

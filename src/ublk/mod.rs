@@ -7,11 +7,14 @@
 //!   descriptors into engine requests.
 //! * [`user_copy`]: moving request data with `UBLK_F_USER_COPY` (or a bounce
 //!   buffer) between the request and the mapping.
+//! * [`group_commit`]: how a write-through queue acknowledges writes in
+//!   groups, one sync for all that finished before it.
 //! * [`direct`]: the direct data plane (Linux 6.16+): request pages as
 //!   io_uring fixed buffers, read and written `O_DIRECT` on the backing.
 
 pub mod control;
 pub mod direct;
 pub mod features;
+pub mod group_commit;
 pub mod queue;
 pub mod user_copy;

@@ -12,6 +12,13 @@ use libublk::{BufDesc, BufDescList, UblkIORes, sys};
 use crate::engine::{Engine, IoError, Op, Request};
 use crate::units::SECTOR_SIZE;
 
+use std::os::fd::RawFd;
+
+use libublk::helpers::IoBuf;
+
+use crate::engine::direct::DirectOp;
+
+use super::direct::DirectBacking;
 use super::features::IoPath;
 use super::user_copy::{Bounce, UserCopy};
 
@@ -88,9 +95,110 @@ fn handle(
     completion(result)
 }
 
+/// One queue's requests on the user-copy path.
+///
+/// Write-back: every request goes to the engine, which copies between the
+/// request and the mapping. Write-through over the page cache (the server
+/// gives this queue the backing opened `O_DIRECT`): READs still come from
+/// the mapping, but a WRITE's data is fetched into a page-aligned staging
+/// buffer and written from there to the namespace `O_DIRECT` with
+/// `RWF_DSYNC`, in this thread — the pmem driver makes that a FUA write and
+/// copies in the caller's context, so the write is durable when the call
+/// returns, with no worker hop — and only then acknowledged, so FLUSH never
+/// reaches this server. Copying into the mapping instead would need an
+/// `msync` per write and take a write fault on every page the last
+/// write-back cleaned. The kernel drops the page cache's copy of whatever an
+/// `O_DIRECT` write covers (writing back any dirty page there first) before
+/// the write returns, so READs through the mapping see it.
+struct UserCopyQueue<'a> {
+    qid: u16,
+    cdev: RawFd,
+    engine: &'a Engine,
+    /// Write-through: the backing opened `O_DIRECT`, and where a WRITE's
+    /// data passes on its way there.
+    direct: Option<(&'a DirectBacking, IoBuf<u8>)>,
+}
+
+impl<'a> UserCopyQueue<'a> {
+    fn new(
+        qid: u16,
+        dev: &UblkDev,
+        engine: &'a Engine,
+        direct: Option<&'a DirectBacking>,
+    ) -> UserCopyQueue<'a> {
+        UserCopyQueue {
+            qid,
+            cdev: dev.tgt.fds[0],
+            engine,
+            direct: direct
+                .map(|direct| (direct, IoBuf::new(dev.dev_info.max_io_buf_bytes as usize))),
+        }
+    }
+
+    fn handle(&mut self, q: &UblkQueue, tag: u16, ctx: &UblkIOCtx) {
+        if ctx.is_tgt_io() {
+            return;
+        }
+        let mut xfer = UserCopy::new(self.cdev, self.qid, tag);
+        let result =
+            request_of(q, tag, self.engine.size()).and_then(|req| match &mut self.direct {
+                Some((direct, staging)) if req.op != Op::Read => {
+                    write_through(self.engine, direct, staging, &req, &mut xfer)
+                }
+                _ => self.engine.execute(&req, &mut xfer),
+            });
+        if let Err(err) = q.complete_io_cmd_unified(
+            tag,
+            BufDesc::Slice(&[]),
+            Ok(UblkIORes::Result(completion(result))),
+        ) {
+            log::error!("queue {} tag {tag}: commit failed: {err}", self.qid);
+        }
+    }
+}
+
+/// A write-through WRITE, DISCARD, WRITE ZEROES or FLUSH on the user-copy
+/// path: decided and accounted by the engine as on the direct path (a FLUSH
+/// has nothing to do, a zeroing is followed by its own sync), the data
+/// fetched into `staging` and written durably in this thread.
+fn write_through(
+    engine: &Engine,
+    direct: &DirectBacking,
+    staging: &mut IoBuf<u8>,
+    req: &Request,
+    xfer: &mut UserCopy,
+) -> Result<u64, IoError> {
+    let op = engine.plan_direct(req)?;
+    let outcome = match op {
+        DirectOp::Done(bytes) => return Ok(bytes),
+        DirectOp::Write { at, len, .. } => {
+            let max = staging.len();
+            let data = staging
+                .as_mut_slice()
+                .get_mut(..len as usize)
+                .ok_or(IoError::TooLarge { len: req.len, max })?;
+            xfer.read_into(data).map_err(IoError::Transfer)?;
+            direct.write_durable(at, data).map(|()| len)
+        }
+        DirectOp::Sync => direct.file.sync_data().map(|()| 0),
+        DirectOp::Read { .. } => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    let res = outcome.map_or_else(
+        |err| -err.raw_os_error().unwrap_or(libc::EIO),
+        |n| i32::try_from(n).unwrap_or(-libc::EIO),
+    );
+    engine.direct_done(op, res)
+}
+
 /// Serve queue `qid` on a mapped path (user copy or bounce buffers) until
 /// the device stops. Runs on the queue's own thread.
-pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, path: IoPath) {
+pub fn serve_queue(
+    qid: u16,
+    dev: &UblkDev,
+    engine: &Engine,
+    path: IoPath,
+    direct: Option<&DirectBacking>,
+) {
     let queue = match UblkQueue::new(qid, dev) {
         Ok(queue) => queue,
         Err(err) => {
@@ -99,7 +207,6 @@ pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, path: IoPath) {
         }
     };
     if path == IoPath::UserCopy {
-        let cdev = dev.tgt.fds[0];
         let queue = match queue.submit_fetch_commands_unified(BufDescList::Slices(None)) {
             Ok(queue) => queue,
             Err(err) => {
@@ -107,16 +214,9 @@ pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, path: IoPath) {
                 return;
             }
         };
+        let mut state = UserCopyQueue::new(qid, dev, engine, direct);
         queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
-            if ctx.is_tgt_io() {
-                return;
-            }
-            let res = handle(engine, q, tag, &mut UserCopy::new(cdev, qid, tag));
-            if let Err(err) =
-                q.complete_io_cmd_unified(tag, BufDesc::Slice(&[]), Ok(UblkIORes::Result(res)))
-            {
-                log::error!("queue {qid} tag {tag}: commit failed: {err}");
-            }
+            state.handle(q, tag, ctx);
         });
     } else {
         let mut bufs = dev.alloc_queue_io_bufs();
@@ -151,6 +251,165 @@ pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, path: IoPath) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod write_through {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        use std::sync::Arc;
+
+        use super::*;
+        use crate::backing::{Access, Backing, MediaRange};
+        use crate::engine::Transfer;
+        use crate::format::{Alignment, Geometry, LogicalBlockSize, ReserveMode};
+
+        const MIB: u64 = 1 << 20;
+
+        /// A READ's destination in memory.
+        struct Sink(Vec<u8>);
+
+        impl Transfer for Sink {
+            fn deliver(&mut self, src: &MediaRange<'_>) -> std::io::Result<()> {
+                self.0.resize(src.len(), 0);
+                src.read_into(&mut self.0)
+            }
+            fn fetch(&mut self, _dst: &MediaRange<'_>) -> std::io::Result<()> {
+                Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+            }
+        }
+
+        struct Fixture {
+            image: tempfile::NamedTempFile,
+            engine: Engine,
+            direct: DirectBacking,
+            data_offset: u64,
+            /// Stands in for `/dev/ublkcN`: request data at the user-copy
+            /// position of its queue and tag.
+            cdev: tempfile::NamedTempFile,
+            staging: IoBuf<u8>,
+        }
+
+        fn fixture() -> Fixture {
+            let mut image = tempfile::NamedTempFile::new().expect("tempfile");
+            image.write_all(&[0xEE; 16 << 20]).expect("fill");
+            let geometry = Geometry::derive(
+                16 * MIB,
+                Alignment::M2,
+                LogicalBlockSize::B512,
+                ReserveMode::Hypervisor,
+                2 * MIB,
+            )
+            .expect("valid");
+            let backing = Arc::new(Backing::open(image.path(), Access::Exclusive).expect("open"));
+            let mut engine = Engine::new(Arc::clone(&backing), &geometry).expect("engine");
+            engine.set_write_through(true);
+            let direct = DirectBacking {
+                // The test fails here, loudly, where the temporary
+                // directory cannot do O_DIRECT.
+                file: backing.open_direct().expect("O_DIRECT"),
+                data_offset: geometry.data_offset(),
+            };
+            Fixture {
+                image,
+                engine,
+                direct,
+                data_offset: geometry.data_offset(),
+                cdev: tempfile::NamedTempFile::new().expect("tempfile"),
+                staging: IoBuf::new(512 << 10),
+            }
+        }
+
+        impl Fixture {
+            /// Serve `op` on `len` bytes at `offset` as request tag 3 of
+            /// queue 0, whose data is `data`.
+            fn serve(
+                &mut self,
+                op: Op,
+                offset: u64,
+                len: u64,
+                data: &[u8],
+            ) -> Result<u64, IoError> {
+                self.cdev
+                    .as_file()
+                    .write_all_at(data, UblkIOCtx::ublk_user_copy_pos(0, 3, 0))
+                    .expect("request data");
+                let mut xfer = UserCopy::new(self.cdev.as_raw_fd(), 0, 3);
+                let req = Request { op, offset, len };
+                write_through(
+                    &self.engine,
+                    &self.direct,
+                    &mut self.staging,
+                    &req,
+                    &mut xfer,
+                )
+            }
+
+            fn mapped(&self, offset: u64, len: u64) -> Vec<u8> {
+                let mut sink = Sink(Vec::new());
+                let req = Request {
+                    op: Op::Read,
+                    offset,
+                    len,
+                };
+                self.engine.execute(&req, &mut sink).expect("read");
+                sink.0
+            }
+
+            fn on_backing(&self, offset: u64, len: usize) -> Vec<u8> {
+                let mut buf = vec![0; len];
+                self.image
+                    .as_file()
+                    .read_exact_at(&mut buf, self.data_offset + offset)
+                    .expect("read the image");
+                buf
+            }
+        }
+
+        #[test]
+        fn a_write_lands_on_the_backing_and_the_mapping_sees_it() {
+            let mut f = fixture();
+            // Cached through the mapping first: the O_DIRECT write must make
+            // the kernel drop that copy.
+            assert_eq!(f.mapped(8192, 8192), vec![0xEE; 8192]);
+            let written = f.serve(Op::Write { fua: false }, 8192, 8192, &[0x5A; 8192]);
+            assert_eq!(written.expect("write"), 8192);
+            assert_eq!(f.on_backing(8192, 8192), vec![0x5A; 8192]);
+            assert_eq!(f.mapped(8192, 8192), vec![0x5A; 8192]);
+            assert_eq!(f.on_backing(0, 8192), vec![0xEE; 8192], "nothing else");
+            assert_eq!(
+                f.engine
+                    .stats()
+                    .writes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                1
+            );
+        }
+
+        #[test]
+        fn flush_has_nothing_to_do_and_zeroing_is_durable_at_once() {
+            let mut f = fixture();
+            assert_eq!(f.serve(Op::Flush, 0, 0, &[]).expect("flush"), 0);
+            let stats = f.engine.stats().snapshot();
+            assert_eq!((stats.flushes, stats.empty_flushes), (1, 1));
+            f.serve(Op::WriteZeroes, 4096, 4096, &[]).expect("zeroes");
+            assert_eq!(f.on_backing(4096, 4096), vec![0; 4096]);
+            assert_eq!(f.mapped(4096, 4096), vec![0; 4096]);
+        }
+
+        #[test]
+        fn a_request_larger_than_the_staging_buffer_fails_cleanly() {
+            let mut f = fixture();
+            let err = f
+                .serve(Op::Write { fua: false }, 0, MIB, &[])
+                .expect_err("too large");
+            assert!(matches!(err, IoError::TooLarge { .. }), "{err}");
+            assert_eq!(f.on_backing(0, 4096), vec![0xEE; 4096], "unchanged");
+            let err = f
+                .serve(Op::Write { fua: false }, 15 * MIB, 4096, &[1; 4096])
+                .expect_err("beyond the data area");
+            assert_eq!(err.errno(), libc::EIO);
+        }
+    }
 
     /// The data area the requests are decoded for.
     const SIZE: u64 = 1 << 30;

@@ -74,6 +74,25 @@ impl UserCopy {
     }
 }
 
+impl UserCopy {
+    /// Copy the request's first `buf.len()` bytes into `buf` (a WRITE's
+    /// data, for a queue that writes it on with `pwrite`).
+    pub fn read_into(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        transfer_all(buf.len(), |done| {
+            // SAFETY: `buf[done..]` is a live, exclusively borrowed slice and
+            // the kernel writes at most `buf.len() - done` bytes into it.
+            unsafe {
+                libc::pread(
+                    self.cdev,
+                    buf.as_mut_ptr().add(done).cast::<libc::c_void>(),
+                    buf.len() - done,
+                    self.position(done),
+                )
+            }
+        })
+    }
+}
+
 impl Transfer for UserCopy {
     fn deliver(&mut self, src: &MediaRange<'_>) -> io::Result<()> {
         transfer_all(src.len(), |done| {

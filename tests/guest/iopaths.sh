@@ -3,19 +3,20 @@
 # the same bytes: data written on one path reads back on the others, a file
 # system made on one mounts on the others, fio verifies on each; a path the
 # kernel or the backing cannot serve is refused up front, changing nothing.
-# The direct path over a block device writes through (no volatile cache, as
-# the kernel sees it), also after recovery; --write-cache write-back and
-# write-through where it cannot be are checked too.
+# Over a block device user copy and the direct path write through (no
+# volatile cache, as the kernel sees it), also after recovery;
+# --write-cache write-back, and write-through where it cannot be, are
+# checked too.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
 require test -b /dev/pmem0
 check "format" "$P" format /dev/pmem0 --reserve 256M
 if kernel_at_least 6 16; then
-	# direct writes through on a block device by default; +write-back
-	# declares a volatile cache instead (FLUSH syncs).
-	paths="user-copy bounce direct direct+write-back"
+	# user-copy and direct write through on a block device by default;
+	# +write-back declares a volatile cache instead (FLUSH syncs).
+	paths="user-copy user-copy+write-back bounce direct direct+write-back"
 else
-	paths="user-copy bounce"
+	paths="user-copy user-copy+write-back bounce"
 	before=$(meta_digest /dev/pmem0)
 	refused "direct on a kernel without UBLK_F_AUTO_BUF_REG" "not offered by this kernel" \
 		"$P" add /dev/pmem0 --io-path direct
@@ -30,7 +31,7 @@ add_path() {
 	local args=(--io-path "$path")
 	if [ "$1" != "$path" ]; then
 		args+=(--write-cache "${1#*+}")
-	elif [ "$path" == direct ]; then
+	elif [ "$path" != bounce ]; then
 		cache=write_through sysfs="write through"
 	fi
 	dev=$("$P" add /dev/pmem0 "${args[@]}" | tail -1)
@@ -60,13 +61,14 @@ for path in $paths; do
 	write_files /tmp/mnt 12
 	check "$path: fsync'd files verify" verify_files /tmp/mnt
 	check "umount" umount /tmp/mnt
-	if [ "$path" == direct ]; then
+	if [ "$path" == direct ] || [ "$path" == user-copy ]; then
 		# A recovered server keeps the write cache the device declared: the
 		# kernel sends it no FLUSH, so it must go on writing through.
 		kill -9 "$(server_pid 0)"
-		check "direct: recover after kill -9" "$P" recover 0
-		expect_eq "direct: still write-through after recovery" "$("$P" list --json | jget 'd[0]["write_cache"]')" write_through
-		fio_verify "direct: fio verify after recovery" /dev/ublkb0 600M 16M
+		check "$path: recover after kill -9" "$P" recover 0
+		expect_eq "$path: still write-through after recovery" "$("$P" list --json | jget 'd[0]["write_cache"]')" write_through
+		expect_eq "$path: the kernel still sees no volatile cache" "$(cat /sys/block/ublkb0/queue/write_cache)" "write through"
+		fio_verify "$path: fio verify after recovery" /dev/ublkb0 600M 16M
 	fi
 	# A marker at a known place: the next path must read these very bytes.
 	head -c 1048576 /dev/urandom >/tmp/marker
@@ -91,10 +93,11 @@ check "del" "$P" del 0
 for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
 check "metadata healthy after every path" "$P" check /dev/pmem0
 
-# Write-through needs the direct path: refused elsewhere, changing nothing.
+# Write-through needs user copy or the direct path (without them every
+# write would be an msync): refused on bounce buffers, changing nothing.
 before=$(meta_digest /dev/pmem0)
-refused "write-through on user copy" "needs the direct I/O path" \
-	"$P" add /dev/pmem0 --io-path user-copy --write-cache write-through
+refused "write-through on bounce buffers" "needs user copy" \
+	"$P" add /dev/pmem0 --io-path bounce --write-cache write-through
 expect_eq "the refusal changed nothing" "$(meta_digest /dev/pmem0)" "$before"
 
 # An image on ramfs cannot be opened O_DIRECT (tmpfs can, since 6.6): auto
@@ -108,8 +111,14 @@ if kernel_at_least 6 16; then
 	refused "direct on a ramfs image" "cannot be opened O_DIRECT" "$P" add /tmp/ramfs/img --io-path direct
 	expect_eq "the refusal changed nothing" "$(sha256sum </tmp/ramfs/img)" "$before"
 fi
+# Write-through on user copy writes O_DIRECT: refused here, too.
+before=$(sha256sum </tmp/ramfs/img)
+refused "write-through on a ramfs image" "cannot be opened O_DIRECT" \
+	"$P" add /tmp/ramfs/img --io-path user-copy --write-cache write-through
+expect_eq "the refusal changed nothing" "$(sha256sum </tmp/ramfs/img)" "$before"
 dev=$("$P" add /tmp/ramfs/img | tail -1)
 expect_eq "auto on a ramfs image serves on user copy" "$("$P" list --json | jget 'd[0]["io_path"]')" user_copy
+expect_eq "auto on an image writes back" "$("$P" list --json | jget 'd[0]["write_cache"]')" write_back
 fio_verify "ramfs image: fio verify" "$dev" 0 8M
 check "del" "$P" del --all
 rm -f /tmp/ramfs/img

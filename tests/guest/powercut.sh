@@ -6,14 +6,18 @@
 #                 create $RESULTS/cut-now and wait (the host kills QEMU);
 #   PHASE=verify  a fresh boot: check the metadata, add without --reserve,
 #                 verify everything acknowledged is there.
+#   CACHE=write-back  serve with a volatile cache (user copy, FLUSH = msync)
+#                 instead of the default, which writes through.
 #
 # Writers keep /dev/ublkb0 open until the cut: the last close of a block
 # device writes its page cache back, which would hide a missing flush.
 #
-# Two negative controls make the test able to fail: data written without any
-# sync (E: left in /dev/ublkb0's page cache; F: O_DIRECT, so it reached the
-# server but was never flushed) must NOT survive. If they did, the cut would
-# not be a real power cut and the positive checks would prove nothing.
+# Negative controls make the test able to fail: data written without any
+# sync (E: left in /dev/ublkb0's page cache) must NOT survive, and with
+# CACHE=write-back neither may F (O_DIRECT, so it reached the server, but
+# was never flushed). If they did, the cut would not be a real power cut and
+# the positive checks would prove nothing. Writing through (the default on
+# /dev/pmem0), F was durable when acknowledged and must survive.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
 MIB=1048576
@@ -35,8 +39,12 @@ expected() { gen "$1" "$LEN" | sha256sum | cut -d' ' -f1; }
 require test -b /dev/pmem0
 case "${PHASE:?PHASE=cut or PHASE=verify}" in
 cut)
-	dev=$("$P" add /dev/pmem0 --reserve 512M | tail -1)
+	args=()
+	if [ "${CACHE:-}" == write-back ]; then args=(--io-path user-copy --write-cache write-back); fi
+	dev=$("$P" add /dev/pmem0 --reserve 512M "${args[@]}" | tail -1)
 	expect_eq "added" "$dev" /dev/ublkb0
+	expect_eq "serving with the cache asked for" "$("$P" list --json | jget 'd[0]["write_cache"]')" \
+		"$([ "${CACHE:-}" == write-back ] && echo write_back || echo write_through)"
 	exec 3</dev/ublkb0
 
 	gen $A $LEN | dd of=/dev/ublkb0 bs=1M seek=$A oflag=dsync iflag=fullblock status=none
@@ -95,10 +103,10 @@ verify)
 	else
 		fail "control E survived: the cut did not discard volatile data"
 	fi
-	if [ "$(default_block_path)" == direct ]; then
-		# The direct path writes O_DIRECT to the namespace before it
-		# completes a request: nothing is held back, so F is on the media.
-		expect_eq "direct path: F (completed, never flushed) is on the media" "$(region $F)" "$(expected $F)"
+	if [ "${CACHE:-}" != write-back ]; then
+		# Writing through, a write is durable on the namespace before the
+		# request completes: nothing is held back, so F is on the media.
+		expect_eq "write-through: F (completed, never flushed) is on the media" "$(region $F)" "$(expected $F)"
 	elif [ "$(region $F)" != "$(expected $F)" ]; then
 		pass "control F (reached the server, never flushed) was lost: the cache is volatile"
 	else

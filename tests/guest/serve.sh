@@ -44,14 +44,11 @@ check "the server log names the I/O path and the kernel's features" \
 	grep -q "I/O path $path" /run/pmem-stack/ublkb0.log
 check "list: keys" bash -c "'$P' list --json | python3 -c 'import json,sys; e=json.load(sys.stdin)[0]; missing=[k for k in \"id device backing state pid queues depth data_offset data_size reserve_offset reserve_size\".split() if k not in e]; sys.exit(1 if missing else 0)'"
 expect_eq "logical block size 512" "$(blockdev --getss /dev/ublkb0)" 512
-if [ "$path" == direct ]; then
-	# Every write durable when acknowledged: the kernel answers FLUSH.
-	expect_eq "no volatile write cache (the direct path writes through)" "$(cat /sys/block/ublkb0/queue/write_cache)" "write through"
-	expect_eq "no FUA to advertise" "$(cat /sys/block/ublkb0/queue/fua)" 0
-else
-	expect_eq "volatile write cache advertised" "$(cat /sys/block/ublkb0/queue/write_cache)" "write back"
-	expect_eq "FUA advertised" "$(cat /sys/block/ublkb0/queue/fua)" 1
-fi
+# Over a block device every write is durable when acknowledged (on user
+# copy and on the direct path): the kernel answers FLUSH itself.
+expect_eq "list: write-through" "$(echo "$list" | jget 'd[0]["write_cache"]')" write_through
+expect_eq "no volatile write cache" "$(cat /sys/block/ublkb0/queue/write_cache)" "write through"
+expect_eq "no FUA to advertise" "$(cat /sys/block/ublkb0/queue/fua)" 0
 
 # --- raw device: fio with crc32c verify at the start and the last MiB ---
 fio_verify "fio verify at the start" /dev/ublkb0 0 16M
