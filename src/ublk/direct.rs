@@ -36,10 +36,15 @@ pub struct DirectBacking {
 }
 
 impl DirectBacking {
-    /// Write `data` at data-area offset `at` with `RWF_DSYNC`, in this
-    /// thread: durable when it returns. Short writes continue.
-    pub fn write_durable(&self, at: u64, data: &[u8]) -> std::io::Result<()> {
+    /// Write `data` at data-area offset `at` in this thread; `dsync`: with
+    /// `RWF_DSYNC`, durable when it returns. Short writes continue.
+    pub fn write_all(&self, at: u64, data: &[u8], dsync: bool) -> std::io::Result<()> {
         let overflow = || std::io::Error::from_raw_os_error(libc::EINVAL);
+        let flags = if dsync {
+            rustix::io::ReadWriteFlags::DSYNC
+        } else {
+            rustix::io::ReadWriteFlags::empty()
+        };
         let mut done = 0usize;
         while done < data.len() {
             let pos = self
@@ -48,12 +53,7 @@ impl DirectBacking {
                 .and_then(|p| p.checked_add(done as u64))
                 .ok_or_else(overflow)?;
             let rest = data.get(done..).ok_or_else(overflow)?;
-            match rustix::io::pwritev2(
-                &self.file,
-                &[std::io::IoSlice::new(rest)],
-                pos,
-                rustix::io::ReadWriteFlags::DSYNC,
-            ) {
+            match rustix::io::pwritev2(&self.file, &[std::io::IoSlice::new(rest)], pos, flags) {
                 Ok(0) => return Err(std::io::Error::from_raw_os_error(libc::EIO)),
                 Ok(n) => done += n,
                 Err(rustix::io::Errno::INTR) => {}

@@ -101,11 +101,13 @@ fn handle(
 /// request and the mapping. Write-through over the page cache (the server
 /// gives this queue the backing opened `O_DIRECT`): READs still come from
 /// the mapping, but a WRITE's data is fetched into a page-aligned staging
-/// buffer and written from there to the namespace `O_DIRECT` with
-/// `RWF_DSYNC`, in this thread — the pmem driver makes that a FUA write and
-/// copies in the caller's context, so the write is durable when the call
-/// returns, with no worker hop — and only then acknowledged, so FLUSH never
-/// reaches this server. Copying into the mapping instead would need an
+/// buffer and written from there to the namespace `O_DIRECT`, in this
+/// thread (the pmem driver copies in the caller's context: no worker hop),
+/// and acknowledged only once durable, so FLUSH never reaches this server.
+/// The writes of one batch of completions go out plain and are made durable
+/// together by one `fdatasync` at the batch's end (each `RWF_DSYNC` write
+/// would cost a flush of its own); a write alone in its batch goes out
+/// `RWF_DSYNC` (the pmem driver makes it a FUA write) and needs no sync. Copying into the mapping instead would need an
 /// `msync` per write and take a write fault on every page the last
 /// write-back cleaned. The kernel drops the page cache's copy of whatever an
 /// `O_DIRECT` write covers (writing back any dirty page there first) before
@@ -117,6 +119,18 @@ struct UserCopyQueue<'a> {
     /// Write-through: the backing opened `O_DIRECT`, and where a WRITE's
     /// data passes on its way there.
     direct: Option<(&'a DirectBacking, IoBuf<u8>)>,
+    /// Write-through: writes of this batch written without `RWF_DSYNC`,
+    /// waiting for the batch's one sync: (tag, what was written, result).
+    unsynced: Vec<(u16, DirectOp, i32)>,
+}
+
+/// A write-through request's fate.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    /// Complete it with this byte count.
+    Done(u64),
+    /// Written, not yet durable: complete it after the batch's sync.
+    Unsynced(DirectOp, i32),
 }
 
 impl<'a> UserCopyQueue<'a> {
@@ -132,6 +146,7 @@ impl<'a> UserCopyQueue<'a> {
             engine,
             direct: direct
                 .map(|direct| (direct, IoBuf::new(dev.dev_info.max_io_buf_bytes as usize))),
+            unsynced: Vec::new(),
         }
     }
 
@@ -140,18 +155,54 @@ impl<'a> UserCopyQueue<'a> {
             return;
         }
         let mut xfer = UserCopy::new(self.cdev, self.qid, tag);
+        // The last request of a batch with no write before it is alone:
+        // it carries its own barrier instead of waiting for a sync.
+        let alone = ctx.is_last_cqe() && self.unsynced.is_empty();
         let result =
             request_of(q, tag, self.engine.size()).and_then(|req| match &mut self.direct {
                 Some((direct, staging)) if req.op != Op::Read => {
-                    write_through(self.engine, direct, staging, &req, &mut xfer)
+                    write_through(self.engine, direct, staging, &req, &mut xfer, alone)
                 }
-                _ => self.engine.execute(&req, &mut xfer),
+                _ => self.engine.execute(&req, &mut xfer).map(Written::Done),
             });
-        if let Err(err) = q.complete_io_cmd_unified(
-            tag,
-            BufDesc::Slice(&[]),
-            Ok(UblkIORes::Result(completion(result))),
-        ) {
+        match result {
+            Ok(Written::Unsynced(op, res)) => self.unsynced.push((tag, op, res)),
+            Ok(Written::Done(bytes)) => self.commit(q, tag, completion(Ok(bytes))),
+            Err(err) => self.commit(q, tag, completion(Err(err))),
+        }
+        if ctx.is_last_cqe() {
+            self.sync_batch(q);
+        }
+    }
+
+    /// End of a batch: one `fdatasync` makes every write of it durable
+    /// (each was complete on the backing before it started); then they are
+    /// acknowledged, or fail with the sync.
+    fn sync_batch(&mut self, q: &UblkQueue) {
+        let Some((direct, _)) = &self.direct else {
+            return;
+        };
+        if self.unsynced.is_empty() {
+            return;
+        }
+        let synced = direct.file.sync_data();
+        if let Err(err) = &synced {
+            log::error!(
+                "queue {}: sync of a batch of writes failed: {err}",
+                self.qid
+            );
+        }
+        let failed = synced.err().map(|e| -e.raw_os_error().unwrap_or(libc::EIO));
+        for (tag, op, res) in std::mem::take(&mut self.unsynced) {
+            let result = self.engine.direct_done(op, failed.unwrap_or(res));
+            self.commit(q, tag, completion(result));
+        }
+    }
+
+    fn commit(&self, q: &UblkQueue, tag: u16, res: i32) {
+        if let Err(err) =
+            q.complete_io_cmd_unified(tag, BufDesc::Slice(&[]), Ok(UblkIORes::Result(res)))
+        {
             log::error!("queue {} tag {tag}: commit failed: {err}", self.qid);
         }
     }
@@ -160,17 +211,19 @@ impl<'a> UserCopyQueue<'a> {
 /// A write-through WRITE, DISCARD, WRITE ZEROES or FLUSH on the user-copy
 /// path: decided and accounted by the engine as on the direct path (a FLUSH
 /// has nothing to do, a zeroing is followed by its own sync), the data
-/// fetched into `staging` and written durably in this thread.
+/// fetched into `staging` and written in this thread — `RWF_DSYNC` when
+/// `alone`, else plain, to be made durable by the batch's sync.
 fn write_through(
     engine: &Engine,
     direct: &DirectBacking,
     staging: &mut IoBuf<u8>,
     req: &Request,
     xfer: &mut UserCopy,
-) -> Result<u64, IoError> {
+    alone: bool,
+) -> Result<Written, IoError> {
     let op = engine.plan_direct(req)?;
     let outcome = match op {
-        DirectOp::Done(bytes) => return Ok(bytes),
+        DirectOp::Done(bytes) => return Ok(Written::Done(bytes)),
         DirectOp::Write { at, len, .. } => {
             let max = staging.len();
             let data = staging
@@ -178,7 +231,7 @@ fn write_through(
                 .get_mut(..len as usize)
                 .ok_or(IoError::TooLarge { len: req.len, max })?;
             xfer.read_into(data).map_err(IoError::Transfer)?;
-            direct.write_durable(at, data).map(|()| len)
+            direct.write_all(at, data, alone).map(|()| len)
         }
         DirectOp::Sync => direct.file.sync_data().map(|()| 0),
         DirectOp::Read { .. } => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
@@ -187,7 +240,10 @@ fn write_through(
         |err| -err.raw_os_error().unwrap_or(libc::EIO),
         |n| i32::try_from(n).unwrap_or(-libc::EIO),
     );
-    engine.direct_done(op, res)
+    match op {
+        DirectOp::Write { .. } if !alone && res >= 0 => Ok(Written::Unsynced(op, res)),
+        _ => engine.direct_done(op, res).map(Written::Done),
+    }
 }
 
 /// Serve queue `qid` on a mapped path (user copy or bounce buffers) until
@@ -321,7 +377,7 @@ mod tests {
 
         impl Fixture {
             /// Serve `op` on `len` bytes at `offset` as request tag 3 of
-            /// queue 0, whose data is `data`.
+            /// queue 0, whose data is `data`, alone in its batch.
             fn serve(
                 &mut self,
                 op: Op,
@@ -329,6 +385,20 @@ mod tests {
                 len: u64,
                 data: &[u8],
             ) -> Result<u64, IoError> {
+                match self.serve_in_batch(op, offset, len, data, true)? {
+                    Written::Done(bytes) => Ok(bytes),
+                    other => panic!("alone, yet {other:?}"),
+                }
+            }
+
+            fn serve_in_batch(
+                &mut self,
+                op: Op,
+                offset: u64,
+                len: u64,
+                data: &[u8],
+                alone: bool,
+            ) -> Result<Written, IoError> {
                 self.cdev
                     .as_file()
                     .write_all_at(data, UblkIOCtx::ublk_user_copy_pos(0, 3, 0))
@@ -341,6 +411,7 @@ mod tests {
                     &mut self.staging,
                     &req,
                     &mut xfer,
+                    alone,
                 )
             }
 
@@ -383,6 +454,27 @@ mod tests {
                     .load(std::sync::atomic::Ordering::Relaxed),
                 1
             );
+        }
+
+        #[test]
+        fn a_write_with_company_waits_for_the_batch_sync() {
+            let mut f = fixture();
+            let written = f
+                .serve_in_batch(Op::Write { fua: false }, 0, 4096, &[0x33; 4096], false)
+                .expect("write");
+            let Written::Unsynced(op, res) = written else {
+                panic!("not left for the batch's sync: {written:?}");
+            };
+            assert_eq!(res, 4096);
+            // Written (so a read sees it), acknowledged only after the sync.
+            assert_eq!(f.on_backing(0, 4096), vec![0x33; 4096]);
+            f.direct.file.sync_data().expect("the batch's sync");
+            assert_eq!(f.engine.direct_done(op, res).expect("acknowledged"), 4096);
+            // A failed write is not left waiting: it fails at once.
+            let err = f
+                .serve_in_batch(Op::Write { fua: false }, 0, MIB, &[], false)
+                .expect_err("too large");
+            assert!(matches!(err, IoError::TooLarge { .. }), "{err}");
         }
 
         #[test]
