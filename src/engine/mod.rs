@@ -402,13 +402,32 @@ impl<M: Media> Engine<M> {
     }
 }
 
+/// For tests here and in the ublk glue: a 16 MiB image, filled with 0xEE
+/// so untouched bytes are recognisable, with a 2 MiB reserve; its geometry,
+/// and the image opened exclusively.
+#[cfg(test)]
+pub(crate) fn test_image() -> (tempfile::NamedTempFile, Geometry, Arc<Backing>) {
+    use crate::backing::Access;
+    use crate::format::{Alignment, LogicalBlockSize, ReserveMode};
+    const MIB: u64 = 1 << 20;
+    let image = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(image.path(), vec![0xEE; 16 << 20]).expect("fill");
+    let geometry = Geometry::derive(
+        16 * MIB,
+        Alignment::M2,
+        LogicalBlockSize::B512,
+        ReserveMode::Hypervisor,
+        2 * MIB,
+    )
+    .expect("valid");
+    let backing = Arc::new(Backing::open(image.path(), Access::Exclusive).expect("open"));
+    (image, geometry, backing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backing::Access;
-    use crate::format::{Alignment, LogicalBlockSize, ReserveMode};
-
-    const MIB: u64 = 1 << 20;
 
     /// A request buffer in memory.
     struct VecTransfer(Vec<u8>);
@@ -501,23 +520,7 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
-        let image = tempfile::NamedTempFile::new().expect("tempfile");
-        let size = 16 * MIB;
-        // Fill with a pattern so untouched regions are recognisable.
-        std::fs::write(
-            image.path(),
-            vec![0xEE; usize::try_from(size).expect("small")],
-        )
-        .expect("fill");
-        let geometry = Geometry::derive(
-            size,
-            Alignment::M2,
-            LogicalBlockSize::B512,
-            ReserveMode::Hypervisor,
-            2 * MIB,
-        )
-        .expect("valid");
-        let backing = Arc::new(Backing::open(image.path(), Access::Exclusive).expect("open"));
+        let (image, geometry, backing) = test_image();
         let engine = Engine::new(backing, &geometry).expect("engine");
         Fixture {
             image,

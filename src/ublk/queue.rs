@@ -107,11 +107,12 @@ fn handle(
 /// The writes of one batch of completions go out plain and are made durable
 /// together by one `fdatasync` at the batch's end (each `RWF_DSYNC` write
 /// would cost a flush of its own); a write alone in its batch goes out
-/// `RWF_DSYNC` (the pmem driver makes it a FUA write) and needs no sync. Copying into the mapping instead would need an
-/// `msync` per write and take a write fault on every page the last
-/// write-back cleaned. The kernel drops the page cache's copy of whatever an
-/// `O_DIRECT` write covers (writing back any dirty page there first) before
-/// the write returns, so READs through the mapping see it.
+/// `RWF_DSYNC` (the pmem driver makes it a FUA write) and needs no sync.
+/// Copying into the mapping instead would need an `msync` per write and
+/// take a write fault on every page the last write-back cleaned. The kernel
+/// drops the page cache's copy of whatever an `O_DIRECT` write covers
+/// (writing back any dirty page there first) before the write returns, so
+/// READs through the mapping see it.
 struct UserCopyQueue<'a> {
     qid: u16,
     cdev: RawFd,
@@ -309,15 +310,13 @@ mod tests {
     use super::*;
 
     mod write_through {
-        use std::io::Write as _;
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileExt;
         use std::sync::Arc;
 
         use super::*;
-        use crate::backing::{Access, Backing, MediaRange};
+        use crate::backing::MediaRange;
         use crate::engine::Transfer;
-        use crate::format::{Alignment, Geometry, LogicalBlockSize, ReserveMode};
 
         const MIB: u64 = 1 << 20;
 
@@ -346,17 +345,7 @@ mod tests {
         }
 
         fn fixture() -> Fixture {
-            let mut image = tempfile::NamedTempFile::new().expect("tempfile");
-            image.write_all(&[0xEE; 16 << 20]).expect("fill");
-            let geometry = Geometry::derive(
-                16 * MIB,
-                Alignment::M2,
-                LogicalBlockSize::B512,
-                ReserveMode::Hypervisor,
-                2 * MIB,
-            )
-            .expect("valid");
-            let backing = Arc::new(Backing::open(image.path(), Access::Exclusive).expect("open"));
+            let (image, geometry, backing) = crate::engine::test_image();
             let mut engine = Engine::new(Arc::clone(&backing), &geometry).expect("engine");
             engine.set_write_through(true);
             let direct = DirectBacking {

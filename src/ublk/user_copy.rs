@@ -76,16 +76,26 @@ impl UserCopy {
 
 impl UserCopy {
     /// Copy the request's first `buf.len()` bytes into `buf` (a WRITE's
-    /// data, for a queue that writes it on with `pwrite`).
+    /// data, for a queue that writes it on itself).
     pub fn read_into(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        transfer_all(buf.len(), |done| {
-            // SAFETY: `buf[done..]` is a live, exclusively borrowed slice and
-            // the kernel writes at most `buf.len() - done` bytes into it.
+        // SAFETY: `buf` is a live, exclusively borrowed slice of `buf.len()`
+        // bytes.
+        unsafe { self.read_request(buf.as_mut_ptr(), buf.len()) }
+    }
+
+    /// `pread` the request's first `len` bytes to `dst`.
+    ///
+    /// # Safety
+    /// `dst .. dst + len` must be valid for writes for the whole call.
+    unsafe fn read_request(&self, dst: *mut u8, len: usize) -> io::Result<()> {
+        transfer_all(len, |done| {
+            // SAFETY: `dst + done .. dst + len` is writable (the caller's
+            // contract), and the kernel writes at most `len - done` bytes.
             unsafe {
                 libc::pread(
                     self.cdev,
-                    buf.as_mut_ptr().add(done).cast::<libc::c_void>(),
-                    buf.len() - done,
+                    dst.add(done).cast::<libc::c_void>(),
+                    len - done,
                     self.position(done),
                 )
             }
@@ -110,18 +120,9 @@ impl Transfer for UserCopy {
     }
 
     fn fetch(&mut self, dst: &MediaRange<'_>) -> io::Result<()> {
-        transfer_all(dst.len(), |done| {
-            // SAFETY: the destination lies in the live, writable mapping `dst`
-            // borrows, and the kernel writes at most `dst.len() - done` bytes.
-            unsafe {
-                libc::pread(
-                    self.cdev,
-                    dst.as_ptr().add(done).cast::<libc::c_void>(),
-                    dst.len() - done,
-                    self.position(done),
-                )
-            }
-        })
+        // SAFETY: the destination is the live, writable mapping `dst`
+        // borrows, `dst.len()` bytes long.
+        unsafe { self.read_request(dst.as_ptr(), dst.len()) }
     }
 }
 
