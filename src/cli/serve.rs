@@ -34,16 +34,17 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
     // Before anything is written, too: a path this kernel or backing cannot
     // serve is refused up front.
     let io_path = choose_io_path(args, &backing).with_context(context)?;
+    let direct_io = || backing.open_direct().is_ok();
     let write_cache = features::choose_write_cache(
         args.device.write_cache.choice(),
         io_path,
         match backing.kind() {
             BackingKind::Block => CacheBacking::Block {
-                direct_io: backing.open_direct().is_ok(),
+                direct_io: direct_io(),
             },
             BackingKind::Dax => CacheBacking::Dax,
             BackingKind::File => CacheBacking::File {
-                direct_io: backing.open_direct().is_ok(),
+                direct_io: direct_io(),
             },
         },
     )

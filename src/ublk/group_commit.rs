@@ -94,7 +94,8 @@ impl<T> GroupCommit<T> {
     }
 
     /// Whether nothing waits and no sync is in flight.
-    pub fn is_idle(&self) -> bool {
+    #[cfg(test)]
+    fn is_idle(&self) -> bool {
         self.waiting.is_empty() && self.covered.is_empty() && !self.syncing
     }
 }

@@ -6,17 +6,15 @@
 //! runs it with the transfer the device supports, and commits the result; the
 //! commit also fetches the next request for that tag.
 
-use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
-use libublk::{BufDesc, BufDescList, UblkIORes, sys};
-
-use crate::engine::{Engine, IoError, Op, Request};
-use crate::units::SECTOR_SIZE;
-
 use std::os::fd::RawFd;
 
 use libublk::helpers::IoBuf;
+use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
+use libublk::{BufDesc, BufDescList, UblkIORes, sys};
 
 use crate::engine::direct::DirectOp;
+use crate::engine::{Engine, IoError, Op, Request};
+use crate::units::SECTOR_SIZE;
 
 use super::direct::DirectBacking;
 use super::features::IoPath;
