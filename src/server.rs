@@ -306,12 +306,12 @@ fn prepare(
     let direct = match granted.io_path() {
         IoPath::Direct => Some(open_direct(backing, &engine)?),
         // Write-through over the page cache writes O_DIRECT (`ublk::queue`).
-        IoPath::UserCopy
+        IoPath::UserCopy | IoPath::Batch
             if engine.write_through() && engine.persistence() == Persistence::Msync =>
         {
             Some(open_direct(backing, &engine)?)
         }
-        IoPath::UserCopy | IoPath::BounceBuffer => None,
+        IoPath::UserCopy | IoPath::Batch | IoPath::BounceBuffer => None,
     };
     let entry = registry_entry(backing, &sb, granted, log);
     registry

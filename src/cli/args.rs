@@ -507,6 +507,9 @@ pub enum IoPathArg {
     /// The request's pages as io_uring fixed buffers, read and written
     /// O_DIRECT against the backing (Linux 6.16+; not devdax).
     Direct,
+    /// Per-request buffers handed over and completed in batches
+    /// (UBLK_F_BATCH_IO, Linux 7.0+).
+    Batch,
 }
 
 impl IoPathArg {
@@ -517,6 +520,7 @@ impl IoPathArg {
             IoPathArg::UserCopy => IoPathChoice::Exactly(IoPath::UserCopy),
             IoPathArg::Bounce => IoPathChoice::Exactly(IoPath::BounceBuffer),
             IoPathArg::Direct => IoPathChoice::Exactly(IoPath::Direct),
+            IoPathArg::Batch => IoPathChoice::Exactly(IoPath::Batch),
         }
     }
 }

@@ -47,8 +47,8 @@ pub const MAX_DEPTH: u16 = 4096;
 pub const RECOVERY_FLAGS: u64 =
     (sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE) as u64;
 /// Every flag pmem-stack may ask for: recovery and the data-path flags.
-pub const WANTED_FLAGS: u64 =
-    RECOVERY_FLAGS | (sys::UBLK_F_USER_COPY | sys::UBLK_F_AUTO_BUF_REG) as u64;
+pub const WANTED_FLAGS: u64 = RECOVERY_FLAGS
+    | (sys::UBLK_F_USER_COPY | sys::UBLK_F_AUTO_BUF_REG | sys::UBLK_F_BATCH_IO) as u64;
 /// Largest discard / write-zeroes request: 1 GiB, in sectors.
 const MAX_ZERO_SECTORS: u32 = 1 << 21;
 /// The control device.
@@ -619,6 +619,9 @@ where
             Some(direct) if io_path == IoPath::Direct => {
                 super::direct::serve_queue(qid, dev, &queue_engine, direct);
             }
+            direct if io_path == IoPath::Batch => {
+                super::batch::serve_queue(qid, dev, &queue_engine, direct);
+            }
             direct => serve_queue(qid, dev, &queue_engine, io_path, direct),
         },
         move |ctrl: &UblkCtrl| {
@@ -760,7 +763,12 @@ mod tests {
     fn recovery_passes_back_only_requested_flags() {
         // What 7.3 reports for a device added with WANTED_FLAGS: the kernel's
         // own flags on top.
-        for path in [IoPath::UserCopy, IoPath::Direct, IoPath::BounceBuffer] {
+        for path in [
+            IoPath::UserCopy,
+            IoPath::Direct,
+            IoPath::BounceBuffer,
+            IoPath::Batch,
+        ] {
             let asked = RECOVERY_FLAGS | path.flag();
             let reported = asked
                 | u64::from(sys::UBLK_F_CMD_IOCTL_ENCODE)

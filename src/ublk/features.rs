@@ -88,6 +88,13 @@ pub enum IoPath {
     /// a FLUSH has no dirty pages to write back. Block devices and image
     /// files only (a devdax namespace has no read/write path).
     Direct,
+    /// `UBLK_F_BATCH_IO` (Linux 7.0+): the kernel copies each request
+    /// through a per-tag buffer as on bounce buffers, but hands requests
+    /// over and takes their completions in batches (one multishot fetch,
+    /// one commit per batch) instead of one command per request. Reads are
+    /// copied from the mapping; writing through, a WRITE goes from its
+    /// buffer to the backing opened `O_DIRECT` (`ublk::queue`).
+    Batch,
 }
 
 impl IoPath {
@@ -95,6 +102,8 @@ impl IoPath {
     pub fn of(granted: Features) -> IoPath {
         if granted.has(sys::UBLK_F_AUTO_BUF_REG) {
             IoPath::Direct
+        } else if granted.has(sys::UBLK_F_BATCH_IO) {
+            IoPath::Batch
         } else if granted.has(sys::UBLK_F_USER_COPY) {
             IoPath::UserCopy
         } else {
@@ -108,6 +117,7 @@ impl IoPath {
             IoPath::UserCopy => "user_copy",
             IoPath::BounceBuffer => "bounce_buffer",
             IoPath::Direct => "direct",
+            IoPath::Batch => "batch",
         }
     }
 
@@ -118,6 +128,16 @@ impl IoPath {
             IoPath::UserCopy => sys::UBLK_F_USER_COPY as u64,
             IoPath::BounceBuffer => 0,
             IoPath::Direct => sys::UBLK_F_AUTO_BUF_REG as u64,
+            IoPath::Batch => sys::UBLK_F_BATCH_IO as u64,
+        }
+    }
+
+    /// The name of [`IoPath::flag`], for messages.
+    const fn flag_name(self) -> &'static str {
+        match self {
+            IoPath::UserCopy | IoPath::BounceBuffer => "UBLK_F_USER_COPY",
+            IoPath::Direct => "UBLK_F_AUTO_BUF_REG",
+            IoPath::Batch => "UBLK_F_BATCH_IO",
         }
     }
 
@@ -127,6 +147,7 @@ impl IoPath {
             IoPath::UserCopy => "6.5",
             IoPath::BounceBuffer => "6.0",
             IoPath::Direct => "6.16",
+            IoPath::Batch => "7.0",
         }
     }
 }
@@ -178,11 +199,7 @@ pub fn choose(
         IoPathChoice::Exactly(path) if offers(path) => Ok(path),
         IoPathChoice::Exactly(path) => Err(PathRefusal::Kernel {
             path: path.name(),
-            flag: if path == IoPath::Direct {
-                "UBLK_F_AUTO_BUF_REG"
-            } else {
-                "UBLK_F_USER_COPY"
-            },
+            flag: path.flag_name(),
             since: path.since(),
         }),
         IoPathChoice::Auto => Ok([IoPath::Direct, IoPath::UserCopy, IoPath::BounceBuffer]
@@ -288,7 +305,7 @@ pub fn choose_write_cache(
         (_, IoPath::BounceBuffer) => Err(WriteCacheRefusal::NeedsUserCopy { path: path.name() }),
         (
             CacheBacking::Block { direct_io } | CacheBacking::File { direct_io },
-            IoPath::UserCopy,
+            IoPath::UserCopy | IoPath::Batch,
         ) => {
             if direct_io {
                 Ok(())
@@ -346,6 +363,11 @@ mod tests {
             IoPath::Direct
         );
         assert_eq!(IoPath::UserCopy.name(), "user_copy");
+        assert_eq!(
+            IoPath::of(Features(u64::from(sys::UBLK_F_BATCH_IO))),
+            IoPath::Batch
+        );
+        assert_eq!(IoPath::Batch.name(), "batch");
     }
 
     /// What 6.12 and 7.3 offer, as far as the choice is concerned.
@@ -368,7 +390,7 @@ mod tests {
     #[test]
     fn write_through_where_a_durable_write_is_cheap() {
         use CacheBacking::{Dax, File};
-        use IoPath::{BounceBuffer, Direct, UserCopy};
+        use IoPath::{Batch, BounceBuffer, Direct, UserCopy};
         use WriteCache::{WriteBack, WriteThrough};
         const BLOCK: CacheBacking = CacheBacking::Block { direct_io: true };
         const IMAGE: CacheBacking = File { direct_io: true };
@@ -383,6 +405,9 @@ mod tests {
             (UserCopy, IMAGE, WriteBack),
             (UserCopy, RAMFS, WriteBack),
             (BounceBuffer, BLOCK, WriteBack),
+            (Batch, BLOCK, WriteThrough),
+            (Batch, Dax, WriteThrough),
+            (Batch, IMAGE, WriteBack),
         ] {
             assert_eq!(
                 choose_write_cache(auto, path, backing),
@@ -400,11 +425,13 @@ mod tests {
         }
         let err = choose_write_cache(through, BounceBuffer, BLOCK).expect_err("msync per write");
         assert!(err.to_string().contains("needs user copy"), "{err}");
-        let err = choose_write_cache(through, UserCopy, RAMFS).expect_err("no O_DIRECT");
-        assert!(
-            err.to_string().contains("cannot be opened O_DIRECT"),
-            "{err}"
-        );
+        for path in [UserCopy, Batch] {
+            let err = choose_write_cache(through, path, RAMFS).expect_err("no O_DIRECT");
+            assert!(
+                err.to_string().contains("cannot be opened O_DIRECT"),
+                "{err}"
+            );
+        }
         let back = WriteCacheChoice::Exactly(WriteBack);
         for (path, backing) in [(Direct, BLOCK), (UserCopy, BLOCK), (UserCopy, Dax)] {
             assert_eq!(choose_write_cache(back, path, backing), Ok(WriteBack));
@@ -433,6 +460,13 @@ mod tests {
             choose(direct, Some(CURRENT), true),
             Err(PathRefusal::Mapped)
         );
+        let batch = IoPathChoice::Exactly(IoPath::Batch);
+        let err = choose(batch, Some(CURRENT), false).expect_err("not granted");
+        assert!(err.to_string().contains("UBLK_F_BATCH_IO"), "{err}");
+        assert!(err.to_string().contains("7.0"), "{err}");
+        let batching = Features(CURRENT.0 | u64::from(sys::UBLK_F_BATCH_IO));
+        assert_eq!(choose(batch, Some(batching), false), Ok(IoPath::Batch));
+        assert_eq!(choose(batch, Some(batching), true), Ok(IoPath::Batch));
         let bounce = IoPathChoice::Exactly(IoPath::BounceBuffer);
         assert_eq!(
             choose(bounce, Some(CURRENT), false),

@@ -11,7 +11,10 @@
 //!   groups, one sync for all that finished before it.
 //! * [`direct`]: the direct data plane (Linux 6.16+): request pages as
 //!   io_uring fixed buffers, read and written `O_DIRECT` on the backing.
+//! * [`batch`]: the batch data plane (Linux 7.0+): requests fetched and
+//!   committed in groups, data through per-tag buffers.
 
+pub mod batch;
 pub mod control;
 pub mod direct;
 pub mod features;

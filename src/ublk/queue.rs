@@ -125,7 +125,7 @@ struct UserCopyQueue<'a> {
 
 /// A write-through request's fate.
 #[derive(Debug, PartialEq, Eq)]
-enum Written {
+pub(super) enum Written {
     /// Complete it with this byte count.
     Done(u64),
     /// Written, not yet durable: complete it after the batch's sync.
@@ -160,7 +160,9 @@ impl<'a> UserCopyQueue<'a> {
         let result =
             request_of(q, tag, self.engine.size()).and_then(|req| match &mut self.direct {
                 Some((direct, staging)) if req.op != Op::Read => {
-                    write_through(self.engine, direct, staging, &req, &mut xfer, alone)
+                    write_through(self.engine, direct, &req, alone, |len| {
+                        fetch_staged(staging, &mut xfer, len)
+                    })
                 }
                 _ => self.engine.execute(&req, &mut xfer).map(Written::Done),
             });
@@ -207,33 +209,49 @@ impl<'a> UserCopyQueue<'a> {
     }
 }
 
-/// A write-through WRITE, DISCARD, WRITE ZEROES or FLUSH on the user-copy
-/// path: decided and accounted by the engine as on the direct path (a FLUSH
-/// has nothing to do, a zeroing is followed by its own sync), the data
-/// fetched into `staging` and written in this thread — `RWF_DSYNC` when
-/// `alone`, else plain, to be made durable by the batch's sync.
-fn write_through(
+/// The first `len` bytes of `buf`, or `TooLarge`.
+pub(super) fn prefix(buf: &mut [u8], len: usize) -> Result<&mut [u8], IoError> {
+    let max = buf.len();
+    buf.get_mut(..len).ok_or(IoError::TooLarge {
+        len: len as u64,
+        max,
+    })
+}
+
+/// A user-copy WRITE's `len` bytes, fetched from the request into `staging`.
+fn fetch_staged<'b>(
+    staging: &'b mut IoBuf<u8>,
+    xfer: &mut UserCopy,
+    len: usize,
+) -> Result<&'b mut [u8], IoError> {
+    let data = prefix(staging.as_mut_slice(), len)?;
+    xfer.read_into(data).map_err(IoError::Transfer)?;
+    Ok(data)
+}
+
+/// A request on a write-through mapped path (user copy or batch), served
+/// on the backing opened `O_DIRECT`: decided and accounted by the engine as
+/// on the direct path (a FLUSH has nothing to do, a zeroing is followed by
+/// its own sync). `buffer(len)` is the request's data: for a WRITE holding
+/// it (written in this thread — `RWF_DSYNC` when `alone`, else plain, to be
+/// made durable by the batch's sync), for a READ where it goes.
+pub(super) fn write_through<'b>(
     engine: &Engine,
     direct: &DirectBacking,
-    staging: &mut IoBuf<u8>,
     req: &Request,
-    xfer: &mut UserCopy,
     alone: bool,
+    buffer: impl FnOnce(usize) -> Result<&'b mut [u8], IoError>,
 ) -> Result<Written, IoError> {
     let op = engine.plan_direct(req)?;
     let outcome = match op {
         DirectOp::Done(bytes) => return Ok(Written::Done(bytes)),
-        DirectOp::Write { at, len, .. } => {
-            let max = staging.len();
-            let data = staging
-                .as_mut_slice()
-                .get_mut(..len as usize)
-                .ok_or(IoError::TooLarge { len: req.len, max })?;
-            xfer.read_into(data).map_err(IoError::Transfer)?;
-            direct.write_all(at, data, alone).map(|()| len)
-        }
+        DirectOp::Write { at, len, .. } => direct
+            .write_all(at, buffer(len as usize)?, alone)
+            .map(|()| u64::from(len)),
+        DirectOp::Read { at, len } => direct
+            .read_exact(at, buffer(len as usize)?)
+            .map(|()| u64::from(len)),
         DirectOp::Sync => direct.file.sync_data().map(|()| 0),
-        DirectOp::Read { .. } => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
     };
     let res = outcome.map_or_else(
         |err| -err.raw_os_error().unwrap_or(libc::EIO),
@@ -392,14 +410,10 @@ mod tests {
                     .expect("request data");
                 let mut xfer = UserCopy::new(self.cdev.as_raw_fd(), 0, 3);
                 let req = Request { op, offset, len };
-                write_through(
-                    &self.engine,
-                    &self.direct,
-                    &mut self.staging,
-                    &req,
-                    &mut xfer,
-                    alone,
-                )
+                let staging = &mut self.staging;
+                write_through(&self.engine, &self.direct, &req, alone, |len| {
+                    fetch_staged(staging, &mut xfer, len)
+                })
             }
 
             fn mapped(&self, offset: u64, len: u64) -> Vec<u8> {

@@ -3,7 +3,7 @@
 # the same bytes: data written on one path reads back on the others, a file
 # system made on one mounts on the others, fio verifies on each; a path the
 # kernel or the backing cannot serve is refused up front, changing nothing.
-# Over a block device user copy and the direct path write through (no
+# Over a block device user copy, the direct path and batch write through (no
 # volatile cache, as the kernel sees it), also after recovery;
 # --write-cache write-back, and write-through where it cannot be, are
 # checked too.
@@ -11,16 +11,27 @@ source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
 require test -b /dev/pmem0
 check "format" "$P" format /dev/pmem0 --reserve 256M
-if kernel_at_least 6 16; then
-	# user-copy and direct write through on a block device by default;
-	# +write-back declares a volatile cache instead (FLUSH syncs).
-	paths="user-copy user-copy+write-back bounce direct direct+write-back"
-else
-	paths="user-copy user-copy+write-back bounce"
+# user-copy, direct and batch write through on a block device by default;
+# +write-back declares a volatile cache instead (FLUSH syncs).
+paths="user-copy user-copy+write-back bounce"
+# refuse_path PATH FLAG: this kernel does not offer PATH; add says so and
+# changes nothing.
+refuse_path() {
+	local before
 	before=$(meta_digest /dev/pmem0)
-	refused "direct on a kernel without UBLK_F_AUTO_BUF_REG" "not offered by this kernel" \
-		"$P" add /dev/pmem0 --io-path direct
-	expect_eq "the refusal changed nothing" "$(meta_digest /dev/pmem0)" "$before"
+	refused "$1 on a kernel without $2" "not offered by this kernel" \
+		"$P" add /dev/pmem0 --io-path "$1"
+	expect_eq "the refusal of $1 changed nothing" "$(meta_digest /dev/pmem0)" "$before"
+}
+if kernel_at_least 6 16; then
+	paths+=" direct direct+write-back"
+else
+	refuse_path direct UBLK_F_AUTO_BUF_REG
+fi
+if kernel_at_least 7 0; then
+	paths+=" batch batch+write-back"
+else
+	refuse_path batch UBLK_F_BATCH_IO
 fi
 note "kernel $(uname -r): paths $paths"
 
@@ -61,7 +72,7 @@ for path in $paths; do
 	write_files /tmp/mnt 12
 	check "$path: fsync'd files verify" verify_files /tmp/mnt
 	check "umount" umount /tmp/mnt
-	if [ "$path" == direct ] || [ "$path" == user-copy ]; then
+	if [ "$path" == direct ] || [ "$path" == user-copy ] || [ "$path" == batch ]; then
 		# A recovered server keeps the write cache the device declared: the
 		# kernel sends it no FLUSH, so it must go on writing through.
 		kill -9 "$(server_pid 0)"
