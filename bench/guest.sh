@@ -12,7 +12,7 @@
 #   rublk-null    rublk's null target: the ublk round trip and nothing else
 #   rublk-loop    rublk's loop target over /dev/pmem0 (O_DIRECT, io_uring)
 #   ps-<path>     pmem-stack on /dev/pmem0 with `add --io-path <path>`, for
-#                 every path in BENCH_PATHS (default: user-copy direct); a path
+#                 every path in BENCH_PATHS (default: user-copy direct batch); a path
 #                 the kernel does not offer is recorded as unavailable;
 #                 ps-<path>+<cache> adds `--write-cache <cache>` (e.g.
 #                 ps-direct+write-back against the default write-through)
@@ -59,7 +59,7 @@ QUEUES=${BENCH_QUEUES:-2}
 DEPTH=${BENCH_DEPTH:-128}
 RESERVE=${BENCH_RESERVE:-512M}
 PMEM_SIZE=${BENCH_PMEM_SIZE:-2G}
-PATHS=${BENCH_PATHS:-user-copy direct}
+PATHS=${BENCH_PATHS:-user-copy direct batch}
 JOBS=${BENCH_JOBS:-randread4k randwrite4k randread4k-qd1 seqread128k seqwrite128k fsyncwrite4k}
 default_targets="raw dm-linear map rublk-null rublk-loop"
 for path in $PATHS; do default_targets+=" ps-$path"; done

@@ -79,7 +79,7 @@ measure() {
 }
 
 for backing in "${pmems[@]}"; do
-	for path in user-copy direct; do
+	for path in user-copy direct batch; do
 		measure "$backing" "$path"
 	done
 done
