@@ -91,9 +91,10 @@ pub enum IoPath {
     /// `UBLK_F_BATCH_IO` (Linux 7.0+): the kernel copies each request
     /// through a per-tag buffer as on bounce buffers, but hands requests
     /// over and takes their completions in batches (one multishot fetch,
-    /// one commit per batch) instead of one command per request. Reads are
-    /// copied from the mapping; writing through, a WRITE goes from its
-    /// buffer to the backing opened `O_DIRECT` (`ublk::queue`).
+    /// one commit per batch) instead of one command per request. Writing
+    /// back, data is copied between the buffer and the mapping; writing
+    /// through, READs and WRITEs go between the buffer and the backing
+    /// opened `O_DIRECT` (`ublk::batch`).
     Batch,
 }
 
@@ -192,7 +193,8 @@ pub fn choose(
 ) -> Result<IoPath, PathRefusal> {
     let offers = |path: IoPath| match kernel {
         Some(k) => k.0 & path.flag() == path.flag(),
-        None => path != IoPath::Direct,
+        // A kernel too old to say has neither 6.16's nor 7.0's flags.
+        None => !matches!(path, IoPath::Direct | IoPath::Batch),
     };
     match choice {
         IoPathChoice::Exactly(IoPath::Direct) if mapped_only => Err(PathRefusal::Mapped),
@@ -218,9 +220,10 @@ pub enum WriteCache {
     /// the page cache or CPU caches, and the direct path over an image file.
     WriteBack,
     /// Every write is durable when it completes, so the block layer answers
-    /// FLUSH itself: the direct path over a block device (see
-    /// `engine::direct`), and devdax, where a durable write is a cache-line
-    /// write-back of its own bytes.
+    /// FLUSH itself: over a block device written `O_DIRECT` (the direct
+    /// path, see `engine::direct`; user copy and batch, see `ublk::queue`),
+    /// and devdax, where a durable write is a cache-line write-back of its
+    /// own bytes.
     WriteThrough,
 }
 
@@ -264,7 +267,7 @@ pub enum WriteCacheChoice {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteCacheRefusal {
     #[error(
-        "--write-cache write-through needs user copy (Linux 6.5+), the direct I/O path (6.16+) or a devdax backing, but this device runs on {path}, where every write would cost an msync in its queue; use --write-cache auto"
+        "--write-cache write-through needs user copy (Linux 6.5+), the direct (6.16+) or batch (7.0+) I/O path, or a devdax backing, but this device runs on {path}, where every write would cost an msync in its queue; use --write-cache auto"
     )]
     NeedsUserCopy { path: &'static str },
     #[error(
@@ -288,12 +291,13 @@ pub enum CacheBacking {
 ///
 /// Write-through means a durable write per WRITE. Auto chooses it where that
 /// is cheap, so FLUSH costs nothing: over a block device on the direct path
-/// (the pmem driver's FUA write, or one group sync per batch) and on user
-/// copy (the data written `O_DIRECT` with `RWF_DSYNC` instead of into the
-/// page cache: `ublk::queue`), and on devdax (a cache-line write-back of the
-/// written bytes). Over an image file a durable write can be a file-system
-/// journal commit, so auto writes back there; without user copy every
-/// write-through WRITE would be an `msync` in its queue, so it is refused.
+/// (the pmem driver's FUA write, or one group sync per batch), on user
+/// copy and batch (the data written `O_DIRECT` instead of into the page
+/// cache: `ublk::queue`, `ublk::batch`), and on devdax (a cache-line
+/// write-back of the written bytes). Over an image file a durable write can
+/// be a file-system journal commit, so auto writes back there; on bounce
+/// buffers every write-through WRITE would be an `msync` in its queue, so
+/// it is refused.
 /// Measured: bench/README.md, "Write-through".
 pub fn choose_write_cache(
     choice: WriteCacheChoice,
@@ -385,6 +389,8 @@ mod tests {
             Ok(IoPath::BounceBuffer)
         );
         assert_eq!(choose(auto, None, false), Ok(IoPath::UserCopy));
+        let batch = IoPathChoice::Exactly(IoPath::Batch);
+        assert!(choose(batch, None, false).is_err(), "no 7.0 flag unasked");
     }
 
     #[test]

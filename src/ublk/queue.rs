@@ -119,8 +119,8 @@ struct UserCopyQueue<'a> {
     /// data passes on its way there.
     direct: Option<(&'a DirectBacking, IoBuf<u8>)>,
     /// Write-through: writes of this batch written without `RWF_DSYNC`,
-    /// waiting for the batch's one sync: (tag, what was written, result).
-    unsynced: Vec<(u16, DirectOp, i32)>,
+    /// waiting for the batch's one sync.
+    unsynced: BatchSync,
 }
 
 /// A write-through request's fate.
@@ -145,7 +145,7 @@ impl<'a> UserCopyQueue<'a> {
             engine,
             direct: direct
                 .map(|direct| (direct, IoBuf::new(dev.dev_info.max_io_buf_bytes as usize))),
-            unsynced: Vec::new(),
+            unsynced: BatchSync::default(),
         }
     }
 
@@ -160,51 +160,92 @@ impl<'a> UserCopyQueue<'a> {
         let result =
             request_of(q, tag, self.engine.size()).and_then(|req| match &mut self.direct {
                 Some((direct, staging)) if req.op != Op::Read => {
-                    write_through(self.engine, direct, &req, alone, |len| {
+                    write_through(self.engine, direct, &req, alone, |len, is_write| {
+                        // A READ here would need its data delivered after
+                        // the backing filled the buffer: refuse, not lie.
+                        if !is_write {
+                            return Err(IoError::Transfer(std::io::Error::from_raw_os_error(
+                                libc::EINVAL,
+                            )));
+                        }
                         fetch_staged(staging, &mut xfer, len)
                     })
                 }
                 _ => self.engine.execute(&req, &mut xfer).map(Written::Done),
             });
-        match result {
-            Ok(Written::Unsynced(op, res)) => self.unsynced.push((tag, op, res)),
-            Ok(Written::Done(bytes)) => self.commit(q, tag, completion(Ok(bytes))),
-            Err(err) => self.commit(q, tag, completion(Err(err))),
+        let qid = self.qid;
+        self.unsynced
+            .settle(tag, result, |tag, res| commit(q, qid, tag, res));
+        if ctx.is_last_cqe()
+            && let Some((direct, _)) = &self.direct
+        {
+            self.unsynced.sync(qid, self.engine, direct, |tag, res| {
+                commit(q, qid, tag, res)
+            });
         }
-        if ctx.is_last_cqe() {
-            self.sync_batch(q);
+    }
+}
+
+/// Commit `tag`'s result on the user-copy path.
+fn commit(q: &UblkQueue, qid: u16, tag: u16, res: i32) {
+    if let Err(err) =
+        q.complete_io_cmd_unified(tag, BufDesc::Slice(&[]), Ok(UblkIORes::Result(res)))
+    {
+        log::error!("queue {qid} tag {tag}: commit failed: {err}");
+    }
+}
+
+/// Write-through writes of one batch, written plain and waiting for the
+/// batch's one sync: (tag, what was written, result). Shared by the
+/// user-copy and batch queues, so the rule "nothing is acknowledged before
+/// it is durable" lives in one place.
+#[derive(Debug, Default)]
+pub(super) struct BatchSync(Vec<(u16, DirectOp, i32)>);
+
+impl BatchSync {
+    /// Whether no write waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A served request: a write left for the sync waits here; anything
+    /// else is `answer`ed now (bytes done, or a negative errno).
+    pub(super) fn settle(
+        &mut self,
+        tag: u16,
+        result: Result<Written, IoError>,
+        mut answer: impl FnMut(u16, i32),
+    ) {
+        match result {
+            Ok(Written::Unsynced(op, res)) => self.0.push((tag, op, res)),
+            Ok(Written::Done(bytes)) => answer(tag, completion(Ok(bytes))),
+            Err(err) => answer(tag, completion(Err(err))),
         }
     }
 
-    /// End of a batch: one `fdatasync` makes every write of it durable
-    /// (each was complete on the backing before it started); then they are
-    /// acknowledged, or fail with the sync.
-    fn sync_batch(&mut self, q: &UblkQueue) {
-        let Some((direct, _)) = &self.direct else {
-            return;
-        };
-        if self.unsynced.is_empty() {
+    /// End of a batch: one `fdatasync` makes every waiting write durable
+    /// (each was complete on the backing before it started); then each is
+    /// `answer`ed, or fails with the sync.
+    pub(super) fn sync(
+        &mut self,
+        qid: u16,
+        engine: &Engine,
+        direct: &DirectBacking,
+        mut answer: impl FnMut(u16, i32),
+    ) {
+        if self.0.is_empty() {
             return;
         }
         let synced = direct.file.sync_data();
         if let Err(err) = &synced {
-            log::error!(
-                "queue {}: sync of a batch of writes failed: {err}",
-                self.qid
-            );
+            log::error!("queue {qid}: sync of a batch of writes failed: {err}");
         }
         let failed = synced.err().map(|e| -e.raw_os_error().unwrap_or(libc::EIO));
-        for (tag, op, res) in std::mem::take(&mut self.unsynced) {
-            let result = self.engine.direct_done(op, failed.unwrap_or(res));
-            self.commit(q, tag, completion(result));
-        }
-    }
-
-    fn commit(&self, q: &UblkQueue, tag: u16, res: i32) {
-        if let Err(err) =
-            q.complete_io_cmd_unified(tag, BufDesc::Slice(&[]), Ok(UblkIORes::Result(res)))
-        {
-            log::error!("queue {} tag {tag}: commit failed: {err}", self.qid);
+        for (tag, op, res) in std::mem::take(&mut self.0) {
+            answer(
+                tag,
+                completion(engine.direct_done(op, failed.unwrap_or(res))),
+            );
         }
     }
 }
@@ -232,24 +273,24 @@ fn fetch_staged<'b>(
 /// A request on a write-through mapped path (user copy or batch), served
 /// on the backing opened `O_DIRECT`: decided and accounted by the engine as
 /// on the direct path (a FLUSH has nothing to do, a zeroing is followed by
-/// its own sync). `buffer(len)` is the request's data: for a WRITE holding
-/// it (written in this thread — `RWF_DSYNC` when `alone`, else plain, to be
-/// made durable by the batch's sync), for a READ where it goes.
+/// its own sync). `buffer(len, is_write)` is the request's data: for a WRITE
+/// holding it (written in this thread — `RWF_DSYNC` when `alone`, else
+/// plain, to be made durable by the batch's sync), for a READ where it goes.
 pub(super) fn write_through<'b>(
     engine: &Engine,
     direct: &DirectBacking,
     req: &Request,
     alone: bool,
-    buffer: impl FnOnce(usize) -> Result<&'b mut [u8], IoError>,
+    buffer: impl FnOnce(usize, bool) -> Result<&'b mut [u8], IoError>,
 ) -> Result<Written, IoError> {
     let op = engine.plan_direct(req)?;
     let outcome = match op {
         DirectOp::Done(bytes) => return Ok(Written::Done(bytes)),
         DirectOp::Write { at, len, .. } => direct
-            .write_all(at, buffer(len as usize)?, alone)
+            .write_all(at, buffer(len as usize, true)?, alone)
             .map(|()| u64::from(len)),
         DirectOp::Read { at, len } => direct
-            .read_exact(at, buffer(len as usize)?)
+            .read_exact(at, buffer(len as usize, false)?)
             .map(|()| u64::from(len)),
         DirectOp::Sync => direct.file.sync_data().map(|()| 0),
     };
@@ -411,7 +452,7 @@ mod tests {
                 let mut xfer = UserCopy::new(self.cdev.as_raw_fd(), 0, 3);
                 let req = Request { op, offset, len };
                 let staging = &mut self.staging;
-                write_through(&self.engine, &self.direct, &req, alone, |len| {
+                write_through(&self.engine, &self.direct, &req, alone, |len, _| {
                     fetch_staged(staging, &mut xfer, len)
                 })
             }
