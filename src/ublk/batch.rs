@@ -226,11 +226,10 @@ fn run(
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::os::unix::fs::FileExt;
-    use std::sync::Arc;
 
     use libublk::helpers::IoBuf;
 
+    use super::super::queue::TestBacking;
     use super::*;
 
     /// A fetched group without a kernel: descriptors and buffers by tag.
@@ -264,48 +263,13 @@ mod tests {
         }
     }
 
-    struct Fixture {
-        image: tempfile::NamedTempFile,
-        engine: Engine,
-        direct: Option<DirectBacking>,
-        data_offset: u64,
-    }
-
-    fn fixture(write_through: bool) -> Fixture {
-        let (image, geometry, backing) = crate::engine::test_image();
-        let mut engine = Engine::new(Arc::clone(&backing), &geometry).expect("engine");
-        engine.set_write_through(write_through);
-        let direct = write_through.then(|| DirectBacking {
-            // Fails here, loudly, where the temporary directory cannot do
-            // O_DIRECT.
-            file: backing.open_direct().expect("O_DIRECT"),
-            data_offset: geometry.data_offset(),
-        });
-        Fixture {
-            image,
-            engine,
-            direct,
-            data_offset: geometry.data_offset(),
-        }
-    }
-
-    impl Fixture {
-        /// Serve `tags` of `fetched` as one group; the results in order.
-        fn serve(&self, fetched: &mut FakeFetch, tags: &[u16]) -> Vec<(u16, i32)> {
-            let mut server = BatchServer::new(0, &self.engine, self.direct.as_ref());
-            server.serve(fetched, tags);
-            assert!(server.unsynced.is_empty(), "every write settled");
-            server.pending.iter().map(|c| (c.tag, c.result)).collect()
-        }
-
-        fn on_backing(&self, offset: u64, len: usize) -> Vec<u8> {
-            let mut buf = vec![0; len];
-            self.image
-                .as_file()
-                .read_exact_at(&mut buf, self.data_offset + offset)
-                .expect("read the image");
-            buf
-        }
+    /// Serve `tags` of `fetched` as one group on `backing`; the results in
+    /// order.
+    fn serve(backing: &TestBacking, fetched: &mut FakeFetch, tags: &[u16]) -> Vec<(u16, i32)> {
+        let mut server = BatchServer::new(0, &backing.engine, backing.direct.as_ref());
+        server.serve(fetched, tags);
+        assert!(server.unsynced.is_empty(), "every write settled");
+        server.pending.iter().map(|c| (c.tag, c.result)).collect()
     }
 
     const WRITE: u32 = sys::UBLK_IO_OP_WRITE;
@@ -314,13 +278,13 @@ mod tests {
     #[test]
     fn a_group_of_writes_lands_and_every_tag_is_answered_once() {
         for write_through in [true, false] {
-            let f = fixture(write_through);
+            let f = TestBacking::new(write_through);
             let mut fetched = FakeFetch::default();
             fetched.put(1, WRITE, 0, 8, &[0x11; 4096]);
             fetched.put(2, WRITE, 8192, 16, &[0x22; 8192]);
             fetched.put(3, READ, 1 << 20, 8, &[]);
             fetched.put(4, sys::UBLK_IO_OP_FLUSH, 0, 0, &[]);
-            let mut results = f.serve(&mut fetched, &[1, 2, 3, 4]);
+            let mut results = serve(&f, &mut fetched, &[1, 2, 3, 4]);
             results.sort_unstable();
             assert_eq!(
                 results,
@@ -339,14 +303,14 @@ mod tests {
             // What was written reads back through the same server.
             let mut again = FakeFetch::default();
             again.put(5, READ, 8192, 16, &[]);
-            assert_eq!(f.serve(&mut again, &[5]), [(5, 8192)]);
+            assert_eq!(serve(&f, &mut again, &[5]), [(5, 8192)]);
             assert_eq!(again.buf(5, 8192), [0x22; 8192]);
         }
     }
 
     #[test]
     fn a_bad_request_fails_alone() {
-        let f = fixture(true);
+        let f = TestBacking::new(true);
         let mut fetched = FakeFetch::default();
         // Beyond the data area, larger than its buffer, and a tag the
         // transport lent no buffer: each fails; the good write in the same
@@ -354,7 +318,8 @@ mod tests {
         fetched.put(1, WRITE, 15 << 20, 8, &[1; 4096]);
         fetched.put(2, WRITE, 0, 256, &[2; 4096]);
         fetched.put(3, WRITE, 4096, 8, &[3; 4096]);
-        let results: HashMap<u16, i32> = f.serve(&mut fetched, &[1, 2, 3, 9]).into_iter().collect();
+        let results: HashMap<u16, i32> =
+            serve(&f, &mut fetched, &[1, 2, 3, 9]).into_iter().collect();
         assert_eq!(results[&1], -libc::EIO);
         assert!(results[&2] < 0, "too large: {}", results[&2]);
         assert_eq!(results[&3], 4096);
@@ -366,11 +331,11 @@ mod tests {
 
     #[test]
     fn zeroing_is_durable_before_it_is_answered() {
-        let f = fixture(true);
+        let f = TestBacking::new(true);
         let mut fetched = FakeFetch::default();
         fetched.put(1, sys::UBLK_IO_OP_WRITE_ZEROES, 4096, 8, &[]);
         fetched.put(2, sys::UBLK_IO_OP_DISCARD, 8192, 8, &[]);
-        let mut results = f.serve(&mut fetched, &[1, 2]);
+        let mut results = serve(&f, &mut fetched, &[1, 2]);
         results.sort_unstable();
         assert_eq!(results, [(1, 0), (2, 0)]);
         assert_eq!(f.on_backing(4096, 8192), vec![0; 8192]);

@@ -362,6 +362,48 @@ pub fn serve_queue(
     log::info!("queue {qid}: stopped");
 }
 
+/// For the queue tests here and in `batch`: the engine's test image served
+/// writing through (with the backing opened `O_DIRECT`) or back.
+#[cfg(test)]
+pub(super) struct TestBacking {
+    pub image: tempfile::NamedTempFile,
+    pub engine: Engine,
+    pub direct: Option<DirectBacking>,
+    pub data_offset: u64,
+}
+
+#[cfg(test)]
+impl TestBacking {
+    pub(super) fn new(write_through: bool) -> TestBacking {
+        let (image, geometry, backing) = crate::engine::test_image();
+        let mut engine = Engine::new(std::sync::Arc::clone(&backing), &geometry).expect("engine");
+        engine.set_write_through(write_through);
+        let direct = write_through.then(|| DirectBacking {
+            // Fails here, loudly, where the temporary directory cannot do
+            // O_DIRECT.
+            file: backing.open_direct().expect("O_DIRECT"),
+            data_offset: geometry.data_offset(),
+        });
+        TestBacking {
+            image,
+            engine,
+            direct,
+            data_offset: geometry.data_offset(),
+        }
+    }
+
+    /// `len` bytes of the data area at `offset`, as on the image.
+    pub(super) fn on_backing(&self, offset: u64, len: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; len];
+        self.image
+            .as_file()
+            .read_exact_at(&mut buf, self.data_offset + offset)
+            .expect("read the image");
+        buf
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,7 +411,6 @@ mod tests {
     mod write_through {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileExt;
-        use std::sync::Arc;
 
         use super::*;
         use crate::backing::MediaRange;
@@ -391,31 +432,23 @@ mod tests {
         }
 
         struct Fixture {
-            image: tempfile::NamedTempFile,
-            engine: Engine,
-            direct: DirectBacking,
-            data_offset: u64,
+            backing: TestBacking,
             /// Stands in for `/dev/ublkcN`: request data at the user-copy
             /// position of its queue and tag.
             cdev: tempfile::NamedTempFile,
             staging: IoBuf<u8>,
         }
 
+        impl std::ops::Deref for Fixture {
+            type Target = TestBacking;
+            fn deref(&self) -> &TestBacking {
+                &self.backing
+            }
+        }
+
         fn fixture() -> Fixture {
-            let (image, geometry, backing) = crate::engine::test_image();
-            let mut engine = Engine::new(Arc::clone(&backing), &geometry).expect("engine");
-            engine.set_write_through(true);
-            let direct = DirectBacking {
-                // The test fails here, loudly, where the temporary
-                // directory cannot do O_DIRECT.
-                file: backing.open_direct().expect("O_DIRECT"),
-                data_offset: geometry.data_offset(),
-            };
             Fixture {
-                image,
-                engine,
-                direct,
-                data_offset: geometry.data_offset(),
+                backing: TestBacking::new(true),
                 cdev: tempfile::NamedTempFile::new().expect("tempfile"),
                 staging: IoBuf::new(512 << 10),
             }
@@ -452,7 +485,9 @@ mod tests {
                 let mut xfer = UserCopy::new(self.cdev.as_raw_fd(), 0, 3);
                 let req = Request { op, offset, len };
                 let staging = &mut self.staging;
-                write_through(&self.engine, &self.direct, &req, alone, |len, _| {
+                let backing = &self.backing;
+                let direct = backing.direct.as_ref().expect("writing through");
+                write_through(&backing.engine, direct, &req, alone, |len, _| {
                     fetch_staged(staging, &mut xfer, len)
                 })
             }
@@ -468,13 +503,8 @@ mod tests {
                 sink.0
             }
 
-            fn on_backing(&self, offset: u64, len: usize) -> Vec<u8> {
-                let mut buf = vec![0; len];
-                self.image
-                    .as_file()
-                    .read_exact_at(&mut buf, self.data_offset + offset)
-                    .expect("read the image");
-                buf
+            fn direct(&self) -> &DirectBacking {
+                self.backing.direct.as_ref().expect("writing through")
             }
         }
 
@@ -510,7 +540,7 @@ mod tests {
             assert_eq!(res, 4096);
             // Written (so a read sees it), acknowledged only after the sync.
             assert_eq!(f.on_backing(0, 4096), vec![0x33; 4096]);
-            f.direct.file.sync_data().expect("the batch's sync");
+            f.direct().file.sync_data().expect("the batch's sync");
             assert_eq!(f.engine.direct_done(op, res).expect("acknowledged"), 4096);
             // A failed write is not left waiting: it fails at once.
             let err = f
