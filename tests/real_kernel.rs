@@ -147,7 +147,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "iopaths",
-        what: "every I/O path this kernel offers (user copy, bounce, direct) serves the same bytes; others refused",
+        what: "every I/O path this kernel offers (user copy, bounce, direct, batch) serves the same bytes; others refused",
         boots: &[Boot::plain("tests/guest/iopaths.sh", "2G")],
         knob: None,
     },
