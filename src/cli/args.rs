@@ -478,8 +478,8 @@ pub enum WriteCacheArg {
     Auto,
     /// Writes may be volatile until a FLUSH.
     WriteBack,
-    /// Every write durable when it completes (needs user copy or the direct
-    /// path and a backing that opens O_DIRECT, or devdax).
+    /// Every write durable when it completes (needs user copy, the direct
+    /// or the batch path and a backing that opens O_DIRECT, or devdax).
     WriteThrough,
 }
 

@@ -15,6 +15,10 @@
 //! [`GroupCommit`] is the pure bookkeeping (generic over what a queue keeps
 //! per write, so its properties are tested on plain numbers); the queue
 //! submits and commits.
+//!
+//! The queues that write in their own thread (user copy and batch, writing
+//! through) need no sync in flight: they sync once at the end of a batch of
+//! requests, through `ublk::queue::BatchSync`.
 
 use io_uring::{opcode, squeue, types};
 use libublk::io::UblkIOCtx;
