@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use pmem_stack::backing::{Access, Backing, BackingKind};
+use pmem_stack::backing::{Access, Backing, BackingError, BackingKind};
 use pmem_stack::daemon;
 use pmem_stack::metadata;
 use pmem_stack::notify;
@@ -162,7 +162,7 @@ pub(super) fn recover_device(
     }
     // Not open_exclusive(): that refuses exactly this case, a backing attached
     // to a device whose server died.
-    let backing = Backing::open(&entry.backing, Access::Exclusive).with_context(context)?;
+    let backing = open_released(&entry.backing).with_context(context)?;
     if backing.identity() != entry.identity {
         bail!(
             "cannot recover /dev/ublkb{id}: {} is no longer the backing it served ({})",
@@ -213,6 +213,27 @@ pub(super) fn recover_device(
     drop(lock);
     launch(spec, foreground, announce, registry).with_context(context)
 }
+
+/// Open the backing of a device whose server has exited, exclusively. The
+/// kernel may still be releasing what that server held for a moment after
+/// its last thread is gone (io_uring rings are torn down asynchronously), so
+/// a busy backing is tried again for [`RELEASE_WAIT`] before it is reported.
+fn open_released(path: &std::path::Path) -> Result<Backing, BackingError> {
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        match Backing::open(path, Access::Exclusive) {
+            Err(BackingError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                log::debug!("{}: still busy; trying again", path.display());
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long `recover` lets the kernel release a departed server's hold on
+/// the backing.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long `recover` waits for another command holding the device (a
 /// `grow` writing the grown volume takes well under a second).

@@ -126,7 +126,11 @@ pub(super) fn attach_successor(
     if supervised {
         return await_successor(id, old, how, registry);
     }
-    super::serve::recover_device(id, false, how, registry)
+    super::serve::recover_device(id, false, how, registry).with_context(|| {
+        format!(
+            "/dev/ublkb{id} was handed over but no new server attached (the device waits quiesced, its I/O held; fix the cause, then 'pmem-stack recover {id}')"
+        )
+    })
 }
 
 /// The old server ran under a service manager, which starts the successor

@@ -3,23 +3,46 @@
 //! `list`, `del` and `add` ask this about servers that are not our children
 //! (they were started by another command, maybe long ago), so `waitpid` and
 //! its exit status are not available: the only witness is `/proc`. A zombie
-//! counts as gone — it serves no I/O, and its parent, not us, must reap it.
+//! counts as gone — it serves no I/O, and its parent, not us, must reap it —
+//! but only once its whole thread group has exited: a group leader turns
+//! zombie while its other threads may still be exiting (a queue thread
+//! cancelling its io_uring commands), and until the last one has, the process
+//! still holds its files, among them the backing opened exclusively, which a
+//! successor (`restart`, `recover`) must open next.
 
 use std::time::{Duration, Instant};
 
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+/// Whether process `pid` is gone (or a zombie nobody reaped yet whose
+/// threads have all exited).
 pub fn process_gone(pid: i32) -> bool {
     if pid <= 0 {
         return true;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    exited(&stat) && other_threads(pid) == 0
+}
+
+/// Whether a `/proc/PID/stat` line shows a task that has exited (zombie or
+/// dead). The state follows the parenthesised command name, which may itself
+/// hold parentheses and spaces.
+fn exited(stat: &str) -> bool {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "Z" || state == "X")
+}
+
+/// How many threads of process `pid` other than its leader are still listed
+/// (an exiting thread is listed until it has released what it held).
+fn other_threads(pid: i32) -> usize {
+    let leader = pid.to_string();
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| {
+        tasks
+            .filter_map(Result::ok)
+            .filter(|task| task.file_name().to_str() != Some(leader.as_str()))
+            .count()
+    })
 }
 
 /// Wait until process `pid` is gone, at most `timeout` (reporting progress
@@ -73,5 +96,26 @@ mod tests {
         );
         child.wait().expect("reap");
         assert!(process_gone(pid));
+    }
+
+    #[test]
+    fn a_process_with_threads_left_is_not_gone() {
+        // This test process runs the test harness's threads besides its own.
+        let me = i32::try_from(std::process::id()).expect("pid");
+        let _worker = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(200)));
+        assert!(other_threads(me) >= 1);
+        assert_eq!(other_threads(0), 0, "no such process: no threads left");
+    }
+
+    #[test]
+    fn stat_states() {
+        assert!(exited("42 (pmem-stack) Z 1 42 42 0 -1"));
+        assert!(exited("42 (pmem-stack) X 1 42 42 0 -1"));
+        assert!(!exited("42 (pmem-stack) S 1 42 42 0 -1"));
+        assert!(!exited("42 (pmem-stack) R 1 42 42 0 -1"));
+        // A command name that looks like a state: the last ')' ends it.
+        assert!(!exited("42 (a) Z (b) S 1 42 42 0 -1"));
+        assert!(exited("42 (a) S (b) Z 1 42 42 0 -1"));
+        assert!(!exited("garbage"));
     }
 }
