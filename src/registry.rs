@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::backing::Identity;
 use crate::engine::StatsSnapshot;
 use crate::format::{ReserveMode, Uuid};
+use crate::ublk::affinity::Affinity;
 
 /// Environment variable that moves the registry (tests use it).
 pub const RUN_DIR_ENV: &str = "PMEM_STACK_RUN_DIR";
@@ -62,6 +63,10 @@ pub struct Entry {
     /// `restart` then waits for that instead of starting one itself.
     #[serde(default)]
     pub supervised: bool,
+    /// Where its queue threads run (records from before this field: the
+    /// default).
+    #[serde(default)]
+    pub affinity: Affinity,
 }
 
 /// A reserve mode recorded by its name (`none`, `hypervisor`, `os`).
@@ -371,6 +376,7 @@ mod tests {
             data_size: 1532 << 20,
             log: None,
             supervised: false,
+            affinity: Affinity::Queue,
         }
     }
 
@@ -421,8 +427,17 @@ mod tests {
         assert_eq!(text["identity"], "dev:259:0");
         assert_eq!(text["uuid"], "0f2d4c1e-9a3b-4c5d-8e7f-102132435465");
         assert_eq!(text["mode"], "hypervisor");
-        let back: Entry = serde_json::from_value(text).expect("parse");
+        assert_eq!(text["affinity"], "queue");
+        let back: Entry = serde_json::from_value(text.clone()).expect("parse");
         assert_eq!(back, sample(1));
+        // A record from before the later fields gets their defaults.
+        let mut old = text;
+        let fields = old.as_object_mut().expect("object");
+        fields.remove("affinity");
+        fields.remove("supervised");
+        let back: Entry = serde_json::from_value(old).expect("parse an older record");
+        assert_eq!(back.affinity, Affinity::Node);
+        assert!(!back.supervised);
     }
 
     #[test]

@@ -251,6 +251,7 @@ fn registry_entry(
         data_size: g.data_size(),
         log,
         supervised: crate::notify::enabled(),
+        affinity: granted.affinity,
     }
 }
 

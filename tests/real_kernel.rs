@@ -123,7 +123,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "recover",
-        what: "kill -9 of the server under fio, recover, fio ends with zero errors",
+        what: "kill -9 of the server under fio, recover, fio ends with zero errors; queue threads run on any CPU of their node (or pinned, --affinity queue), and a recovered server keeps that",
         boots: &[Boot::plain("tests/guest/recover.sh", "2G")],
         knob: None,
     },

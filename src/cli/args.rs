@@ -11,6 +11,7 @@ use pmem_stack::dm::MapName;
 use pmem_stack::format::{Alignment, LogicalBlockSize, OwnerKind, OwnerName, ReserveMode};
 use pmem_stack::layout::ReserveRequest;
 use pmem_stack::size::parse_size;
+use pmem_stack::ublk::affinity::Affinity;
 use pmem_stack::ublk::control::{DEFAULT_DEPTH, MAX_DEPTH, MAX_QUEUES};
 use pmem_stack::ublk::features::{IoPath, IoPathChoice, WriteCache, WriteCacheChoice};
 use pmem_stack::update::{OwnerSize, OwnerSpec};
@@ -469,6 +470,30 @@ pub struct DeviceArgs {
     /// image file or on bounce buffers.
     #[arg(long, value_enum, default_value_t = WriteCacheArg::Auto)]
     pub write_cache: WriteCacheArg,
+    /// Which CPUs the queue threads run on: node lets each run on any CPU
+    /// of its queue's NUMA nodes, beside the programs submitting to it;
+    /// queue pins it to the CPUs blk-mq maps to its queue.
+    #[arg(long, value_enum, default_value_t = AffinityArg::Node)]
+    pub affinity: AffinityArg,
+}
+
+/// `add --affinity`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AffinityArg {
+    /// Any CPU of the queue's NUMA nodes.
+    Node,
+    /// Only the queue's own CPUs.
+    Queue,
+}
+
+impl AffinityArg {
+    /// The library's form of the choice.
+    pub fn affinity(self) -> Affinity {
+        match self {
+            AffinityArg::Node => Affinity::Node,
+            AffinityArg::Queue => Affinity::Queue,
+        }
+    }
 }
 
 /// `add --write-cache`.

@@ -12,6 +12,7 @@ use pmem_stack::dm;
 use pmem_stack::engine::StatsSnapshot;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::size::Human;
+use pmem_stack::ublk::affinity::Affinity;
 use pmem_stack::ublk::control;
 use pmem_stack::ublk::features::{Features, IoPath, WriteCache};
 
@@ -49,6 +50,9 @@ pub struct DeviceJson {
     /// `write_back` (FLUSH makes writes durable) or `write_through` (every
     /// write is durable when it completes), as the device declared it.
     pub write_cache: Option<WriteCache>,
+    /// Where the queue threads run: `node` (any CPU of their queue's NUMA
+    /// nodes) or `queue` (pinned to the queue's CPUs).
+    pub affinity: Option<Affinity>,
     pub log: Option<String>,
     /// The server's request counters (published every 250 ms), if any.
     pub stats: Option<StatsSnapshot>,
@@ -87,6 +91,7 @@ impl DeviceJson {
             features: Vec::new(),
             io_path: None,
             write_cache: None,
+            affinity: None,
             log: None,
             dax: false,
             stats: None,
@@ -118,6 +123,7 @@ pub fn device_json(entry: &Entry) -> DeviceJson {
         features: info.map(|i| Features(i.flags).names()).unwrap_or_default(),
         io_path: info.map(|i| IoPath::of(Features(i.flags))),
         write_cache: info.and_then(|_| control::device_write_cache(entry.id).ok()),
+        affinity: Some(entry.affinity),
         log: entry.log.as_ref().map(|p| p.display().to_string()),
         dax: false,
         stats: Registry::system().load_stats(entry.id),

@@ -61,6 +61,7 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
             depth: args.device.depth.unwrap_or(defaults.depth),
             io_path,
             write_cache,
+            affinity: args.device.affinity.affinity(),
         },
     };
     let how = Announce::device(args.json);
@@ -207,6 +208,7 @@ pub(super) fn recover_device(
             depth: info.depth,
             io_path: IoPath::of(Features(info.flags)),
             write_cache: control::device_write_cache(id).with_context(context)?,
+            affinity: entry.affinity,
         },
     };
     // Before the server forks or runs: it must not hold the lock.

@@ -28,6 +28,7 @@ use crate::format::LogicalBlockSize;
 use crate::remedy::{HasRemedy, Remedy};
 use crate::units::{PAGE_SHIFT, SECTOR_SHIFT};
 
+use super::affinity::Affinity;
 use super::direct::DirectBacking;
 use super::features::{Features, IoPath, WriteCache};
 use super::queue::serve_queue;
@@ -73,6 +74,8 @@ pub struct QueueConfig {
     /// Whether the device declares a volatile write cache (a recovered
     /// device keeps what it declared).
     pub write_cache: WriteCache,
+    /// Where the queue threads run.
+    pub affinity: Affinity,
 }
 
 impl QueueConfig {
@@ -86,6 +89,7 @@ impl QueueConfig {
             depth: DEFAULT_DEPTH,
             io_path: IoPath::UserCopy,
             write_cache: WriteCache::WriteBack,
+            affinity: Affinity::default(),
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct Granted {
     pub depth: u16,
     /// Whether the device declares a volatile write cache.
     pub write_cache: WriteCache,
+    /// Where the queue threads run.
+    pub affinity: Affinity,
 }
 
 impl Granted {
@@ -536,10 +542,11 @@ fn log_features(granted: &Granted) {
         None => log::info!("/dev/ublkb{id}: the kernel does not report its ublk features"),
     }
     log::info!(
-        "/dev/ublkb{id}: granted {}; I/O path {}, {}",
+        "/dev/ublkb{id}: granted {}; I/O path {}, {}, queue threads on their {} CPUs",
         granted.features.names().join(", "),
         granted.io_path().name(),
-        granted.write_cache.name()
+        granted.write_cache.name(),
+        granted.affinity.name()
     );
     if granted.io_path() == IoPath::BounceBuffer {
         log::warn!("/dev/ublkb{id}: copying through bounce buffers (slowest path)");
@@ -587,6 +594,7 @@ where
         queues: info.nr_hw_queues,
         depth: info.queue_depth,
         write_cache: cfg.write_cache,
+        affinity: cfg.affinity,
     };
     let DataPlane { engine, direct } = prepare(&granted).map_err(ServeError::Prepare)?;
     if engine.write_through() != (granted.write_cache == WriteCache::WriteThrough) {
@@ -630,6 +638,7 @@ where
             {
                 log::error!("/dev/ublkb{}: cannot resize: {err}", granted.id);
             }
+            super::affinity::apply(ctrl, granted.queues, granted.affinity);
             live_flag.store(true, Ordering::Release);
             on_live(&granted);
         },

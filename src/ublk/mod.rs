@@ -13,7 +13,9 @@
 //!   io_uring fixed buffers, read and written `O_DIRECT` on the backing.
 //! * [`batch`]: the batch data plane (Linux 7.0+): requests fetched and
 //!   committed in groups, data through per-tag buffers.
+//! * [`affinity`]: which CPUs the queue threads run on.
 
+pub mod affinity;
 pub mod batch;
 pub mod control;
 pub mod direct;

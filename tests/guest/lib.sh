@@ -138,6 +138,18 @@ ublk_count() { find /sys/class/ublk-char -maxdepth 1 -name 'ublkc*' 2>/dev/null 
 # server_pid ID: the pid pmem-stack list reports for /dev/ublkbID.
 server_pid() { "$P" list --json | jget "[x['pid'] for x in d if x['id']==$1][0]"; }
 
+# pinned_threads PID: how many of PID's threads (not counting io_uring's
+# workers) may not run on every online CPU.
+pinned_threads() {
+	local t n=0 online
+	online=$(cat /sys/devices/system/cpu/online)
+	for t in /proc/"$1"/task/*; do
+		case $(cat "$t/comm" 2>/dev/null) in iou-*) continue ;; esac
+		[ "$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status" 2>/dev/null)" == "$online" ] || n=$((n + 1))
+	done
+	echo "$n"
+}
+
 # On failure, leave what a developer needs next to the results.
 diagnostics() {
 	{

@@ -9,6 +9,10 @@ dev=$("$P" add /dev/pmem0 --reserve 512M | tail -1)
 expect_eq "added" "$dev" /dev/ublkb0
 old_pid=$(server_pid 0)
 expect_eq "recovery granted" "$("$P" list --json | jget 'd[0]["server_running"]')" true
+# One queue per CPU, each queue thread free to run on any CPU of its node
+# (one node here), not only on its queue's CPU.
+expect_eq "list: affinity node" "$("$P" list --json | jget 'd[0]["affinity"]')" node
+expect_eq "no server thread is pinned" "$(pinned_threads "$old_pid")" 0
 
 writes() { awk '$3 == "ublkb0" { print $8 }' /proc/diskstats; }
 
@@ -50,6 +54,7 @@ new_pid=$(server_pid 0)
 check "a new server serves it" test "$new_pid" != "$old_pid" -a -e "/proc/$new_pid"
 expect_eq "device is live again" "$("$P" list --json | jget 'd[0]["state"]')" live
 refused "recover of a live device" "is running" "$P" recover 0
+expect_eq "the recovered server's threads are not pinned either" "$(pinned_threads "$new_pid")" 0
 
 rc=0
 wait "$fio_pid" || rc=$?
@@ -77,8 +82,11 @@ check "metadata healthy" "$P" check /dev/pmem0
 # (fio gets errors rather than writing on into nothing), the server exits,
 # and nothing hangs. With pmem-stack 0.1's recovery this printed "removed"
 # while the recovered server saw none of fio's writes.
-check "add again" "$P" add /dev/pmem0
+check "add again, queue threads pinned" "$P" add /dev/pmem0 --affinity queue
 old_pid=$(server_pid 0)
+queues=$("$P" list --json | jget 'd[0]["queues"]')
+expect_eq "list: affinity queue" "$("$P" list --json | jget 'd[0]["affinity"]')" queue
+expect_eq "one pinned thread per queue" "$(pinned_threads "$old_pid")" "$queues"
 kill -9 "$old_pid"
 for _ in $(seq 100); do
 	[ "$("$P" list --json | jget 'd[0]["state"]')" == quiesced ] && break
@@ -86,6 +94,8 @@ for _ in $(seq 100); do
 done
 check "recover again" "$P" recover 0
 new_pid=$(server_pid 0)
+expect_eq "recovered: still affinity queue" "$("$P" list --json | jget 'd[0]["affinity"]')" queue
+expect_eq "recovered: one pinned thread per queue" "$(pinned_threads "$new_pid")" "$queues"
 check "the recovered device is a block device" test -b /dev/ublkb0
 fio --name=delwhile --filename=/dev/ublkb0 --size=64M --rw=randwrite --bs=4k \
 	--iodepth=8 --ioengine=io_uring --direct=1 --time_based --runtime=30 \
