@@ -18,6 +18,8 @@
 #                 ps-direct+write-back against the default write-through)
 #   ps-devdax     pmem-stack on the devdax namespace, default path
 #   ps-devdax+<cache>  the same with `--write-cache <cache>`
+#   ps-...@<affinity>  any pmem-stack target with `--affinity <affinity>`
+#                 (e.g. ps-direct@queue: queue threads pinned as libublk does)
 #
 # The NVDIMM's label area is split in two namespaces: fsdax (/dev/pmem0,
 # BENCH_PMEM_SIZE) and devdax (the rest).
@@ -307,10 +309,6 @@ pmem_stack() {
 	wait_gone "$dev" || die "$dev still exists after del"
 }
 
-target_ps-devdax() {
-	pmem_stack "$1" ps-devdax "$DAX"
-}
-
 # rublk ROUND TARGET ARGS...: rublk forks a daemon, waits for the device to
 # be live and dumps its info ("dev id N: ...", "daemon pid P ...").
 rublk() {
@@ -345,16 +343,19 @@ target_rublk-loop() {
 }
 
 run_target() { # ROUND TARGET
-	local round=$1 target=$2
+	local round=$1 target=$2 base t extra=()
 	echo "round $round: $target"
-	case $target in
-	ps-devdax) target_ps-devdax "$round" ;;
-	ps-devdax+*) pmem_stack "$round" "$target" "$DAX" --write-cache "${target#ps-devdax+}" ;;
+	# A pmem-stack target's @AFFINITY adds `--affinity AFFINITY`.
+	base=${target%@*}
+	[ "$base" == "$target" ] || extra=(--affinity "${target##*@}")
+	case $base in
+	ps-devdax) pmem_stack "$round" "$target" "$DAX" "${extra[@]}" ;;
+	ps-devdax+*) pmem_stack "$round" "$target" "$DAX" --write-cache "${base#ps-devdax+}" "${extra[@]}" ;;
 	ps-*+*)
-		t=${target#ps-}
-		pmem_stack "$round" "$target" /dev/pmem0 --io-path "${t%%+*}" --write-cache "${t#*+}"
+		t=${base#ps-}
+		pmem_stack "$round" "$target" /dev/pmem0 --io-path "${t%%+*}" --write-cache "${t#*+}" "${extra[@]}"
 		;;
-	ps-*) pmem_stack "$round" "$target" /dev/pmem0 --io-path "${target#ps-}" ;;
+	ps-*) pmem_stack "$round" "$target" /dev/pmem0 --io-path "${base#ps-}" "${extra[@]}" ;;
 	raw | dm-linear | map | rublk-null | rublk-loop) "target_$target" "$round" ;;
 	*) die "unknown target '$target'" ;;
 	esac
