@@ -45,7 +45,8 @@ pub struct DeviceJson {
     pub user_copy: Option<bool>,
     /// The `UBLK_F_*` flags the kernel granted the device, by name.
     pub features: Vec<String>,
-    /// How request data moves (`direct`, `user_copy` or `bounce_buffer`).
+    /// How request data moves (`direct`, `batch`, `user_copy` or
+    /// `bounce_buffer`).
     pub io_path: Option<IoPath>,
     /// `write_back` (FLUSH makes writes durable) or `write_through` (every
     /// write is durable when it completes), as the device declared it.

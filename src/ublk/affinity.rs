@@ -6,7 +6,7 @@
 //! it while the other CPUs idle: every request costs a context switch each
 //! way and nothing overlaps. Measured in one 7.3 TCG boot (bench/README,
 //! "Queue affinity"), letting the threads run anywhere raised 4 KiB QD32
-//! IOPS 1.6–1.8× and 128 KiB writes 2× for pmem-stack — and rublk's null
+//! IOPS 1.4–1.8× and 128 KiB writes 2× for pmem-stack — and rublk's null
 //! target, the same transport, 1.7× — while QD1 stayed where it was.
 //!
 //! The default, [`Affinity::Node`], widens a queue's CPUs to every CPU of
