@@ -99,11 +99,17 @@ mod tests {
     }
 
     #[test]
-    fn a_process_with_threads_left_is_not_gone() {
-        // This test process runs the test harness's threads besides its own.
+    fn threads_besides_the_leader_are_counted() {
         let me = i32::try_from(std::process::id()).expect("pid");
-        let _worker = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(200)));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || stopped.recv());
+        // At least the worker; the test harness runs threads of its own.
         assert!(other_threads(me) >= 1);
+        drop(stop);
+        worker
+            .join()
+            .expect("worker")
+            .expect_err("stopped by the drop");
         assert_eq!(other_threads(0), 0, "no such process: no threads left");
     }
 
