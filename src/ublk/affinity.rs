@@ -7,7 +7,10 @@
 //! way and nothing overlaps. Measured in one 7.3 TCG boot (bench/README,
 //! "Queue affinity"), letting the threads run anywhere raised 4 KiB QD32
 //! IOPS 1.4–1.8× and 128 KiB writes 2× for pmem-stack — and rublk's null
-//! target, the same transport, 1.7× — while QD1 stayed where it was.
+//! target, the same transport, 1.7×. QD1 has nothing to overlap: user copy's
+//! QD1 reads still gained (1.3–1.7×), the direct path's QD1 fsync lost
+//! 10–15 % (its requests already hop to an io_uring worker, and an unpinned
+//! server adds cross-CPU wake-ups); `--affinity queue` is there for that.
 //!
 //! The default, [`Affinity::Node`], widens a queue's CPUs to every CPU of
 //! the NUMA nodes they belong to: the server can run beside its submitter
