@@ -27,8 +27,9 @@
 //! Not the default anywhere (`--io-path batch` asks for it). On 7.3 it ties
 //! the direct path on 4 KiB requests and beats it on QD1 fsync writes and
 //! QD1 reads, but every byte is copied twice, so it loses 128 KiB writes
-//! to the direct path's single copy by 3× (and 128 KiB reads by 1.5×); and batching did not make the
-//! round trip cheaper than rublk null's one command per request there.
+//! to the direct path's single copy by 3× (and 128 KiB reads by 1.5×); and
+//! batching did not make the round trip cheaper than rublk null's one
+//! command per request there.
 
 use libublk::io::{
     UblkBatchBuffers, UblkBatchCompletion, UblkBatchConfig, UblkBatchQueue, UblkDev, UblkQueue,

@@ -392,6 +392,11 @@ impl TestBacking {
         }
     }
 
+    /// The backing opened `O_DIRECT` (a write-through fixture's).
+    pub(super) fn direct(&self) -> &DirectBacking {
+        self.direct.as_ref().expect("writing through")
+    }
+
     /// `len` bytes of the data area at `offset`, as on the image.
     pub(super) fn on_backing(&self, offset: u64, len: usize) -> Vec<u8> {
         use std::os::unix::fs::FileExt;
@@ -486,8 +491,7 @@ mod tests {
                 let req = Request { op, offset, len };
                 let staging = &mut self.staging;
                 let backing = &self.backing;
-                let direct = backing.direct.as_ref().expect("writing through");
-                write_through(&backing.engine, direct, &req, alone, |len, _| {
+                write_through(&backing.engine, backing.direct(), &req, alone, |len, _| {
                     fetch_staged(staging, &mut xfer, len)
                 })
             }
@@ -501,10 +505,6 @@ mod tests {
                 };
                 self.engine.execute(&req, &mut sink).expect("read");
                 sink.0
-            }
-
-            fn direct(&self) -> &DirectBacking {
-                self.backing.direct.as_ref().expect("writing through")
             }
         }
 
