@@ -615,6 +615,8 @@ where
             "invariant: the direct path was granted but no O_DIRECT backing was prepared".into(),
         ));
     }
+    // The direct path keeps each queue's io_uring workers on its CPUs.
+    let queue_cpus = super::affinity::every_queue_cpus(&ctrl, granted.queues);
     let write_cache = granted.write_cache;
     let went_live = Arc::new(AtomicBool::new(false));
     let live_flag = Arc::clone(&went_live);
@@ -625,7 +627,10 @@ where
         },
         move |qid, dev: &UblkDev| match direct.as_deref() {
             Some(direct) if io_path == IoPath::Direct => {
-                super::direct::serve_queue(qid, dev, &queue_engine, direct);
+                let cpus = queue_cpus
+                    .get(usize::from(qid))
+                    .map_or(&[][..], Vec::as_slice);
+                super::direct::serve_queue(qid, cpus, dev, &queue_engine, direct);
             }
             direct if io_path == IoPath::Batch => {
                 super::batch::serve_queue(qid, dev, &queue_engine, direct);

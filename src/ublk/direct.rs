@@ -229,8 +229,15 @@ fn buf_reg(tag: u16) -> sys::ublk_auto_buf_reg {
     }
 }
 
-/// Serve queue `qid` on the direct path until the device stops.
-pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, backing: &DirectBacking) {
+/// Serve queue `qid`, which blk-mq maps to `cpus`, on the direct path until
+/// the device stops.
+pub fn serve_queue(
+    qid: u16,
+    cpus: &[usize],
+    dev: &UblkDev,
+    engine: &Engine,
+    backing: &DirectBacking,
+) {
     let queue = match UblkQueue::new(qid, dev) {
         Ok(queue) => queue,
         Err(err) => {
@@ -248,6 +255,8 @@ pub fn serve_queue(qid: u16, dev: &UblkDev, engine: &Engine, backing: &DirectBac
             return;
         }
     };
+    // Every request hops to an io_uring worker: keep them by the submitter.
+    super::affinity::pin_io_workers(qid, cpus);
     let mut state = DirectQueue {
         engine,
         backing,

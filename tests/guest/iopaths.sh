@@ -6,7 +6,8 @@
 # Over a block device user copy, the direct path and batch write through (no
 # volatile cache, as the kernel sees it), also after recovery;
 # --write-cache write-back, and write-through where it cannot be, are
-# checked too.
+# checked too. The direct path's io_uring workers stay on their queue's CPUs,
+# one per CPU at most, also after recovery.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
 require test -b /dev/pmem0
@@ -53,6 +54,19 @@ add_path() {
 	expect_eq "$1: the kernel's write cache" "$(cat /sys/block/ublkb0/queue/write_cache)" "$sysfs"
 }
 
+# direct_workers WHAT: right after I/O on the direct path, the server's
+# io_uring workers (each request hops to one) exist and run only on their
+# queue's CPUs, at most one per CPU of the device's queues.
+direct_workers() {
+	local workers
+	workers=$(io_workers "$(server_pid 0)" ublkb0)
+	note "$1: io_uring workers on / off their queue's CPUs: $workers"
+	expect_eq "$1: no io_uring worker strays from its queue's CPUs" "${workers#* }" 0
+	check "$1: the direct path's io_uring workers are there" test "${workers% *}" -ge 1
+	check "$1: at most one io_uring worker per queue CPU" \
+		test "${workers% *}" -le "$(cat /sys/block/ublkb0/mq/*/cpu_list | tr ',' '\n' | grep -c .)"
+}
+
 mkdir -p /tmp/mnt
 prev=""
 for path in $paths; do
@@ -67,6 +81,7 @@ for path in $paths; do
 	# Past the 512 MiB file system and before the marker.
 	fio_verify "$path: fio verify 4k" /dev/ublkb0 600M 16M
 	fio_verify "$path: fio verify 128k, FUA writes" /dev/ublkb0 640M 16M --bs=128k --sync=1
+	[ "${path%%+*}" != direct ] || direct_workers "$path"
 	check "$path: mkfs.ext4" mkfs.ext4 -q -F -E nodiscard /dev/ublkb0 512M
 	check "$path: mount" mount /dev/ublkb0 /tmp/mnt
 	write_files /tmp/mnt 12
@@ -80,6 +95,7 @@ for path in $paths; do
 		expect_eq "$path: still write-through after recovery" "$("$P" list --json | jget 'd[0]["write_cache"]')" write_through
 		expect_eq "$path: the kernel still sees no volatile cache" "$(cat /sys/block/ublkb0/queue/write_cache)" "write through"
 		fio_verify "$path: fio verify after recovery" /dev/ublkb0 600M 16M
+		[ "$path" != direct ] || direct_workers "$path, recovered"
 	fi
 	# A marker at a known place: the next path must read these very bytes.
 	head -c 1048576 /dev/urandom >/tmp/marker

@@ -150,6 +150,31 @@ pinned_threads() {
 	echo "$n"
 }
 
+# cpus LIST: a kernel CPU list ("0-2,5" or sysfs' "0, 1, 2") one CPU per
+# word, sorted.
+cpus() {
+	echo "$1" | tr ',' '\n' | tr -d ' ' | while IFS=- read -r a b; do
+		[ -n "$a" ] && seq "$a" "${b:-$a}"
+	done | sort -n | tr '\n' ' '
+}
+
+# io_workers PID DEV: "ON OFF": how many io_uring workers of PID's queue
+# threads may run only on the CPUs of one of DEV's queues (ON), and how many
+# elsewhere. The main thread's (its control ring's, iou-wrk-PID) are not
+# counted.
+io_workers() {
+	local t list on=0 off=0 queues=" "
+	for list in /sys/block/"$2"/mq/*/cpu_list; do
+		queues+="$(cpus "$(cat "$list")")| "
+	done
+	for t in /proc/"$1"/task/*; do
+		case $(cat "$t/comm" 2>/dev/null) in "iou-wrk-$1") continue ;; iou-wrk*) ;; *) continue ;; esac
+		list=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status" 2>/dev/null) || continue
+		case $queues in *" $(cpus "$list")|"*) on=$((on + 1)) ;; *) off=$((off + 1)) ;; esac
+	done
+	echo "$on $off"
+}
+
 # On failure, leave what a developer needs next to the results.
 diagnostics() {
 	{
