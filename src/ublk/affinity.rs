@@ -96,21 +96,42 @@ pub fn queue_cpus(ctrl: &UblkCtrl, qid: u16) -> Result<Vec<usize>, libublk::Ublk
     Ok(mapped.to_bits_vec())
 }
 
-/// [`queue_cpus`] of each of the `queues` queues; empty (logged) where the
+/// Where each of the `queues` queues' io_uring workers run (see
+/// [`pin_io_workers`]): with [`Affinity::Node`], on the CPUs of the queue's
+/// nodes other than its own — its submitters hold those, and the unpinned
+/// queue thread that hands the worker its requests runs beside them — or
+/// its own where the node has no other; with [`Affinity::Queue`], beside
+/// the pinned queue thread on the queue's CPUs. Empty (logged) where the
 /// kernel does not say.
-pub fn every_queue_cpus(ctrl: &UblkCtrl, queues: u16) -> Vec<Vec<usize>> {
+pub fn io_worker_cpus(ctrl: &UblkCtrl, queues: u16, affinity: Affinity) -> Vec<Vec<usize>> {
     let id = ctrl.dev_info().dev_id;
+    let nodes = numa_nodes(Path::new(NODES));
     (0..queues)
-        .map(|qid| {
-            queue_cpus(ctrl, qid).unwrap_or_else(|err| {
+        .map(|qid| match queue_cpus(ctrl, qid) {
+            Ok(own) if affinity == Affinity::Node => beside(&own, &nodes),
+            Ok(own) => own,
+            Err(err) => {
                 log::warn!("/dev/ublkb{id}: queue {qid}: its CPUs are unknown ({err})");
                 Vec::new()
-            })
+            }
         })
         .collect()
 }
 
-/// Keep the io_uring workers of queue `qid` on `cpus` (its queue's CPUs),
+/// The CPUs of `own`'s nodes that are not `own`; `own` if there are none.
+fn beside(own: &[usize], nodes: &[Vec<usize>]) -> Vec<usize> {
+    let others: Vec<usize> = node_cpus(own, nodes)
+        .into_iter()
+        .filter(|cpu| !own.contains(cpu))
+        .collect();
+    if others.is_empty() {
+        own.to_vec()
+    } else {
+        others
+    }
+}
+
+/// Keep the io_uring workers of queue `qid` on `cpus` ([`io_worker_cpus`]),
 /// at most one bounded worker per CPU: more than can run at once only adds
 /// switches. Call from the queue's own thread once it has submitted to its
 /// ring: both settings belong to the calling thread's io_uring context.
@@ -286,6 +307,17 @@ mod tests {
         let mut nodes = numa_nodes(dir.path());
         nodes.sort();
         assert_eq!(nodes, vec![vec![0, 1], vec![2, 3]]);
+    }
+
+    #[test]
+    fn workers_go_beside_their_queue() {
+        let nodes = vec![vec![0, 1, 2, 3], vec![4, 5]];
+        assert_eq!(beside(&[1], &nodes), vec![0, 2, 3]);
+        assert_eq!(beside(&[4, 5], &nodes), vec![4, 5]);
+        assert_eq!(beside(&[0], &[vec![0, 1]]), vec![1]);
+        // One CPU, or no NUMA information: the queue's own.
+        assert_eq!(beside(&[0], &[vec![0]]), vec![0]);
+        assert_eq!(beside(&[7], &nodes), vec![7]);
     }
 
     #[test]

@@ -615,8 +615,8 @@ where
             "invariant: the direct path was granted but no O_DIRECT backing was prepared".into(),
         ));
     }
-    // The direct path keeps each queue's io_uring workers on its CPUs.
-    let queue_cpus = super::affinity::every_queue_cpus(&ctrl, granted.queues);
+    // Where the direct path's io_uring workers run, queue by queue.
+    let worker_cpus = super::affinity::io_worker_cpus(&ctrl, granted.queues, granted.affinity);
     let write_cache = granted.write_cache;
     let went_live = Arc::new(AtomicBool::new(false));
     let live_flag = Arc::clone(&went_live);
@@ -627,7 +627,7 @@ where
         },
         move |qid, dev: &UblkDev| match direct.as_deref() {
             Some(direct) if io_path == IoPath::Direct => {
-                let cpus = queue_cpus
+                let cpus = worker_cpus
                     .get(usize::from(qid))
                     .map_or(&[][..], Vec::as_slice);
                 super::direct::serve_queue(qid, cpus, dev, &queue_engine, direct);

@@ -229,11 +229,11 @@ fn buf_reg(tag: u16) -> sys::ublk_auto_buf_reg {
     }
 }
 
-/// Serve queue `qid`, which blk-mq maps to `cpus`, on the direct path until
-/// the device stops.
+/// Serve queue `qid` on the direct path until the device stops; its
+/// io_uring workers run on `worker_cpus`.
 pub fn serve_queue(
     qid: u16,
-    cpus: &[usize],
+    worker_cpus: &[usize],
     dev: &UblkDev,
     engine: &Engine,
     backing: &DirectBacking,
@@ -255,8 +255,8 @@ pub fn serve_queue(
             return;
         }
     };
-    // Every request hops to an io_uring worker: keep them by the submitter.
-    super::affinity::pin_io_workers(qid, cpus);
+    // Every request hops to an io_uring worker.
+    super::affinity::pin_io_workers(qid, worker_cpus);
     let mut state = DirectQueue {
         engine,
         backing,

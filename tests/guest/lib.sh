@@ -158,21 +158,19 @@ cpus() {
 	done | sort -n | tr '\n' ' '
 }
 
-# io_workers PID DEV: "ON OFF": how many io_uring workers of PID's queue
-# threads may run only on the CPUs of one of DEV's queues (ON), and how many
-# elsewhere. The main thread's (its control ring's, iou-wrk-PID) are not
+# io_workers PID: "PINNED LOOSE": how many io_uring workers of PID's queue
+# threads may run only on some of the online CPUs (PINNED), and how many on
+# every one. The main thread's (its control ring's, iou-wrk-PID) are not
 # counted.
 io_workers() {
-	local t list on=0 off=0 queues=" "
-	for list in /sys/block/"$2"/mq/*/cpu_list; do
-		queues+="$(cpus "$(cat "$list")")| "
-	done
+	local t list pinned=0 loose=0 online
+	online=$(cpus "$(cat /sys/devices/system/cpu/online)")
 	for t in /proc/"$1"/task/*; do
 		case $(cat "$t/comm" 2>/dev/null) in "iou-wrk-$1") continue ;; iou-wrk*) ;; *) continue ;; esac
 		list=$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status" 2>/dev/null) || continue
-		case $queues in *" $(cpus "$list")|"*) on=$((on + 1)) ;; *) off=$((off + 1)) ;; esac
+		if [ "$(cpus "$list")" == "$online" ]; then loose=$((loose + 1)); else pinned=$((pinned + 1)); fi
 	done
-	echo "$on $off"
+	echo "$pinned $loose"
 }
 
 # On failure, leave what a developer needs next to the results.
