@@ -1,4 +1,4 @@
-//! Which CPUs a queue's server thread may run on.
+//! Which CPUs a queue's server thread, and its io_uring workers, may run on.
 //!
 //! libublk pins each queue's thread to the CPUs blk-mq maps to that queue.
 //! With one queue per CPU that is a single CPU — the very CPU whose
@@ -8,9 +8,8 @@
 //! "Queue affinity"), letting the threads run anywhere raised 4 KiB QD32
 //! IOPS 1.4–1.8× and 128 KiB writes 2× for pmem-stack — and rublk's null
 //! target, the same transport, 1.7×. QD1 has nothing to overlap: user copy's
-//! QD1 reads still gained (1.3–1.7×), the direct path's QD1 fsync lost
-//! 10–15 % (its requests already hop to an io_uring worker, and an unpinned
-//! server adds cross-CPU wake-ups); `--affinity queue` is there for that.
+//! QD1 reads still gained (1.3–1.7×); the direct path's QD1 fsync lost
+//! 10–15 % until its io_uring workers were kept beside their queue (below).
 //!
 //! The default, [`Affinity::Node`], widens a queue's CPUs to every CPU of
 //! the NUMA nodes they belong to: the server can run beside its submitter
@@ -21,15 +20,17 @@
 //! the threads while it starts the queues), and again by every recovered
 //! server, which gets fresh threads.
 //!
-//! io_uring's workers are another matter ([`pin_io_workers`]). On the direct
-//! path every request hops to one (the pmem driver takes no `REQ_NOWAIT`
-//! I/O), and by default they may run on any CPU of the node, so a QD1
-//! request wakes a worker across CPUs and back. Keeping a queue's workers on
-//! its own CPUs — the submitter's — and no more of them than those CPUs
-//! raised QD1 4 KiB reads 1.6× and QD1 fsync writes 1.2× in one 7.3 TCG
-//! boot, left 4 KiB QD32 level, and cost 128 KiB QD16 writes a fifth (they
-//! no longer spread their copies over both CPUs; they stay far above the
-//! ublk round trip).
+//! io_uring's workers are another matter ([`io_worker_cpus`],
+//! [`pin_io_workers`]). On the direct path every request hops to one (the
+//! pmem driver takes no `REQ_NOWAIT` I/O), and io_uring lets them run on
+//! any CPU and starts as many as it likes. They are kept beside their
+//! queue: on its node's CPUs other than the queue's own (where its
+//! submitters run), at most one per CPU. An unpinned queue thread meets its
+//! worker there, and a wake-up within one CPU costs no inter-processor
+//! interrupt. In one 7.3 TCG boot (bench/README, "io_uring workers") that
+//! raised QD1 4 KiB reads from 0.90× to 1.55× rublk loop and QD1 fsync
+//! writes from 1.39× to 2.04×, and left 4 KiB QD32 level. Workers on the
+//! queue's own CPUs, the first cut, lost (QD1 reads 0.77×).
 
 use std::path::Path;
 
