@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
@@ -401,7 +402,7 @@ fn grow_served(args: &GrowArgs, registry: &Registry, entry: &Entry) -> Result<Ex
         )
     })?;
     let want = plan.after.geometry.data_size();
-    let have = control::device_size(id).with_context(context)?;
+    let have = served_size(id, want).with_context(context)?;
     if have != want {
         bail!(
             "{p} grew to a {} data area, but /dev/ublkb{id} serves {} (the server's log says why): 'pmem-stack restart {id}' retries",
@@ -412,6 +413,23 @@ fn grow_served(args: &GrowArgs, registry: &Registry, entry: &Entry) -> Result<Ex
     let probe = Backing::open(&args.backing, Access::ReadOnly).with_context(context)?;
     report_grown(args, &plan, &probe, super::served_by(registry, &probe))
 }
+
+/// The size device `id` serves, once it is `want` or [`RESIZE_WAIT`] has
+/// passed. A successor resizes the device just after the kernel shows it
+/// live again, so the first look may still see the old size.
+fn served_size(id: u32, want: u64) -> Result<u64> {
+    let deadline = Instant::now() + RESIZE_WAIT;
+    loop {
+        let have = control::device_size(id)?;
+        if have == want || Instant::now() >= deadline {
+            return Ok(have);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How long `grow` gives a successor to serve the new size.
+const RESIZE_WAIT: Duration = Duration::from_secs(10);
 
 /// The growing itself, while the device waits with no server.
 fn grow_quiesced(path: &Path, entry: &Entry) -> Result<update::GrowPlan> {
