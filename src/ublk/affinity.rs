@@ -27,10 +27,11 @@
 //! queue: on its node's CPUs other than the queue's own (where its
 //! submitters run), at most one per CPU. An unpinned queue thread meets its
 //! worker there, and a wake-up within one CPU costs no inter-processor
-//! interrupt. In one 7.3 TCG boot (bench/README, "io_uring workers") that
-//! raised QD1 4 KiB reads from 0.90× to 1.55× rublk loop and QD1 fsync
-//! writes from 1.39× to 2.04×, and left 4 KiB QD32 level. Workers on the
-//! queue's own CPUs, the first cut, lost (QD1 reads 0.77×).
+//! interrupt. In two 7.3 TCG runs of 5 rounds (bench/README, "io_uring
+//! workers on the direct path") that raised QD1 4 KiB reads from 0.90× to
+//! 1.43–1.55× rublk loop and QD1 fsync writes from 1.39× to 2.04–2.15×, and
+//! left 4 KiB QD32 level. Workers on the queue's own CPUs, the first cut,
+//! lost (QD1 reads 0.77×).
 
 use std::path::Path;
 

@@ -55,9 +55,9 @@ add_path() {
 }
 
 # direct_workers WHAT: right after I/O on the direct path, the server's
-# io_uring workers (each request hops to one) exist, are kept off some CPUs
-# (by default, off their queue's own: its submitters run there), and number
-# at most one per CPU.
+# io_uring workers (each request hops to one) exist, are pinned, number at
+# most one per CPU, and by default keep off their queue's own CPUs (its
+# submitters run there).
 direct_workers() {
 	local workers
 	workers=$(io_workers "$(server_pid 0)")
@@ -65,6 +65,22 @@ direct_workers() {
 	expect_eq "$1: no io_uring worker may run on every CPU" "${workers#* }" 0
 	check "$1: the direct path's io_uring workers are there" test "${workers% *}" -ge 1
 	check "$1: at most one io_uring worker per CPU" test "${workers% *}" -le "$(nproc)"
+	# Where each queue's workers were put (the server logs it): by default
+	# off the queue's own CPUs, where its submitters run.
+	local log q own put cpu shared
+	log=$("$P" list --json | jget 'd[0]["log"]')
+	for q in /sys/block/ublkb0/mq/*; do
+		own=$(cpus "$(cat "$q/cpu_list")")
+		put=$(grep -o "queue ${q##*/}: io_uring workers on CPUs \[[0-9, ]*\]" "$log" | tail -1 |
+			sed 's/.*\[\(.*\)\]/\1/')
+		check "$1: queue ${q##*/}'s io_uring workers were placed" test -n "$put"
+		note "$1: queue ${q##*/} on CPUs $own, its io_uring workers on $put"
+		shared=""
+		for cpu in $(cpus "$put"); do
+			case " $own" in *" $cpu "*) shared+="$cpu " ;; esac
+		done
+		expect_eq "$1: queue ${q##*/}'s io_uring workers keep off its own CPUs" "$shared" ""
+	done
 }
 
 mkdir -p /tmp/mnt
