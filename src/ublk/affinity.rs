@@ -20,7 +20,7 @@
 //! the threads while it starts the queues), and again by every recovered
 //! server, which gets fresh threads.
 //!
-//! io_uring's workers are another matter ([`io_worker_cpus`],
+//! io_uring's workers are another matter ([`QueueCpus::workers`],
 //! [`pin_io_workers`]). On the direct path every request hops to one (the
 //! pmem driver takes no `REQ_NOWAIT` I/O), and io_uring lets them run on
 //! any CPU and starts as many as it likes. They are kept beside their
@@ -61,79 +61,104 @@ impl Affinity {
 
 const NODES: &str = "/sys/devices/system/node";
 
-/// Give each of the `queues` queue threads of `ctrl`'s device the CPUs
-/// `affinity` asks for. Failures are logged, never fatal: a thread that
-/// keeps its pinning serves all the same.
-pub fn apply(ctrl: &UblkCtrl, queues: u16, affinity: Affinity) {
-    let id = ctrl.dev_info().dev_id;
-    if affinity == Affinity::Queue {
-        log::info!("/dev/ublkb{id}: queue threads stay on their queues' CPUs");
-        return;
+/// Where one queue's work may run, asked of the kernel and sysfs once per
+/// server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueCpus {
+    /// The CPUs blk-mq maps to the queue: its submitters'.
+    own: Vec<usize>,
+    /// Every CPU of the NUMA nodes that hold `own` (see [`node_cpus`]).
+    node: Vec<usize>,
+}
+
+impl QueueCpus {
+    fn new(own: Vec<usize>, nodes: &[Vec<usize>]) -> QueueCpus {
+        QueueCpus {
+            node: node_cpus(&own, nodes),
+            own,
+        }
     }
-    let nodes = numa_nodes(Path::new(NODES));
-    for qid in 0..queues {
-        let (tid, queue_cpus) = match (ctrl.get_queue_tid(u32::from(qid)), queue_cpus(ctrl, qid)) {
-            (Ok(tid), Ok(cpus)) => (tid, cpus),
-            (Err(err), _) | (_, Err(err)) => {
-                log::warn!("/dev/ublkb{id}: queue {qid}: its thread keeps its CPUs ({err})");
-                continue;
-            }
-        };
-        let cpus = node_cpus(&queue_cpus, &nodes);
-        match set_thread_cpus(tid, &cpus) {
-            Ok(()) => log::info!(
-                "/dev/ublkb{id}: queue {qid} (CPUs {queue_cpus:?}): thread {tid} runs on CPUs {cpus:?}"
-            ),
-            Err(err) => log::warn!(
-                "/dev/ublkb{id}: queue {qid}: cannot move thread {tid} to CPUs {cpus:?} ({err}); it keeps CPUs {queue_cpus:?}"
-            ),
+
+    /// Where the queue's io_uring workers run (see [`pin_io_workers`]): with
+    /// [`Affinity::Node`], on the CPUs of the queue's nodes other than its
+    /// own — its submitters hold those, and the unpinned queue thread that
+    /// hands the worker its requests runs beside them — or its own where the
+    /// node has no other; with [`Affinity::Queue`], beside the pinned queue
+    /// thread on the queue's CPUs.
+    pub fn workers(&self, affinity: Affinity) -> Vec<usize> {
+        let others: Vec<usize> = self
+            .node
+            .iter()
+            .copied()
+            .filter(|cpu| !self.own.contains(cpu))
+            .collect();
+        if affinity == Affinity::Queue || others.is_empty() {
+            self.own.clone()
+        } else {
+            others
         }
     }
 }
 
-/// The CPUs blk-mq maps to queue `qid` of `ctrl`'s device.
-pub fn queue_cpus(ctrl: &UblkCtrl, qid: u16) -> Result<Vec<usize>, libublk::UblkError> {
-    let mut mapped = UblkQueueAffinity::new();
-    ctrl.get_queue_affinity(u32::from(qid), &mut mapped)?;
-    Ok(mapped.to_bits_vec())
-}
-
-/// Where each of the `queues` queues' io_uring workers run (see
-/// [`pin_io_workers`]): with [`Affinity::Node`], on the CPUs of the queue's
-/// nodes other than its own — its submitters hold those, and the unpinned
-/// queue thread that hands the worker its requests runs beside them — or
-/// its own where the node has no other; with [`Affinity::Queue`], beside
-/// the pinned queue thread on the queue's CPUs. Empty (logged) where the
-/// kernel does not say.
-pub fn io_worker_cpus(ctrl: &UblkCtrl, queues: u16, affinity: Affinity) -> Vec<Vec<usize>> {
+/// The [`QueueCpus`] of each of the `queues` queues of `ctrl`'s device;
+/// `None` (logged) where the kernel does not say.
+pub fn queue_cpus(ctrl: &UblkCtrl, queues: u16) -> Vec<Option<QueueCpus>> {
     let id = ctrl.dev_info().dev_id;
     let nodes = numa_nodes(Path::new(NODES));
     (0..queues)
-        .map(|qid| match queue_cpus(ctrl, qid) {
-            Ok(own) if affinity == Affinity::Node => beside(&own, &nodes),
-            Ok(own) => own,
-            Err(err) => {
-                log::warn!("/dev/ublkb{id}: queue {qid}: its CPUs are unknown ({err})");
-                Vec::new()
+        .map(|qid| {
+            let mut mapped = UblkQueueAffinity::new();
+            match ctrl.get_queue_affinity(u32::from(qid), &mut mapped) {
+                Ok(_) => Some(QueueCpus::new(mapped.to_bits_vec(), &nodes)),
+                Err(err) => {
+                    log::warn!("/dev/ublkb{id}: queue {qid}: its CPUs are unknown ({err})");
+                    None
+                }
             }
         })
         .collect()
 }
 
-/// The CPUs of `own`'s nodes that are not `own`; `own` if there are none.
-fn beside(own: &[usize], nodes: &[Vec<usize>]) -> Vec<usize> {
-    let others: Vec<usize> = node_cpus(own, nodes)
-        .into_iter()
-        .filter(|cpu| !own.contains(cpu))
-        .collect();
-    if others.is_empty() {
-        own.to_vec()
-    } else {
-        others
+/// [`QueueCpus::workers`] of each queue; empty where its CPUs are unknown.
+pub fn io_worker_cpus(queues: &[Option<QueueCpus>], affinity: Affinity) -> Vec<Vec<usize>> {
+    queues
+        .iter()
+        .map(|cpus| cpus.as_ref().map_or_else(Vec::new, |c| c.workers(affinity)))
+        .collect()
+}
+
+/// Give each queue thread of `ctrl`'s device (queue *n* has `queues[n]`)
+/// the CPUs `affinity` asks for. Failures are logged, never fatal: a thread
+/// that keeps its pinning serves all the same.
+pub fn apply(ctrl: &UblkCtrl, queues: &[Option<QueueCpus>], affinity: Affinity) {
+    let id = ctrl.dev_info().dev_id;
+    if affinity == Affinity::Queue {
+        log::info!("/dev/ublkb{id}: queue threads stay on their queues' CPUs");
+        return;
+    }
+    for (qid, cpus) in (0u32..).zip(queues) {
+        let Some(QueueCpus { own, node }) = cpus else {
+            continue;
+        };
+        let tid = match ctrl.get_queue_tid(qid) {
+            Ok(tid) => tid,
+            Err(err) => {
+                log::warn!("/dev/ublkb{id}: queue {qid}: its thread keeps its CPUs ({err})");
+                continue;
+            }
+        };
+        match set_thread_cpus(tid, node) {
+            Ok(()) => log::info!(
+                "/dev/ublkb{id}: queue {qid} (CPUs {own:?}): thread {tid} runs on CPUs {node:?}"
+            ),
+            Err(err) => log::warn!(
+                "/dev/ublkb{id}: queue {qid}: cannot move thread {tid} to CPUs {node:?} ({err}); it keeps CPUs {own:?}"
+            ),
+        }
     }
 }
 
-/// Keep the io_uring workers of queue `qid` on `cpus` ([`io_worker_cpus`]),
+/// Keep the io_uring workers of queue `qid` on `cpus` ([`QueueCpus::workers`]),
 /// at most one bounded worker per CPU: more than can run at once only adds
 /// switches. Call from the queue's own thread once it has submitted to its
 /// ring: both settings belong to the calling thread's io_uring context.
@@ -314,12 +339,17 @@ mod tests {
     #[test]
     fn workers_go_beside_their_queue() {
         let nodes = vec![vec![0, 1, 2, 3], vec![4, 5]];
-        assert_eq!(beside(&[1], &nodes), vec![0, 2, 3]);
-        assert_eq!(beside(&[4, 5], &nodes), vec![4, 5]);
-        assert_eq!(beside(&[0], &[vec![0, 1]]), vec![1]);
+        let workers = |own: Vec<usize>, nodes: &[Vec<usize>], affinity| {
+            QueueCpus::new(own, nodes).workers(affinity)
+        };
+        assert_eq!(workers(vec![1], &nodes, Affinity::Node), vec![0, 2, 3]);
+        assert_eq!(workers(vec![4, 5], &nodes, Affinity::Node), vec![4, 5]);
+        assert_eq!(workers(vec![0], &[vec![0, 1]], Affinity::Node), vec![1]);
         // One CPU, or no NUMA information: the queue's own.
-        assert_eq!(beside(&[0], &[vec![0]]), vec![0]);
-        assert_eq!(beside(&[7], &nodes), vec![7]);
+        assert_eq!(workers(vec![0], &[vec![0]], Affinity::Node), vec![0]);
+        assert_eq!(workers(vec![7], &nodes, Affinity::Node), vec![7]);
+        // Pinned queue threads keep their workers beside them.
+        assert_eq!(workers(vec![1], &nodes, Affinity::Queue), vec![1]);
     }
 
     #[test]

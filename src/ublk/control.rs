@@ -615,8 +615,9 @@ where
             "invariant: the direct path was granted but no O_DIRECT backing was prepared".into(),
         ));
     }
-    // Where the direct path's io_uring workers run, queue by queue.
-    let worker_cpus = super::affinity::io_worker_cpus(&ctrl, granted.queues, granted.affinity);
+    // Where each queue's thread and (on the direct path) io_uring workers run.
+    let queue_cpus = super::affinity::queue_cpus(&ctrl, granted.queues);
+    let worker_cpus = super::affinity::io_worker_cpus(&queue_cpus, granted.affinity);
     let write_cache = granted.write_cache;
     let went_live = Arc::new(AtomicBool::new(false));
     let live_flag = Arc::clone(&went_live);
@@ -643,7 +644,7 @@ where
             {
                 log::error!("/dev/ublkb{}: cannot resize: {err}", granted.id);
             }
-            super::affinity::apply(ctrl, granted.queues, granted.affinity);
+            super::affinity::apply(ctrl, &queue_cpus, granted.affinity);
             live_flag.store(true, Ordering::Release);
             on_live(&granted);
         },
