@@ -91,7 +91,17 @@ def main():
     p = out.append
     p("## Kernel %s (%s, commit %s)" % (meta["kernel"], meta["date"], commit))
     p("")
-    p("TCG guest, %s vCPUs (%s), %s; %s" % (meta["vcpus"], meta.get("cpu", "?"), meta["fio"], meta["params"]))
+    p(
+        "TCG guest, %s vCPUs (%s, -cpu %s, string-copy flags: %s), %s; %s"
+        % (
+            meta["vcpus"],
+            meta.get("cpu", "?"),
+            meta.get("qemu_cpu", "max"),
+            meta.get("copy_flags") or "none",
+            meta["fio"],
+            meta["params"],
+        )
+    )
     p("rublk: %s; devdax: %s" % (meta["rublk"], meta.get("devdax", "?")))
     for t, why in unavailable.items():
         p("- **%s unavailable**: %s" % (t, why))

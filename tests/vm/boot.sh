@@ -31,6 +31,8 @@ usage: tests/vm/boot.sh --script PATH [options]
   --smp N             vCPUs (default 2)
   --append ARGS       extra kernel command line arguments (e.g. initcall_debug)
   --follow            copy the guest's console to stderr while it runs
+Environment: PMEM_STACK_VM_CPU  QEMU's -cpu model (default max; e.g. max,-erms to
+                      compare the guest's string-copy paths, see bench/README.md)
 Exit: the guest script's status; 124 timeout; 125 no status (panic, QEMU failure);
       2 usage/setup errors; 3 --kill-on marker never appeared.
 EOF
@@ -56,6 +58,7 @@ to_bytes() { # 2G, 128K, 1073741824, 1GiB -> bytes (binary units)
 
 SERIES=current SCRIPT="" IMAGE="" SIZE="" LABEL_SIZE="" RESULTS="" CWD=$REPO TIMEOUT=600 KILL_ON=""
 MEM=2G SMP=2 FOLLOW=0 APPEND=""
+CPU=${PMEM_STACK_VM_CPU:-max}
 ENVS=()
 while [[ $# -gt 0 ]]; do
     opt=$1
@@ -214,7 +217,7 @@ NVDIMM=nvdimm,id=nvdimm0,memdev=nv0
 # shellcheck disable=SC2054 # the commas are QEMU's, not array separators
 QEMU=(
     qemu-system-x86_64
-    -machine pc,nvdimm=on,accel=tcg -cpu max -smp "$SMP"
+    -machine pc,nvdimm=on,accel=tcg -cpu "$CPU" -smp "$SMP"
     -m "$MEM,slots=2,maxmem=${MAXMEM_G}G"
     -object "memory-backend-file,id=nv0,share=on,mem-path=$IMAGE,size=$TOTAL"
     -device "$NVDIMM"
