@@ -522,8 +522,8 @@ impl WriteCacheArg {
 /// `add --io-path`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoPathArg {
-    /// Direct where offered (block devices and images on Linux 6.16+), else
-    /// user copy, else bounce buffers.
+    /// User copy where offered (Linux 6.5+), else bounce buffers; direct and
+    /// batch only when asked for.
     Auto,
     /// Copy between the request and a mapping of the backing (Linux 6.5+).
     UserCopy,

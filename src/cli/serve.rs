@@ -14,7 +14,7 @@ use pmem_stack::notify;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned, Volume};
 use pmem_stack::ublk::control::{self, Attach, QueueConfig};
-use pmem_stack::ublk::features::{self, CacheBacking, Features, IoPath, IoPathChoice};
+use pmem_stack::ublk::features::{self, CacheBacking, Features, IoPath};
 use pmem_stack::volume::{self, AddPlan, LayoutOptions, VolumeError};
 
 use super::args::{AddArgs, RecoverArgs, parse_device_id};
@@ -102,25 +102,20 @@ pub(super) fn plan_volume(
     })
 }
 
-/// The I/O path to ask the kernel for. The direct path also needs the
-/// backing to open `O_DIRECT` (an image on tmpfs cannot): asked for
-/// explicitly, that is an error now, before the device exists; chosen by
-/// `auto`, the next path serves instead.
+/// The I/O path to ask the kernel for. The direct path (never chosen by
+/// `auto`) also needs the backing to open `O_DIRECT` (an image on tmpfs
+/// cannot): that is an error now, before the device exists.
 fn choose_io_path(args: &AddArgs, backing: &Backing) -> Result<IoPath> {
-    let kernel = Features::of_kernel();
     let mapped_only = backing.kind() == BackingKind::Dax;
-    let path = features::choose(args.device.io_path.choice(), kernel, mapped_only)?;
-    if path != IoPath::Direct {
-        return Ok(path);
+    let path = features::choose(
+        args.device.io_path.choice(),
+        Features::of_kernel(),
+        mapped_only,
+    )?;
+    if path == IoPath::Direct {
+        backing.open_direct()?;
     }
-    match backing.open_direct() {
-        Ok(_) => Ok(path),
-        Err(err) if args.device.io_path.choice() == IoPathChoice::Auto => {
-            log::info!("{err}: not using the direct path");
-            Ok(features::choose(IoPathChoice::Auto, kernel, true)?)
-        }
-        Err(err) => Err(err.into()),
-    }
+    Ok(path)
 }
 
 pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {

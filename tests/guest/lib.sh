@@ -224,9 +224,9 @@ kernel_at_least() {
 }
 
 # The I/O path `add` chooses for /dev/pmemN on this kernel (see
-# features::choose): direct where UBLK_F_AUTO_BUF_REG exists (6.16+).
+# features::choose): user copy on every kernel the suite boots (6.5+).
 default_block_path() {
-	if kernel_at_least 6 16; then echo direct; else echo user_copy; fi
+	echo user_copy
 }
 
 # require_devdax: /dev/dax0.0, made from the whole of region0 if the boot's
