@@ -153,7 +153,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "powercut",
-        what: "writing through (the default on /dev/pmem0), every acknowledged write survives QEMU being killed; data never synced in the guest does not",
+        what: "writing through (the default on /dev/pmem0; served on user copy on 6.12, on the direct path on 6.16+), every acknowledged write survives QEMU being killed; data never synced in the guest does not",
         boots: &[
             Boot {
                 script: "tests/guest/powercut.sh",

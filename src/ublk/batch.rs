@@ -24,12 +24,14 @@
 //! `fdatasync` before any of them is committed; a lone write goes
 //! `RWF_DSYNC`.
 //!
-//! Not the default anywhere (`--io-path batch` asks for it). On 7.3 it ties
-//! the direct path on 4 KiB requests and beats it on QD1 fsync writes and
-//! QD1 reads, but every byte is copied twice, so it loses 128 KiB writes
-//! to the direct path's single copy by 3× (and 128 KiB reads by 1.5×); and
-//! batching did not make the round trip cheaper than rublk null's one
-//! command per request there.
+//! Not the default anywhere (`--io-path batch` asks for it). On 7.3, with
+//! the guest's copies no longer emulated byte-wise (bench/README.md, "The
+//! guest's CPU model"), it leads the direct path at 4 KiB (1.10–1.32×) and
+//! QD1 reads (1.24×), but every byte is copied twice, so it trails on 128
+//! KiB reads (0.64×) and writes (0.84×); batching did not make the round
+//! trip cheaper than user copy's one command per request: user copy, the
+//! default, ties it at 4 KiB and on 128 KiB writes (0.95–1.03×) and leads
+//! on QD1 fsync writes (1.17×) and 128 KiB reads (1.74×).
 
 use libublk::io::{
     UblkBatchBuffers, UblkBatchCompletion, UblkBatchConfig, UblkBatchQueue, UblkDev, UblkQueue,
