@@ -2,7 +2,8 @@
 //!
 //! The layers, bottom up — each only uses the ones before it:
 //!
-//! 0. [`units`]: the sector, page and huge-page sizes (plain constants).
+//! 0. [`units`]: the sector, page and huge-page sizes (plain constants);
+//!    [`retry`]: trying again until an answer or a deadline.
 //! 1. [`format`]: the on-media super block and layout rules (pure; the
 //!    `no_std` crate `pmem-stack-format` in `format/`, re-exported).
 //! 2. [`layout`]: planning a layout from what the user asks for (pure; the
@@ -31,6 +32,7 @@ pub mod notify;
 pub mod progress;
 pub mod registry;
 pub mod remedy;
+pub mod retry;
 pub mod server;
 pub mod size;
 pub mod ublk;

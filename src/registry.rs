@@ -305,25 +305,24 @@ impl Registry {
         self.prepare_dir()?;
         let path = self.dir.join(format!("ublkb{id}.lock"));
         let file = Self::open_private(&path, fs::OpenOptions::new().create(true).write(true))?;
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
+        let every = std::time::Duration::from_millis(20);
+        let locked = crate::retry::until(timeout, every, |last| {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(DeviceLock { _file: file }),
-                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        format!(
-                            "another pmem-stack command has held /dev/ublkb{id} for {} s ({})",
-                            timeout.as_secs(),
-                            path.display()
-                        ),
-                    ));
-                }
-                Err(err) => return Err(err.into()),
+                Err(rustix::io::Errno::WOULDBLOCK) if !last => None,
+                other => Some(other),
             }
+        });
+        match locked {
+            Ok(()) => Ok(DeviceLock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another pmem-stack command has held /dev/ublkb{id} for {} s ({})",
+                    timeout.as_secs(),
+                    path.display()
+                ),
+            )),
+            Err(err) => Err(err.into()),
         }
     }
 

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
@@ -17,6 +17,7 @@ use pmem_stack::format::{Geometry, ReserveMode, SuperBlock};
 use pmem_stack::layout::xen_reserve_for_pages;
 use pmem_stack::metadata;
 use pmem_stack::registry::{Entry, Registry};
+use pmem_stack::retry;
 use pmem_stack::size::Human;
 use pmem_stack::ublk::control::{self, DeviceState};
 use pmem_stack::units::{PAGE_SHIFT, PAGE_SIZE};
@@ -418,14 +419,15 @@ fn grow_served(args: &GrowArgs, registry: &Registry, entry: &Entry) -> Result<Ex
 /// passed. A successor resizes the device just after the kernel shows it
 /// live again, so the first look may still see the old size.
 fn served_size(id: u32, want: u64) -> Result<u64> {
-    let deadline = Instant::now() + RESIZE_WAIT;
-    loop {
-        let have = control::device_size(id)?;
-        if have == want || Instant::now() >= deadline {
-            return Ok(have);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let every = Duration::from_millis(50);
+    Ok(retry::until(
+        RESIZE_WAIT,
+        every,
+        |last| match control::device_size(id) {
+            Ok(have) if have != want && !last => None,
+            other => Some(other),
+        },
+    )?)
 }
 
 /// How long `grow` gives a successor to serve the new size.

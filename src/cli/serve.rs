@@ -12,6 +12,7 @@ use pmem_stack::daemon;
 use pmem_stack::metadata;
 use pmem_stack::notify;
 use pmem_stack::registry::{Entry, Registry};
+use pmem_stack::retry;
 use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned, Volume};
 use pmem_stack::ublk::control::{self, Attach, QueueConfig};
 use pmem_stack::ublk::features::{self, CacheBacking, Features, IoPath};
@@ -216,16 +217,16 @@ pub(super) fn recover_device(
 /// its last thread is gone (io_uring rings are torn down asynchronously), so
 /// a busy backing is tried again for [`RELEASE_WAIT`] before it is reported.
 fn open_released(path: &std::path::Path) -> Result<Backing, BackingError> {
-    let deadline = std::time::Instant::now() + RELEASE_WAIT;
-    loop {
+    let every = std::time::Duration::from_millis(50);
+    retry::until(RELEASE_WAIT, every, |last| {
         match Backing::open(path, Access::Exclusive) {
-            Err(BackingError::Busy { .. }) if std::time::Instant::now() < deadline => {
+            Err(BackingError::Busy { .. }) if !last => {
                 log::debug!("{}: still busy; trying again", path.display());
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                None
             }
-            other => return other,
+            other => Some(other),
         }
-    }
+    })
 }
 
 /// How long `recover` lets the kernel release a departed server's hold on

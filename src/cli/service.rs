@@ -18,6 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use pmem_stack::backing::{Access, Backing};
 use pmem_stack::daemon;
 use pmem_stack::registry::Registry;
+use pmem_stack::retry;
 use pmem_stack::ublk::control::{self, DeviceState};
 
 use super::args::{RecoverArgs, RestartArgs, ServeArgs, parse_device_id};
@@ -138,8 +139,7 @@ pub(super) fn attach_successor(
 fn await_successor(id: u32, old: i32, how: Announce, registry: &Registry) -> Result<ExitCode> {
     let what = format!("waiting for the service manager to start /dev/ublkb{id}'s new server");
     let start = Instant::now();
-    let deadline = start + SUCCESSOR_TIMEOUT;
-    loop {
+    let live = retry::until(SUCCESSOR_TIMEOUT, Duration::from_millis(50), |last| {
         pmem_stack::progress::update(
             &what,
             u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -150,18 +150,17 @@ fn await_successor(id: u32, old: i32, how: Announce, registry: &Registry) -> Res
             && info.pid != old
             && !daemon::process_gone(info.pid)
         {
-            break;
+            return Some(true);
         }
-        if Instant::now() >= deadline {
-            pmem_stack::progress::finish(&what);
-            bail!(
-                "/dev/ublkb{id}: handed over, but its service manager did not bring a new server up within {} s (its device waits quiesced; 'pmem-stack recover {id}' attaches one)",
-                SUCCESSOR_TIMEOUT.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        last.then_some(false)
+    });
     pmem_stack::progress::finish(&what);
+    if !live {
+        bail!(
+            "/dev/ublkb{id}: handed over, but its service manager did not bring a new server up within {} s (its device waits quiesced; 'pmem-stack recover {id}' attaches one)",
+            SUCCESSOR_TIMEOUT.as_secs()
+        );
+    }
     let entry = registry
         .load(id)?
         .ok_or_else(|| anyhow!("/dev/ublkb{id}: the new server left no record"))?;

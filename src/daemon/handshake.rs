@@ -234,20 +234,19 @@ impl Handshake {
     /// starting command must never hang on it.
     fn reap(&self) {
         const REAP_GRACE: Duration = Duration::from_secs(30);
-        let deadline = Instant::now() + REAP_GRACE;
-        loop {
+        crate::retry::until(REAP_GRACE, Duration::from_millis(20), |last| {
             let status = rustix::process::waitpid(Some(self.child), WaitOptions::NOHANG);
             if !matches!(status, Ok(None)) {
-                return; // reaped, or not our child any more
+                return Some(()); // reaped, or not our child any more
             }
-            if Instant::now() >= deadline {
+            if last {
                 let _ = rustix::process::kill_process(self.child, Signal::KILL);
                 // After SIGKILL the wait is short.
                 let _ = rustix::process::waitpid(Some(self.child), WaitOptions::empty());
-                return;
+                return Some(());
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            None
+        });
     }
 }
 

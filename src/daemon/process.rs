@@ -50,17 +50,16 @@ fn other_threads(pid: i32) -> usize {
 pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
     let what = format!("waiting for pid {pid} to exit");
     let start = Instant::now();
-    let deadline = start + timeout;
-    let gone = loop {
+    let gone = crate::retry::until(timeout, Duration::from_millis(20), |last| {
         if process_gone(pid) {
-            break true;
+            return Some(true);
         }
-        if Instant::now() >= deadline {
-            break false;
+        if last {
+            return Some(false);
         }
         crate::progress::update(&what, millis(start.elapsed()), millis(timeout));
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        None
+    });
     crate::progress::finish(&what);
     gone
 }
