@@ -11,7 +11,7 @@ pub use pmem_stack_format::layout::{
 };
 
 use crate::format::Geometry;
-use crate::size::Human;
+use crate::size::{Exact, Human};
 
 /// A planned layout, plus advice that is not an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub struct Plan {
     pub geometry: Geometry,
     /// Warnings worth showing (e.g. a hypervisor reserve below Xen's rule).
     pub warnings: Vec<String>,
+    /// What the layout did to the sizes asked for (a `--reserve` rounded up
+    /// to the alignment), quoting them as given: nothing is rounded silently.
+    pub notes: Vec<String>,
 }
 
 /// Choose the layout for `request` on a backing of `device_size` bytes.
@@ -37,11 +40,26 @@ pub fn plan(device_size: u64, request: &LayoutRequest) -> Result<Plan, LayoutErr
         })
         .into_iter()
         .collect();
-    Ok(Plan { geometry, warnings })
+    let mut notes = Vec::new();
+    if let ReserveRequest::Bytes(asked) = request.reserve
+        && asked != geometry.reserve_size()
+    {
+        notes.push(format!(
+            "--reserve {} rounded up to {}: the reserve is a whole number of --align {} steps",
+            Exact(asked),
+            Exact(geometry.reserve_size()),
+            geometry.align()
+        ));
+    }
+    Ok(Plan {
+        geometry,
+        warnings,
+        notes,
+    })
 }
 
 /// `--reserve` naming at least `bytes`, in whole MiB.
-fn minimum_arg(bytes: u64) -> String {
+pub fn minimum_arg(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
     format!("{}M", bytes.div_ceil(MIB))
 }
@@ -70,15 +88,15 @@ impl fmt::Display for Explained<'_> {
                 largest,
             } => write!(
                 f,
-                "reserve {} is too large for this {} backing: the largest that leaves a {align} data block is {} ({largest} bytes)",
-                Human(requested),
-                Human(device_size),
-                Human(largest)
+                "reserve {} is too large for this {} backing: the largest that leaves a {align} data block is {}",
+                Exact(requested),
+                Exact(device_size),
+                Exact(largest)
             ),
             LayoutError::OsReserveTooSmall { requested, minimum } => write!(
                 f,
                 "reserve {} is too small for --mode os: the data area left needs at least {} ({minimum} bytes, 64 bytes per 4 KiB page); pass --reserve {} or --reserve auto",
-                Human(requested),
+                Exact(requested),
                 Human(minimum),
                 minimum_arg(minimum)
             ),
@@ -119,7 +137,7 @@ mod tests {
                 2 * GIB,
                 LayoutRequest::new(ReserveRequest::Bytes(2 * GIB), None)
             ),
-            "reserve 2 GiB is too large for this 2 GiB backing: the largest that leaves a 2M data block is 1.99 GiB (2141192192 bytes)"
+            "reserve 2 GiB is too large for this 2 GiB backing: the largest that leaves a 2M data block is 2141192192 bytes (1.99 GiB)"
         );
         let text = explain(4 * MIB, LayoutRequest::new(ReserveRequest::Bytes(0), None));
         assert!(
@@ -140,6 +158,60 @@ mod tests {
                 LayoutRequest::new(ReserveRequest::Bytes(MIB), Some(ReserveMode::None))
             )
             .starts_with("--mode none takes no reserve")
+        );
+    }
+
+    #[test]
+    fn rounding_is_noted_quoting_the_size_asked_for() {
+        let p = plan(
+            8 * GIB,
+            &LayoutRequest {
+                align: Alignment::G1,
+                ..LayoutRequest::new(ReserveRequest::Bytes(512 * MIB), None)
+            },
+        )
+        .expect("fits");
+        assert_eq!(p.geometry.reserve_size(), GIB);
+        assert_eq!(
+            p.notes,
+            [
+                "--reserve 512 MiB rounded up to 1 GiB: the reserve is a whole number of --align 1G steps"
+            ]
+        );
+        let p = plan(GIB, &LayoutRequest::new(ReserveRequest::Bytes(4096), None)).expect("fits");
+        assert_eq!(
+            p.notes,
+            [
+                "--reserve 4 KiB rounded up to 2 MiB: the reserve is a whole number of --align 2M steps"
+            ]
+        );
+        let p = plan(
+            GIB,
+            &LayoutRequest::new(ReserveRequest::Bytes(512_000_000), None),
+        )
+        .expect("fits");
+        assert!(
+            p.notes[0].starts_with("--reserve 512000000 bytes (488.28 MiB) rounded up to 490 MiB"),
+            "{:?}",
+            p.notes
+        );
+        let exact = plan(
+            GIB,
+            &LayoutRequest::new(ReserveRequest::Bytes(8 * MIB), None),
+        )
+        .expect("fits");
+        assert!(exact.notes.is_empty());
+    }
+
+    #[test]
+    fn the_os_minimum_quotes_the_reserve_as_typed() {
+        let text = explain(
+            2 * GIB,
+            LayoutRequest::new(ReserveRequest::Bytes(MIB), Some(ReserveMode::Os)),
+        );
+        assert!(
+            text.starts_with("reserve 1 MiB is too small for --mode os"),
+            "{text}"
         );
     }
 

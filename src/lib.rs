@@ -1,25 +1,43 @@
 //! pmem-stack: a stacked pseudo device on a persistent-memory namespace.
 //!
-//! The layers, bottom up — each only uses the ones before it:
+//! The layers, bottom up. A module uses only modules of its own layer or of
+//! the layers before it, and no two files import each other, directly or
+//! round a loop (`tests/architecture.rs` reads the sources and checks both,
+//! and that this list names every module, each in one layer):
 //!
-//! 0. [`units`]: the sector, page and huge-page sizes (plain constants);
-//!    [`retry`]: trying again until an answer or a deadline.
-//! 1. [`format`]: the on-media super block and layout rules (pure; the
-//!    `no_std` crate `pmem-stack-format` in `format/`, re-exported).
-//! 2. [`layout`]: planning a layout from what the user asks for (pure; the
-//!    format crate's planner, worded for the CLI).
-//! 3. [`backing`]: opening the namespace, device or file; the mapping and how
-//!    to make it durable (owns the mapping's `unsafe`).
-//! 4. [`metadata`]: reading, checking, writing and repairing the two copies.
-//!    [`update`]: changing a volume in place (`reserve split`, `grow`).
-//! 5. [`engine`]: the I/O engine, pure logic over a mapping.
-//! 6. [`ublk`]: the glue to the kernel's ublk driver (control vs data plane).
-//! 7. [`server`]: a server's life cycle — format on first use, record, go
-//!    live, stop durably — with [`daemon`] (fork and handshake) and
-//!    [`registry`] (records of served devices).
-//!    [`dm`] is the other way to serve a data area: a device-mapper linear
-//!    device the kernel serves itself (uses [`backing`] and [`format`]).
-//! 8. the CLI in `main.rs` and `cli/`: arguments, messages, exit codes.
+//! 0. Helpers that use nothing else of the crate:
+//!    - [`units`]: the sector, page and huge-page sizes;
+//!    - [`size`]: sizes as users type and read them;
+//!    - [`retry`]: trying again until an answer or a deadline;
+//!    - [`progress`]: progress of long scans, for whoever shows it;
+//!    - [`remedy`]: the ways out of an error, named (each error knows its own);
+//!    - [`notify`]: the service manager's readiness protocol (`sd_notify`).
+//! 1. The on-media format:
+//!    - [`format`]: the super block and layout rules (pure; the `no_std`
+//!      crate `pmem-stack-format` in `format/`, re-exported).
+//! 2. Planning a layout:
+//!    - [`layout`]: a layout from what the user asks for (the format crate's
+//!      planner, worded for the CLI).
+//! 3. The backing:
+//!    - [`backing`]: opening the namespace, device or file; the mapping and
+//!      how to make it durable; the `O_DIRECT` handle (owns the `unsafe`).
+//! 4. The volume on a backing:
+//!    - [`metadata`]: reading, checking, writing and repairing the two copies;
+//!    - [`volume`]: what `format` and `add` will do, decided before writing
+//!      (`volume::plan`), and changing a volume in place (`volume::amend`:
+//!      `reserve split`, `grow`).
+//! 5. The I/O engine:
+//!    - [`engine`]: pure logic over a mapping, testable without a kernel.
+//! 6. The kernel's ublk driver:
+//!    - [`ublk`]: control plane, data planes, features, queue placement.
+//! 7. A server's life and its neighbours:
+//!    - [`registry`]: records of served devices under /run;
+//!    - [`daemon`]: fork, handshake, the server's mount namespace;
+//!    - [`server`]: format on first use, record, go live, stop durably;
+//!    - [`dm`]: the other way to serve a data area, a device-mapper linear
+//!      device the kernel serves itself.
+//! 8. The CLI, in the binary (`main.rs` and `cli/`): arguments, messages,
+//!    exit codes.
 
 pub mod backing;
 pub mod daemon;
@@ -37,7 +55,6 @@ pub mod server;
 pub mod size;
 pub mod ublk;
 pub mod units;
-pub mod update;
 pub mod volume;
 
 /// An error and every error behind it, as one line: `outer: inner: root`.

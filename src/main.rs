@@ -21,15 +21,22 @@ fn init_logging() {
     }
 }
 
-/// clap's usage errors span several lines; ours are one.
+/// clap's usage errors span several lines; ours are one: the error's first
+/// paragraph, then clap's tips (its "did you mean": `a similar subcommand
+/// exists: 'format'`), which follow a blank line and would be lost.
 fn usage_error(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
-    let message: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
+    let mut lines = rendered.lines().map(str::trim);
+    let mut line = lines
+        .by_ref()
         .take_while(|line| !line.is_empty())
-        .collect();
-    format!("{} (see 'pmem-stack --help')", message.join(" "))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for tip in lines.filter_map(|line| line.strip_prefix("tip: ")) {
+        line.push_str("; ");
+        line.push_str(tip);
+    }
+    format!("{line} (see 'pmem-stack --help')")
 }
 
 fn main() -> ExitCode {
@@ -61,7 +68,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", cli::remedy::message(&err));
-            ExitCode::FAILURE
+            if cli::usage::is_usage(&err) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

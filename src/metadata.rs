@@ -16,16 +16,21 @@
 //! Nothing here writes before every check has passed: a refused or failed
 //! command leaves the backing byte-for-byte unchanged.
 
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+
 use serde::Serialize;
 
-use crate::backing::{Backing, BackingError};
+use crate::backing::{Backing, BackingError, BackingKind, Identity};
 use crate::format::geometry::{METADATA_END, PRIMARY_OFFSET, SUPERBLOCK_SIZE, backup_offset_for};
 use crate::format::signatures::{Foreign, PROBE_LEN, find_foreign};
-use crate::format::superblock::{BLOCK_LEN, VERSION_MINOR, claimed_device_size, has_magic};
+use crate::format::superblock::{
+    BLOCK_LEN, VERSION_MINOR, claimed_device_size, has_magic, unverified_layout,
+};
 use crate::format::{DecodeError, Geometry, Owners, Slot, SuperBlock, Uuid};
 use crate::progress;
 use crate::remedy::{HasRemedy, Remedy};
-use crate::size::Human;
+use crate::size::Exact;
 use crate::units::PMD_SIZE;
 
 /// The block I/O the metadata layer needs; [`Backing`] is the real one, tests
@@ -39,6 +44,15 @@ pub trait MetadataIo {
     fn write_durable_at(&self, offset: u64, buf: &[u8]) -> Result<(), BackingError>;
     /// UUID of the NVDIMM namespace underneath, if any.
     fn namespace_uuid(&self) -> Option<Uuid>;
+    /// The stretches of `[start, end)` that may hold data, ascending and
+    /// disjoint, when the medium can tell: a sparse image's holes read as
+    /// zeros, so no super block can be in one, and the backup search skips
+    /// them instead of reading a blank multi-TiB image every 2 MiB. `None`
+    /// (the default; devices) when it cannot: then all of it may.
+    fn data_ranges(&self, start: u64, end: u64) -> Option<Vec<Range<u64>>> {
+        let _ = (start, end);
+        None
+    }
 }
 
 impl MetadataIo for Backing {
@@ -54,6 +68,64 @@ impl MetadataIo for Backing {
     fn namespace_uuid(&self) -> Option<Uuid> {
         Backing::namespace_uuid(self)
     }
+    fn data_ranges(&self, start: u64, end: u64) -> Option<Vec<Range<u64>>> {
+        // Only a regular file has holes to ask about (a devdax device's
+        // lseek ignores SEEK_DATA; a block device has none). The backing's
+        // own descriptor is not exposed, so the path is opened again,
+        // read-only, and used only if it is still the same file.
+        if self.kind() != BackingKind::File {
+            return None;
+        }
+        let file = std::fs::File::open(self.path()).ok()?;
+        let meta = file.metadata().ok()?;
+        let same = Identity::File {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        } == self.identity();
+        if !same {
+            return None;
+        }
+        data_ranges_of(&file, start, end)
+    }
+}
+
+/// At most this many separate stretches are listed; the rest of the span
+/// then counts as one (a badly fragmented image is read as before).
+const MAX_DATA_RANGES: usize = 4096;
+
+/// The data stretches of `file` in `[start, end)`, by `SEEK_DATA` and
+/// `SEEK_HOLE`; `None` when the file system answers something that makes no
+/// sense (then nothing is skipped). A file system without hole support
+/// reports the whole file as data, which is right.
+fn data_ranges_of(file: &std::fs::File, start: u64, end: u64) -> Option<Vec<Range<u64>>> {
+    use rustix::fs::{SeekFrom, seek};
+    let mut ranges = Vec::new();
+    let mut pos = start;
+    while pos < end {
+        let data = match seek(file, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            // No data at or after `pos`.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return None,
+        };
+        if data >= end {
+            break;
+        }
+        if data < pos {
+            return None;
+        }
+        let hole = seek(file, SeekFrom::Hole(data)).ok()?;
+        if hole <= data {
+            return None;
+        }
+        if ranges.len() == MAX_DATA_RANGES {
+            ranges.push(data..end);
+            break;
+        }
+        ranges.push(data..hole.min(end));
+        pos = hole;
+    }
+    Some(ranges)
 }
 
 /// Health of one copy.
@@ -96,6 +168,9 @@ pub struct CopyReport {
     pub problem: Option<CopyProblem>,
     /// The decoded copy, when valid.
     pub decoded: Option<SuperBlock>,
+    /// For a corrupt copy: the layout it records, unverified (see
+    /// `unverified_layout`), when its fields still obey the layout rules.
+    pub recorded: Option<Geometry>,
 }
 
 /// Why a copy is not `ok`: what was found there, typed, so callers can tell
@@ -128,6 +203,24 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// The metadata of a volume just written as `sb` (both copies ok): what
+    /// reading it back will find, for showing a layout not yet written.
+    pub fn as_written(sb: &SuperBlock) -> Metadata {
+        let report = |slot: Slot| CopyReport {
+            slot,
+            offset: Some(slot.offset(&sb.geometry)),
+            state: CopyState::Ok,
+            problem: None,
+            decoded: Some(*sb),
+            recorded: None,
+        };
+        Metadata {
+            current: Some(*sb),
+            primary: report(Slot::Primary),
+            backup: report(Slot::Backup),
+        }
+    }
+
     /// Both copies valid and identical.
     pub fn is_healthy(&self) -> bool {
         self.primary.state == CopyState::Ok && self.backup.state == CopyState::Ok
@@ -176,6 +269,7 @@ impl Metadata {
             None if self.has_any_copy() => Err(MetadataError::NoValidCopy {
                 primary: describe_copy(&self.primary),
                 backup: describe_copy(&self.backup),
+                recorded: self.primary.recorded.or(self.backup.recorded),
             }),
             None => Err(MetadataError::NotFormatted),
         }
@@ -217,6 +311,23 @@ impl HasRemedy for Refusal {
     }
 }
 
+/// What a damaged copy still records, for the message that says the volume
+/// can only be written anew: with it, the new volume gets the same data area.
+fn recorded_layout(recorded: &Option<Geometry>) -> String {
+    match recorded {
+        Some(g) => format!(
+            "; a damaged copy still records (unverified) reserve {} bytes (mode {}), align {}, {}-byte blocks, data area at byte {} ({} bytes)",
+            g.reserve_size(),
+            g.mode(),
+            g.align(),
+            g.logical_block_size().bytes(),
+            g.data_offset(),
+            g.data_size()
+        ),
+        None => String::new(),
+    }
+}
+
 fn list_foreign(found: &[Foreign]) -> String {
     let names: Vec<String> = found.iter().map(ToString::to_string).collect();
     names.join(" and ")
@@ -228,6 +339,7 @@ impl HasRemedy for MetadataError {
             MetadataError::NotFormatted => Some(Remedy::Format),
             MetadataError::NoValidCopy { .. } => Some(Remedy::StartOver),
             MetadataError::OtherLayout { .. } => Some(Remedy::RestoreOrOverwrite),
+            MetadataError::Shrunk { .. } => Some(Remedy::RestoreSize),
             MetadataError::Refused(refusal) => refusal.remedy(),
             _ => None,
         }
@@ -252,17 +364,24 @@ pub enum MetadataError {
     )]
     OtherLayout { found_at: u64, recorded: u64 },
     #[error(
-        "no valid pmem-stack super block: primary {primary}, backup {backup}; nothing to repair from"
+        "no valid pmem-stack super block: primary {primary}, backup {backup}; nothing to repair from{}",
+        recorded_layout(recorded)
     )]
-    NoValidCopy { primary: String, backup: String },
+    NoValidCopy {
+        primary: String,
+        backup: String,
+        /// The layout a damaged copy still records (unverified).
+        recorded: Option<Geometry>,
+    },
     #[error(
         "the super block has format version 1.{minor}, newer than this pmem-stack writes (1.{VERSION_MINOR}); upgrade pmem-stack before repairing"
     )]
     NewerMinor { minor: u16 },
     #[error(
-        "the backing is {} but the volume was formatted on {}: its data area ends beyond the device; was the namespace shrunk?",
-        Human(*actual),
-        Human(*recorded)
+        "the backing is {} but the volume was formatted on {} and needs at least {}: its data area ends beyond the device (the namespace or file was shrunk)",
+        Exact(*actual),
+        Exact(*recorded),
+        Exact(*needed)
     )]
     Shrunk {
         /// The device size the volume was formatted on.
@@ -278,13 +397,22 @@ pub enum MetadataError {
     Random(#[source] std::io::Error),
     #[error("repair wrote the {} copy but it does not read back as ok: {detail}", .slot.name())]
     RepairUnverified { slot: Slot, detail: String },
+    /// The one rule of every writer: a super block the reader would reject
+    /// is never written ([`verified_blocks`]). Reaching this is a bug in the
+    /// writer's own checks, caught before the backing was touched.
+    #[error(
+        "refusing to write: the new {} copy would not read back ({detail}); nothing was written",
+        .slot.name()
+    )]
+    WouldNotRead { slot: Slot, detail: String },
 }
 
 /// Outcome of decoding the block at one location.
 enum Found {
     /// Boxed: a super block with its owner table is about 1 KiB.
     Valid(Box<SuperBlock>),
-    Invalid(DecodeError),
+    /// With the layout it records, unverified.
+    Invalid(DecodeError, Option<Geometry>),
     Missing,
 }
 
@@ -302,7 +430,7 @@ fn read_block<M: MetadataIo + ?Sized>(io: &M, offset: u64) -> Result<Found, Back
     }
     Ok(match SuperBlock::decode(&block, offset) {
         Ok(sb) => Found::Valid(Box::new(sb)),
-        Err(err) => Found::Invalid(err),
+        Err(err) => Found::Invalid(err, unverified_layout(&block)),
     })
 }
 /// Where to look for the backup copy, and what is there (FORMAT.md §2,
@@ -340,13 +468,13 @@ fn locate_backup<M: MetadataIo + ?Sized>(
     }
     // A newer format's intact primary: nothing of ours to search for (read
     // reports it unsupported).
-    let unsupported = matches!(primary, Found::Invalid(err) if err.is_unsupported());
+    let unsupported = matches!(primary, Found::Invalid(err, _) if err.is_unsupported());
     if matches!(backup, Found::Missing) && !unsupported {
         if let Some(found) = claimed_backup(io, claimed_size(io, primary)?, here)? {
             return Ok(found);
         }
         let step = match primary {
-            Found::Invalid(_) => SUPERBLOCK_SIZE,
+            Found::Invalid(..) => SUPERBLOCK_SIZE,
             _ => PMD_SIZE,
         };
         if let Some(found) = scan_for_backup(io, here, step)? {
@@ -361,7 +489,7 @@ fn claimed_size<M: MetadataIo + ?Sized>(
     io: &M,
     primary: &Found,
 ) -> Result<Option<u64>, BackingError> {
-    if !matches!(primary, Found::Invalid(_)) {
+    if !matches!(primary, Found::Invalid(..)) {
         return Ok(None);
     }
     let mut block = [0u8; BLOCK_LEN];
@@ -408,48 +536,124 @@ pub const SCAN_LIMIT: u64 = 1 << 40;
 
 /// Step 4 of [`locate_backup`]: the last 4 KiB block of every `step`-aligned
 /// end below the current one, from the top down (a grown volume's old end is
-/// most likely near the new one). Reads 1 MiB at a time when the step is
-/// smaller than that. The scan ends at the first block with our magic: the
-/// newest volume's backup is the highest one, and if that one is damaged, an
-/// older volume's backup further down must not be taken for it (repair would
-/// then write the old volume over the new one's primary).
+/// most likely near the new one). The scan ends at the first block with our
+/// magic: the newest volume's backup is the highest one, and if that one is
+/// damaged, an older volume's backup further down must not be taken for it
+/// (repair would then write the old volume over the new one's primary).
+///
+/// Only blocks that may hold data are read: on a sparse image the holes
+/// (which read as zeros) are skipped, so a blank 2 TiB image costs a few
+/// `lseek`s instead of half a million reads; a grown volume's old backup is
+/// data, so it is still found.
 fn scan_for_backup<M: MetadataIo + ?Sized>(
     io: &M,
     here: Option<u64>,
     step: u64,
 ) -> Result<Option<(Option<u64>, Found)>, BackingError> {
-    const WINDOW: u64 = 1 << 20;
     let total = io.size();
     let lowest_end = METADATA_END + SUPERBLOCK_SIZE;
-    let window = if step < WINDOW {
-        WINDOW
-    } else {
-        SUPERBLOCK_SIZE
-    };
-    let mut buf = vec![0u8; usize::try_from(window).expect("invariant: 1 MiB fits usize")];
-    let mut top = total - total % step;
+    let top = total - total % step;
     let floor = total.saturating_sub(SCAN_LIMIT).max(lowest_end);
-    while top >= floor {
-        // The window ends at `top`; every step-aligned end inside it is a
-        // candidate, its copy in the 4 KiB block before it.
-        let start = top.saturating_sub(window).max(lowest_end - SUPERBLOCK_SIZE);
-        let len = usize::try_from(top - start).expect("invariant: at most 1 MiB");
-        io.read_at(start, &mut buf[..len])?;
-        let mut end = top;
-        while end >= start + SUPERBLOCK_SIZE && end >= lowest_end {
-            let offset = end - SUPERBLOCK_SIZE;
-            let at = usize::try_from(offset - start).expect("invariant: inside the window");
-            if Some(offset) != here && has_magic(&buf[at..]) {
-                progress::finish(SCAN_WHAT);
-                return Ok(backup_at(read_block(io, offset)?, offset));
-            }
-            end -= step;
+    if top < floor {
+        return Ok(None);
+    }
+    // The blocks of the candidates span [floor - 4 KiB, top).
+    let span = floor - SUPERBLOCK_SIZE..top;
+    let ranges = io
+        .data_ranges(span.start, span.end)
+        .unwrap_or_else(|| vec![span.clone()]);
+    let scan = Scan {
+        here,
+        step,
+        floor,
+        top,
+    };
+    let mut buf = vec![0u8; usize::try_from(scan.window()).expect("invariant: 1 MiB fits usize")];
+    // Below the lowest end scanned so far: adjacent stretches can share a
+    // candidate, which is read once.
+    let mut below = top;
+    for range in ranges.iter().rev() {
+        // The ends whose block [end - 4 KiB, end) meets the stretch.
+        let hi = range.end.saturating_add(SUPERBLOCK_SIZE - 1).min(below);
+        let hi = hi - hi % step;
+        let lo = range.start.saturating_add(1).max(floor);
+        if hi < lo {
+            continue;
         }
-        progress::update(SCAN_WHAT, total - start.max(floor), total - floor);
-        top = end;
+        if let Some(offset) = scan.first_magic(io, lo, hi, &mut buf)? {
+            progress::finish(SCAN_WHAT);
+            return Ok(backup_at(read_block(io, offset)?, offset));
+        }
+        match lo.checked_sub(1) {
+            Some(next) => below = next,
+            None => break,
+        }
     }
     progress::finish(SCAN_WHAT);
     Ok(None)
+}
+
+/// One backup scan: candidate ends are the multiples of `step` in
+/// `[floor, top]`, except the block at `here` (already looked at).
+struct Scan {
+    here: Option<u64>,
+    step: u64,
+    floor: u64,
+    top: u64,
+}
+
+impl Scan {
+    /// How much is read at once: 1 MiB when candidates are closer than
+    /// that, else one block per candidate.
+    fn window(&self) -> u64 {
+        const WINDOW: u64 = 1 << 20;
+        if self.step < WINDOW {
+            WINDOW
+        } else {
+            SUPERBLOCK_SIZE
+        }
+    }
+
+    /// The highest candidate end in `[lo, hi]` (`hi` a multiple of the
+    /// step) whose block carries our magic: that block's offset.
+    fn first_magic<M: MetadataIo + ?Sized>(
+        &self,
+        io: &M,
+        lo: u64,
+        hi: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<u64>, BackingError> {
+        let window = self.window();
+        let mut top = hi;
+        while top >= lo {
+            // The window ends at `top`; every candidate end inside it has
+            // its copy in the 4 KiB block before it.
+            let start = top
+                .saturating_sub(window)
+                .max(lo.saturating_sub(SUPERBLOCK_SIZE));
+            let len = usize::try_from(top - start).expect("invariant: at most 1 MiB");
+            io.read_at(start, &mut buf[..len])?;
+            let mut end = top;
+            while end >= start + SUPERBLOCK_SIZE {
+                let offset = end - SUPERBLOCK_SIZE;
+                let at = usize::try_from(offset - start).expect("invariant: inside the window");
+                if Some(offset) != self.here && has_magic(&buf[at..len]) {
+                    return Ok(Some(offset));
+                }
+                match end.checked_sub(self.step) {
+                    Some(lower) => end = lower,
+                    None => return Ok(None),
+                }
+            }
+            progress::update(
+                SCAN_WHAT,
+                self.top - start.max(self.floor),
+                self.top - self.floor,
+            );
+            top = end;
+        }
+        Ok(None)
+    }
 }
 
 /// Judge what was found at one copy's location against the newest valid copy.
@@ -459,9 +663,13 @@ fn judge(
     found: &Found,
     current: Option<SuperBlock>,
 ) -> CopyReport {
+    let recorded = match found {
+        Found::Invalid(_, recorded) => *recorded,
+        _ => None,
+    };
     let (state, problem, decoded) = match found {
         Found::Missing => (CopyState::Missing, Some(CopyProblem::NotFound), None),
-        Found::Invalid(err) => (
+        Found::Invalid(err, _) => (
             CopyState::Corrupt,
             Some(CopyProblem::Invalid(err.clone())),
             None,
@@ -485,6 +693,7 @@ fn judge(
         state,
         problem,
         decoded,
+        recorded,
     }
 }
 
@@ -494,7 +703,7 @@ pub fn read<M: MetadataIo + ?Sized>(io: &M) -> Result<Metadata, MetadataError> {
     let (backup_offset, backup) = locate_backup(io, &primary)?;
 
     for (slot, found) in [(Slot::Primary, &primary), (Slot::Backup, &backup)] {
-        if let Found::Invalid(err) = found
+        if let Found::Invalid(err, _) = found
             && err.is_unsupported()
         {
             return Err(MetadataError::Unsupported {
@@ -639,6 +848,32 @@ pub fn check_format_allowed<M: MetadataIo + ?Sized>(
     Ok(newest.saturating_add(1))
 }
 
+/// Both copies of `sb` as they are to be written, each decoded first with the
+/// reader's own decoder at the place it goes and required to read back as
+/// `sb`, on a volume that fits a backing of `device_size` bytes. Every
+/// writer (format, reserve split, grow, repair) goes through here before
+/// its first write, so nothing writes a volume its own reader would reject:
+/// a check a writer missed turns into a refusal with the backing untouched.
+pub fn verified_blocks(
+    sb: &SuperBlock,
+    device_size: u64,
+) -> Result<[(u64, [u8; BLOCK_LEN]); 2], MetadataError> {
+    let block = |slot: Slot| -> Result<(u64, [u8; BLOCK_LEN]), MetadataError> {
+        let offset = slot.offset(&sb.geometry);
+        let bytes = sb.encode(slot);
+        let refuse = |detail: String| MetadataError::WouldNotRead { slot, detail };
+        match SuperBlock::decode(&bytes, offset) {
+            Ok(back) if back == *sb => {}
+            Ok(_) => return Err(refuse("it decodes to a different volume".to_string())),
+            Err(err) => return Err(refuse(err.to_string())),
+        }
+        check_fits(&sb.geometry, device_size).map_err(|err| refuse(err.to_string()))?;
+        Ok((offset, bytes))
+    };
+    // Backup first: the order every writer writes in.
+    Ok([block(Slot::Backup)?, block(Slot::Primary)?])
+}
+
 /// Write a new volume with `geometry`: backup first, then primary, each durable
 /// before the next. The caller has run [`check_format_allowed`].
 pub fn write_new_volume<M: MetadataIo + ?Sized>(
@@ -649,10 +884,10 @@ pub fn write_new_volume<M: MetadataIo + ?Sized>(
     write_new_volume_with(io, geometry, Owners::NONE, generation)
 }
 
-/// [`write_new_volume`] with the reserve split among `owners` (format 1.1;
-/// the caller validated them against `geometry`). Without owners the copies
-/// are version 1.0, byte for byte what a 1.0 writer writes.
-pub fn write_new_volume_with<M: MetadataIo + ?Sized>(
+/// The super block a new volume with `geometry` and `owners` gets (format
+/// 1.1 with owners, else 1.0), checked by [`verified_blocks`] as if it were
+/// about to be written; nothing is written (`format --dry-run`).
+pub fn new_volume<M: MetadataIo + ?Sized>(
     io: &M,
     geometry: Geometry,
     owners: Owners,
@@ -669,8 +904,22 @@ pub fn write_new_volume_with<M: MetadataIo + ?Sized>(
         owners: Owners::NONE,
     };
     sb.set_owners(owners);
-    for slot in [Slot::Backup, Slot::Primary] {
-        io.write_durable_at(slot.offset(&geometry), &sb.encode(slot))?;
+    verified_blocks(&sb, io.size())?;
+    Ok(sb)
+}
+
+/// [`write_new_volume`] with the reserve split among `owners` (format 1.1;
+/// the caller validated them against `geometry`). Without owners the copies
+/// are version 1.0, byte for byte what a 1.0 writer writes.
+pub fn write_new_volume_with<M: MetadataIo + ?Sized>(
+    io: &M,
+    geometry: Geometry,
+    owners: Owners,
+    generation: u64,
+) -> Result<SuperBlock, MetadataError> {
+    let sb = new_volume(io, geometry, owners, generation)?;
+    for (offset, block) in verified_blocks(&sb, io.size())? {
+        io.write_durable_at(offset, &block)?;
     }
     Ok(sb)
 }
@@ -694,10 +943,11 @@ pub fn repair<M: MetadataIo + ?Sized>(io: &M) -> Result<RepairOutcome, MetadataE
         });
     }
     check_fits(&current.geometry, io.size())?;
+    let [backup, primary] = verified_blocks(&current, io.size())?;
     let mut rewritten = Vec::new();
-    for slot in [Slot::Primary, Slot::Backup] {
+    for (slot, (offset, block)) in [(Slot::Primary, primary), (Slot::Backup, backup)] {
         if before.copy(slot).state != CopyState::Ok {
-            io.write_durable_at(slot.offset(&current.geometry), &current.encode(slot))?;
+            io.write_durable_at(offset, &block)?;
             rewritten.push(slot);
         }
     }
@@ -1097,6 +1347,101 @@ pub(crate) mod tests {
         assert_eq!(m.current, Some(sb));
         assert!(m.is_healthy(), "{m:?}");
         assert_eq!(m.backup.offset, Some((16 << 20) - 4096));
+    }
+
+    /// A [`MemImage`] that reports only `ranges` as data (the rest as holes,
+    /// as a sparse file does) and counts the bytes read.
+    struct Sparse {
+        img: MemImage,
+        ranges: Vec<Range<u64>>,
+        read: Cell<u64>,
+    }
+
+    impl MetadataIo for Sparse {
+        fn size(&self) -> u64 {
+            self.img.size()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BackingError> {
+            self.read.set(self.read.get() + buf.len() as u64);
+            self.img.read_at(offset, buf)
+        }
+        fn write_durable_at(&self, offset: u64, buf: &[u8]) -> Result<(), BackingError> {
+            self.img.write_durable_at(offset, buf)
+        }
+        fn namespace_uuid(&self) -> Option<Uuid> {
+            None
+        }
+        fn data_ranges(&self, start: u64, end: u64) -> Option<Vec<Range<u64>>> {
+            Some(
+                self.ranges
+                    .iter()
+                    .filter(|r| r.end > start && r.start < end)
+                    .map(|r| r.start.max(start)..r.end.min(end))
+                    .collect(),
+            )
+        }
+    }
+
+    #[test]
+    fn the_scan_skips_holes_and_still_finds_a_wiped_grown_volume() {
+        let old_end: u64 = 32 << 20;
+        let backup = old_end - 4096;
+        // The data stretch around the old backup as a file system could
+        // report it: the block itself, or stretches that only just reach
+        // into it from either side.
+        for (what, data) in [
+            ("the block", backup..old_end),
+            ("its last byte", old_end - 1..old_end + (8 << 10)),
+            ("its first byte", backup - (8 << 10)..backup + 1),
+            ("a larger stretch", (16 << 20)..(40 << 20)),
+        ] {
+            let (img, sb) = grown_and_damaged(32 << 20, 480 << 20, |b| b.fill(0));
+            let sparse = Sparse {
+                img,
+                ranges: vec![0..(1 << 20), data],
+                read: Cell::new(0),
+            };
+            let m = read(&sparse).expect(what);
+            assert_eq!(m.current, Some(sb), "{what}");
+            assert_eq!(m.backup.offset, Some(backup), "{what}");
+            // Never the 2 MiB probe of the whole 512 MiB: a few blocks.
+            assert!(
+                sparse.read.get() <= 16 * 4096,
+                "{what}: {}",
+                sparse.read.get()
+            );
+        }
+    }
+
+    #[test]
+    fn a_blank_sparse_backing_is_not_formatted_without_scanning() {
+        let sparse = Sparse {
+            img: MemImage::new(256 << 20),
+            ranges: Vec::new(),
+            read: Cell::new(0),
+        };
+        let m = read(&sparse).expect("read");
+        assert!(matches!(
+            m.require_current(),
+            Err(MetadataError::NotFormatted)
+        ));
+        // The primary and the block at the end, nothing else.
+        assert_eq!(sparse.read.get(), 2 * 4096);
+        // A damaged primary (our magic) searches every 4 KiB block, but
+        // still only where there is data.
+        sparse.img.bytes.borrow_mut()[4096..4096 + 16].copy_from_slice(b"PMEM-STACK-SUPER");
+        let sparse = Sparse {
+            ranges: vec![0..8192, (100 << 20)..(101 << 20)],
+            read: Cell::new(0),
+            ..sparse
+        };
+        let m = read(&sparse).expect("read");
+        assert_eq!(m.primary.state, CopyState::Corrupt);
+        assert!(
+            sparse.read.get() <= 4 * 4096 + (1 << 20),
+            "{}",
+            sparse.read.get()
+        );
     }
 
     #[test]

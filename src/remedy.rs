@@ -40,11 +40,14 @@ pub enum Remedy {
     RepairFirst,
     /// Only a new layout (destroying the data) gets there.
     Relayout,
+    /// The backing shrank below the volume: give it back the size the
+    /// volume needs.
+    RestoreSize,
 }
 
 impl Remedy {
     /// Every remedy, for naming them across the server's handshake.
-    const ALL: [Remedy; 14] = [
+    const ALL: [Remedy; 15] = [
         Remedy::Overwrite,
         Remedy::Reformat,
         Remedy::RepairOrOverwrite,
@@ -59,6 +62,7 @@ impl Remedy {
         Remedy::OtherMapName,
         Remedy::RepairFirst,
         Remedy::Relayout,
+        Remedy::RestoreSize,
     ];
 
     /// A stable name (the `Debug` form), for the handshake pipe.
@@ -76,35 +80,6 @@ impl Remedy {
 pub trait HasRemedy {
     /// The way out, if there is one.
     fn remedy(&self) -> Option<Remedy>;
-}
-
-/// The remedy of `cause` itself, if it is one of the library's errors that
-/// know one.
-pub fn of(cause: &(dyn std::error::Error + 'static)) -> Option<Remedy> {
-    fn as_<E: HasRemedy + std::error::Error + 'static>(
-        cause: &(dyn std::error::Error + 'static),
-    ) -> Option<Remedy> {
-        cause.downcast_ref::<E>()?.remedy()
-    }
-    as_::<crate::volume::VolumeError>(cause)
-        .or_else(|| as_::<crate::metadata::MetadataError>(cause))
-        .or_else(|| as_::<crate::metadata::Refusal>(cause))
-        .or_else(|| as_::<crate::update::UpdateError>(cause))
-        .or_else(|| as_::<crate::server::ServerError>(cause))
-        .or_else(|| as_::<crate::ublk::control::ServeError>(cause))
-        .or_else(|| as_::<crate::dm::MapError>(cause))
-}
-
-/// The first remedy anywhere in `err`'s chain of causes.
-pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<Remedy> {
-    let mut cause = Some(err);
-    while let Some(now) = cause {
-        if let Some(remedy) = of(now) {
-            return Some(remedy);
-        }
-        cause = now.source();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::backing::direct::DirectBacking;
 use crate::backing::{Backing, BackingError, Persistence};
 use crate::daemon::{self, Forked, Reporter, StartOutcome};
 use crate::engine::Engine;
@@ -29,8 +30,9 @@ use crate::format::SuperBlock;
 use crate::metadata::{self, MetadataError};
 use crate::registry::{Entry, Registry};
 use crate::remedy::{HasRemedy, Remedy};
-use crate::ublk::control::{self, Attach, DataPlane, Granted, QueueConfig, ServeError};
-use crate::ublk::direct::DirectBacking;
+use crate::ublk::control::{
+    self, Attach, DataPlane, Granted, PrepareFailed, QueueConfig, ServeError,
+};
 use crate::ublk::features::{IoPath, WriteCache};
 use crate::volume::FormatPlan;
 
@@ -103,7 +105,7 @@ pub enum ServerError {
 impl HasRemedy for ServerError {
     fn remedy(&self) -> Option<Remedy> {
         match self {
-            ServerError::Serve(err) => crate::remedy::find(err),
+            ServerError::Serve(err) => err.remedy(),
             ServerError::Reported { remedy, .. } => *remedy,
             _ => None,
         }
@@ -270,6 +272,15 @@ enum PrepareError {
     },
 }
 
+impl HasRemedy for PrepareError {
+    fn remedy(&self) -> Option<Remedy> {
+        match self {
+            PrepareError::Format(err) => err.remedy(),
+            PrepareError::Map(_) | PrepareError::Record { .. } => None,
+        }
+    }
+}
+
 /// The backing reopened `O_DIRECT` for the queues, its cached pages of the
 /// data area dropped first.
 fn open_direct(backing: &Backing, engine: &Engine) -> Result<Arc<DirectBacking>, BackingError> {
@@ -371,10 +382,11 @@ pub fn run(
             Arc::clone(&record),
             registry.clone(),
         );
-        move |granted: &Granted| -> Result<DataPlane, Box<dyn std::error::Error + Send + Sync>> {
+        move |granted: &Granted| -> Result<DataPlane, PrepareFailed> {
             let log = lock(&lifecycle).added(granted.id);
             let recovering = matches!(attach, Attach::Recover { .. });
-            let (plane, entry) = prepare(&backing, volume, granted, log, &registry, recovering)?;
+            let (plane, entry) = prepare(&backing, volume, granted, log, &registry, recovering)
+                .map_err(PrepareFailed::new)?;
             publish_stats(granted.id, Arc::downgrade(&plane.engine), registry.clone());
             *lock(&record) = Some(entry);
             Ok(plane)
@@ -398,7 +410,7 @@ pub fn run(
         let _ = registry.remove(entry.id);
     }
     result.map_err(|err| {
-        lock(&lifecycle).failed(&crate::error_chain(&err), crate::remedy::find(&err));
+        lock(&lifecycle).failed(&crate::error_chain(&err), err.remedy());
         ServerError::Serve(err)
     })
 }
@@ -432,7 +444,6 @@ fn publish_stats(id: u32, engine: std::sync::Weak<Engine>, registry: Registry) {
 
 /// This process's pid as the kernel's ublk records hold it.
 fn own_pid() -> i32 {
-    #[allow(clippy::expect_used)]
     i32::try_from(std::process::id()).expect("invariant: Linux pids fit in i32 (pid_max <= 2^22)")
 }
 

@@ -492,9 +492,15 @@ fn owners_agree(t: &Scratch, img: &Path) -> HashMap<String, String> {
     let n = if split { owners.len() } else { 0 };
     assert_eq!(c["owners"], n.to_string(), "{}", img.display());
     for (i, owner) in owners.iter().enumerate().take(n) {
-        for key in ["name", "kind", "offset", "size"] {
+        // The C reader's field `name` is the JSON's `owner`.
+        for (key, c_key) in [
+            ("owner", "name"),
+            ("kind", "kind"),
+            ("offset", "offset"),
+            ("size", "size"),
+        ] {
             assert_eq!(
-                c[&format!("owner.{i}.{key}")],
+                c[&format!("owner.{i}.{c_key}")],
                 plain(&owner[key]),
                 "owner {i} {key} of {}",
                 img.display()

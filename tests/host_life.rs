@@ -78,7 +78,7 @@ fn man_pages_render_with_exit_codes() {
     let restart = t.run(["man", "restart"]).ok().stdout();
     assert!(restart.contains(".TH pmem-stack-restart 8"), "{restart}");
     t.run(["man", "nonsense"])
-        .fails(1, &["'nonsense' is not a pmem-stack command"]);
+        .fails(2, &["'nonsense' is not a pmem-stack command"]);
     let dir = t.path("man8");
     std::fs::create_dir(&dir).expect("mkdir");
     t.run(["man", "--dir", s(&dir)]).ok();

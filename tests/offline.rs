@@ -39,8 +39,18 @@ fn format_then_info_json_reports_the_contract_keys() {
     );
     let uuid = info["uuid"].as_str().expect("uuid string");
     assert_eq!(uuid.len(), 36);
-    // No physical address for an image file.
-    assert!(info.get("reserve_phys_start").is_none());
+    // No physical address for an image file: the keys are there, null.
+    for key in [
+        "reserve_phys_start",
+        "reserve_phys_end",
+        "reserve_mfn_start",
+        "reserve_mfn_end",
+    ] {
+        assert!(
+            info.get(key).is_some_and(serde_json::Value::is_null),
+            "{key}"
+        );
+    }
     // The untouched head really is untouched.
     assert!(read_at(&img, 0, 4096).iter().all(|&b| b == 0));
     t.run(["check", s(&img)]).ok();
@@ -169,19 +179,19 @@ fn bad_input_is_refused_with_one_line_and_no_change() {
         2,
         &["hyper"],
     );
-    refused(&t, &img, &["format", p], 1, &["--reserve"]);
+    refused(&t, &img, &["format", p], 2, &["--reserve"]);
     refused(
         &t,
         &img,
         &["format", p, "--reserve", "8M", "--mode", "none"],
-        1,
+        2,
         &["--mode none takes no reserve"],
     );
     refused(
         &t,
         &img,
         &["format", p, "--reserve", "0", "--mode", "os"],
-        1,
+        2,
         &["needs a reserve"],
     );
     refused(
@@ -622,7 +632,7 @@ fn add_refuses_cleanly_where_it_cannot_serve() {
 fn del_and_recover_explain_bad_device_names() {
     let t = Scratch::new();
     t.run(["recover", "pmem0"])
-        .fails(1, &["'pmem0' is not a device"]);
+        .fails(2, &["'pmem0' is not a device: give N or /dev/ublkbN"]);
     t.run(["del"]).fails(2, &["required"]);
     let list = t.run(["list", "--json"]).ok().json();
     assert_eq!(list, serde_json::json!([]));
@@ -667,4 +677,97 @@ fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+#[test]
+fn format_dry_run_shows_what_it_would_write_and_writes_nothing() {
+    let t = Scratch::new();
+    let img = t.image("pmem.img", 2 * GIB);
+    let p = img.to_str().expect("utf-8");
+    let before = digest(&img);
+    let dry = t
+        .run(["format", p, "--reserve", "512MB", "--dry-run", "--json"])
+        .ok();
+    assert_eq!(digest(&img), before, "--dry-run wrote");
+    let planned = dry.json();
+    assert_eq!(planned["dry_run"], true);
+    // 512MB is 512000000 bytes (coreutils' reading), rounded up to 2 MiB.
+    assert_eq!(planned["reserve_size"], 490 * MIB);
+    let notes = planned["notes"].as_array().expect("notes");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].as_str().is_some_and(
+            |n| n.starts_with("--reserve 512000000 bytes (488.28 MiB) rounded up to 490 MiB")
+        ),
+        "{notes:?}"
+    );
+    assert!(dry.stderr().contains("note: --reserve 512000000 bytes"));
+    let text = t.run(["format", p, "--reserve", "512MB", "--dry-run"]).ok();
+    assert!(
+        text.stdout().starts_with("dry run: nothing was written"),
+        "{}",
+        text.stdout()
+    );
+    assert_eq!(digest(&img), before, "--dry-run wrote");
+    // A dry run refuses what the real one would.
+    t.run(["format", p, "--reserve", "512MB", "-q"]).ok();
+    let written = t.run(["info", p, "--json"]).ok().json();
+    for key in ["reserve_size", "data_offset", "data_size", "mode", "align"] {
+        assert_eq!(written[key], planned[key], "{key}");
+    }
+    let after = digest(&img);
+    t.run(["format", p, "--reserve", "8M", "--dry-run"])
+        .fails(1, &["already holds a pmem-stack volume", "--force"]);
+    assert_eq!(digest(&img), after);
+}
+
+#[test]
+fn format_quiet_prints_nothing_but_notes() {
+    let t = Scratch::new();
+    let img = t.image("pmem.img", 8 * GIB);
+    let p = img.to_str().expect("utf-8");
+    let run = t
+        .run(["format", p, "--reserve", "512M", "--align", "1G", "--quiet"])
+        .ok();
+    assert_eq!(run.stdout(), "");
+    assert_eq!(
+        run.stderr().trim(),
+        "note: --reserve 512 MiB rounded up to 1 GiB: the reserve is a whole number of --align 1G steps"
+    );
+    assert_eq!(
+        t.run(["info", p, "--json"]).ok().json()["reserve_size"],
+        GIB
+    );
+}
+
+#[test]
+fn owners_of_one_os_kind_make_a_mode_os_volume() {
+    let t = Scratch::new();
+    let img = t.image("pmem.img", 4 * GIB);
+    let p = img.to_str().expect("utf-8");
+    let info = t
+        .run(["format", p, "--owner", "dom0=auto", "--json"])
+        .ok()
+        .json();
+    assert_eq!(info["mode"], "os");
+    t.run(["check", p]).ok();
+    let info = t
+        .run([
+            "format",
+            p,
+            "--force",
+            "--owner",
+            "xen=auto",
+            "--owner",
+            "dom0=auto",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(info["mode"], "hypervisor");
+    // An os owner below its page array's need is refused, as --mode os is.
+    let before = digest(&img);
+    t.run(["format", p, "--force", "--owner", "dom0=4K"])
+        .fails(1, &["owner 'dom0' (os) would get 4 KiB", "or auto"]);
+    assert_eq!(digest(&img), before);
 }

@@ -30,7 +30,7 @@ fn an_unsplit_reserve_has_one_owner_named_after_its_mode() {
     let list = t.run(["reserve", "list", p, "--json"]).ok().json();
     assert_eq!(list["split"], false);
     assert_eq!(list["format_version"], "1.0");
-    assert_eq!(list["owners"][0]["name"], "os");
+    assert_eq!(list["owners"][0]["owner"], "os");
     assert_eq!(list["owners"][0]["size"], 512 * MIB);
     let all = t.run(["reserved", p, "--json"]).ok().json();
     assert_eq!(all.as_array().map(Vec::len), Some(1));
@@ -152,15 +152,15 @@ fn bad_owners_are_refused_with_one_line_and_no_change() {
         &t,
         &img,
         &split(p, &["a:os=rest", "b:os=rest"]),
-        1,
+        2,
         &["only one owner can take the rest"],
     );
-    refused(&t, &img, &split(p, &["a:other=auto"]), 1, &["no auto size"]);
+    refused(&t, &img, &split(p, &["a:other=auto"]), 2, &["no auto size"]);
     refused(
         &t,
         &img,
         &split(p, &["xen=4M", "xen=4M"]),
-        1,
+        2,
         &["named twice"],
     );
     refused(
@@ -179,7 +179,7 @@ fn bad_owners_are_refused_with_one_line_and_no_change() {
     );
     let many: Vec<String> = (0..17).map(|i| format!("o{i}:other=4K")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    refused(&t, &img, &split(p, &many), 1, &["more than 16 owners"]);
+    refused(&t, &img, &split(p, &many), 2, &["more than 16 owners"]);
     refused(&t, &img, &["reserve", "split", p], 2, &["--owner"]);
     refused(
         &t,
@@ -187,6 +187,36 @@ fn bad_owners_are_refused_with_one_line_and_no_change() {
         &["reserved", p, "--owner", "nope"],
         1,
         &["no owner 'nope'", "hypervisor"],
+    );
+}
+
+/// The owner rules `format` applies, `reserve split` applies too: no empty
+/// owner, and an os owner holds its page array.
+#[test]
+fn split_refuses_what_format_refuses() {
+    let t = Scratch::new();
+    let img = t.image("pmem.img", 256 * MIB);
+    let p = s(&img);
+    t.run(["format", p, "--reserve", "32M"]).ok();
+    fn split<'a>(p: &'a str, owners: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["reserve", "split", p];
+        for o in owners {
+            args.extend(["--owner", o]);
+        }
+        args
+    }
+    refused(&t, &img, &split(p, &["xen=0"]), 2, &["has size 0"]);
+    // An os owner below its page array's need (64 bytes per 4 KiB page of
+    // the ~222 MiB data area: 3.5 MiB) is refused as --mode os would be.
+    refused(
+        &t,
+        &img,
+        &split(p, &["xen=30M", "dom0=rest"]),
+        1,
+        &[
+            "owner 'dom0' (os) would get 2 MiB",
+            "give it at least 4M, or auto",
+        ],
     );
 }
 
@@ -225,7 +255,26 @@ fn volumes_that_cannot_be_split_or_claimed_are_refused_and_unchanged() {
         1,
         &["no reserve to split"],
     );
-    refused(&t, &none, &["reserved", s(&none)], 1, &["has no reserve"]);
+    // Nothing to claim: said, exit 0, as `reserve list` says it.
+    for cmd in [["reserved", s(&none)], ["reserve list", s(&none)]] {
+        let mut args: Vec<&str> = cmd[0].split(' ').collect();
+        args.push(cmd[1]);
+        let out = t.run(args).ok();
+        assert!(
+            out.stdout().contains("no reserve (mode none)"),
+            "{}",
+            out.stdout()
+        );
+    }
+    let json = t.run(["reserved", s(&none), "--json"]).ok();
+    assert_eq!(json.stdout().trim(), "[]");
+    refused(
+        &t,
+        &none,
+        &["reserved", s(&none), "--owner", "xen"],
+        1,
+        &["no owner 'xen'", "mode none"],
+    );
 
     // format --owner that cannot be laid out writes nothing.
     let blank = t.image("blank.img", 64 * MIB);
@@ -240,7 +289,7 @@ fn volumes_that_cannot_be_split_or_claimed_are_refused_and_unchanged() {
         &t,
         &blank,
         &["format", s(&blank), "--reserve", "0", "--owner", "xen=8M"],
-        1,
+        2,
         &["mode none"],
     );
 }
@@ -309,8 +358,8 @@ fn before_owners(_t: &Scratch, before: &serde_json::Value) -> serde_json::Value 
     let off = before["reserve_offset"].as_u64().expect("n");
     let size = before["reserve_size"].as_u64().expect("n");
     serde_json::json!([
-        {"name": "xen", "kind": "hypervisor", "offset": off, "size": 8 * MIB},
-        {"name": "dom0", "kind": "os", "offset": off + 8 * MIB, "size": size - 8 * MIB},
+        {"owner": "xen", "kind": "hypervisor", "offset": off, "size": 8 * MIB},
+        {"owner": "dom0", "kind": "os", "offset": off + 8 * MIB, "size": size - 8 * MIB},
     ])
 }
 

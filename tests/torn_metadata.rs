@@ -30,7 +30,7 @@ use pmem_stack::format::geometry::SUPERBLOCK_SIZE;
 use pmem_stack::format::{Alignment, Geometry, LogicalBlockSize, ReserveMode, SuperBlock, Uuid};
 use pmem_stack::format::{OwnerKind, OwnerName};
 use pmem_stack::metadata::{self, MetadataIo};
-use pmem_stack::update::{self, OwnerSize, OwnerSpec};
+use pmem_stack::volume::amend::{self, OwnerSize, OwnerSpec};
 
 const MIB: u64 = 1 << 20;
 const SECTOR: usize = 512;
@@ -294,29 +294,29 @@ fn a_torn_reserve_split_heals_to_the_old_or_the_new_split() {
         spec("xen", OwnerKind::Hypervisor, OwnerSize::Bytes(2 * MIB)),
         spec("dom0", OwnerKind::Os, OwnerSize::Rest),
     ];
-    let owners = update::lay_out_owners(&specs, &g).expect("fits");
-    let (_, next) = update::plan_split(&img, owners).expect("plan");
+    let owners = amend::lay_out_owners(&specs, &g).expect("fits");
+    let (_, next) = amend::plan_split(&img, owners).expect("plan");
     // Splitting a split reserve again: the second split's cuts, from the first.
     let start = img.bytes.borrow().clone();
     let split = |img: &TornImage| {
-        let (_, next) = update::plan_split(img, owners).expect("plan");
-        let _ = update::write_split(img, &next);
+        let (_, next) = amend::plan_split(img, owners).expect("plan");
+        let _ = amend::write_split(img, &next);
     };
     let cuts = every_cut_keeping(&start, old, next, 2, &split);
     assert_eq!(cuts, 2 * (256 + 63));
 
-    update::write_split(&img, &next).expect("split");
+    amend::write_split(&img, &next).expect("split");
     let resplit = [
         spec("xen", OwnerKind::Hypervisor, OwnerSize::Bytes(MIB)),
         spec("fw", OwnerKind::Other, OwnerSize::Bytes(4096)),
         spec("dom0", OwnerKind::Os, OwnerSize::Rest),
     ];
-    let owners2 = update::lay_out_owners(&resplit, &g).expect("fits");
-    let (_, next2) = update::plan_split(&img, owners2).expect("plan");
+    let owners2 = amend::lay_out_owners(&resplit, &g).expect("fits");
+    let (_, next2) = amend::plan_split(&img, owners2).expect("plan");
     let start = img.bytes.into_inner();
     let split2 = |img: &TornImage| {
-        let (_, n) = update::plan_split(img, owners2).expect("plan");
-        let _ = update::write_split(img, &n);
+        let (_, n) = amend::plan_split(img, owners2).expect("plan");
+        let _ = amend::write_split(img, &n);
     };
     every_cut_keeping(&start, next, next2, 2, &split2);
 }
@@ -333,11 +333,11 @@ fn a_torn_grow_heals_to_the_old_or_the_grown_volume() {
     let mut start = img.bytes.into_inner();
     start.resize(usize::try_from(24 * MIB).expect("small"), 0);
     let grown = TornImage::new(start.clone(), usize::MAX, Tear::Sectors(0));
-    let plan = update::plan_grow(&grown).expect("plan");
+    let plan = amend::plan_grow(&grown).expect("plan");
     assert_eq!(plan.before, old);
     let grow = |img: &TornImage| {
-        let plan = update::plan_grow(img).expect("plan");
-        let _ = update::write_grow(img, &plan);
+        let plan = amend::plan_grow(img).expect("plan");
+        let _ = amend::write_grow(img, &plan);
     };
     // Three writes: the new backup, the primary, the old backup's zeroes.
     let cuts = every_cut_keeping(&start, old, plan.after, 3, &grow);

@@ -20,8 +20,7 @@ use crate::crc::crc32c_append;
 use crate::geometry::{Alignment, GeometryError, LogicalBlockSize, ReserveMode, backup_offset_for};
 use crate::layout::{LayoutError, LayoutRequest, ReserveRequest, plan};
 use crate::superblock::{
-    BLOCK_LEN, CHECKSUM_OFFSET, DecodeError, MAGIC, SuperBlock, VERSION_MAJOR, VERSION_MINOR,
-    checksum,
+    BLOCK_LEN, DecodeError, MAGIC, RawFields, SuperBlock, VERSION_MAJOR, VERSION_MINOR, checksum,
 };
 
 /// Success.
@@ -307,59 +306,37 @@ const fn message(code: i32) -> &'static core::ffi::CStr {
     }
 }
 
-/// The fields of `block`, taken as they are (nothing validated).
+/// The fields of `block`, taken as they are (nothing validated), through
+/// the format's own view of the block ([`RawFields`]): the offsets have one
+/// source, `superblock::RawSuperBlock`.
 fn raw_fields(block: &[u8; BLOCK_LEN]) -> psf_superblock {
-    let le16 = |at: usize| {
-        block
-            .get(at..at + 2)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u16::from_le_bytes)
-    };
-    let le32 = |at: usize| {
-        block
-            .get(at..at + 4)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u32::from_le_bytes)
-    };
-    let le64 = |at: usize| {
-        block
-            .get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-    };
-    let bytes16 = |at: usize| {
-        block
-            .get(at..at + 16)
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or([0; 16])
-    };
-    let stored = le32(CHECKSUM_OFFSET);
+    let raw = RawFields::read(block);
     let computed = checksum(block);
     psf_superblock {
-        magic: bytes16(0x000),
-        version_major: le16(0x010),
-        version_minor: le16(0x012),
-        checksum_stored: stored,
+        magic: raw.magic,
+        version_major: raw.version_major,
+        version_minor: raw.version_minor,
+        checksum_stored: raw.checksum,
         checksum_computed: computed,
-        checksum_ok: u8::from(stored == computed),
+        checksum_ok: u8::from(raw.checksum == computed),
         valid: 0,
         reserved0: [0; 2],
-        compat_features: le64(0x018),
-        incompat_features: le64(0x020),
-        uuid: bytes16(0x028),
-        parent_uuid: bytes16(0x038),
-        generation: le64(0x048),
-        self_offset: le64(0x050),
-        primary_offset: le64(0x058),
-        backup_offset: le64(0x060),
-        device_size: le64(0x068),
-        align: le64(0x070),
-        logical_block_size: le32(0x078),
-        reserve_mode: le32(0x07C),
-        reserve_offset: le64(0x080),
-        reserve_size: le64(0x088),
-        data_offset: le64(0x090),
-        data_size: le64(0x098),
+        compat_features: raw.compat_features,
+        incompat_features: raw.incompat_features,
+        uuid: raw.uuid,
+        parent_uuid: raw.parent_uuid,
+        generation: raw.generation,
+        self_offset: raw.self_offset,
+        primary_offset: raw.primary_offset,
+        backup_offset: raw.backup_offset,
+        device_size: raw.device_size,
+        align: raw.align,
+        logical_block_size: raw.logical_block_size,
+        reserve_mode: raw.reserve_mode,
+        reserve_offset: raw.reserve_offset,
+        reserve_size: raw.reserve_size,
+        data_offset: raw.data_offset,
+        data_size: raw.data_size,
     }
 }
 
@@ -721,7 +698,51 @@ pub unsafe extern "C" fn psf_crc32c(crc: u32, buf: *const u8, len: usize) -> u32
 mod tests {
     use super::*;
     use crate::geometry::Geometry;
+    use crate::superblock::CHECKSUM_OFFSET;
     use crate::uuid::Uuid;
+
+    /// The C view reads the fields through the format's own raw struct: a
+    /// field moved in `RawSuperBlock` moves here too, and this test pins
+    /// what each C field holds against the decoder's reading of the same
+    /// block (both slots, so the self offset differs).
+    #[test]
+    fn the_c_view_and_the_decoder_read_the_same_fields() {
+        let sb = sample();
+        for slot in [crate::Slot::Primary, crate::Slot::Backup] {
+            let block = sb.encode(slot);
+            let c = raw_fields(&block);
+            let g = &sb.geometry;
+            assert_eq!(c.magic, MAGIC);
+            assert_eq!(
+                (c.version_major, c.version_minor),
+                (VERSION_MAJOR, sb.version_minor)
+            );
+            assert_eq!(c.checksum_ok, 1);
+            assert_eq!(c.uuid, sb.uuid.0);
+            assert_eq!(c.parent_uuid, sb.parent_uuid.0);
+            assert_eq!(c.generation, sb.generation);
+            assert_eq!(c.self_offset, slot.offset(g));
+            assert_eq!(
+                (c.primary_offset, c.backup_offset),
+                (4096, g.backup_offset())
+            );
+            assert_eq!(
+                (c.device_size, c.align),
+                (g.device_size(), g.align().bytes())
+            );
+            assert_eq!(c.logical_block_size, g.logical_block_size().bytes());
+            assert_eq!(
+                (c.reserve_offset, c.reserve_size, c.data_offset, c.data_size),
+                (
+                    g.reserve_offset(),
+                    g.reserve_size(),
+                    g.data_offset(),
+                    g.data_size()
+                )
+            );
+            assert_eq!(SuperBlock::decode(&block, slot.offset(g)), Ok(sb));
+        }
+    }
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;

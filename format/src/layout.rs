@@ -271,7 +271,11 @@ pub fn plan(device_size: u64, request: &LayoutRequest) -> Result<Plan, LayoutErr
     )
     .map_err(|err| match err {
         GeometryError::OsReserveTooSmall { .. } => LayoutError::OsReserveTooSmall {
-            requested: reserve_size,
+            // As asked for, not as rounded: the message quotes the user.
+            requested: match request.reserve {
+                ReserveRequest::Bytes(asked) => asked,
+                ReserveRequest::Auto => reserve_size,
+            },
             minimum: smallest_covering_reserve(device_size, align, ReserveMode::Os)
                 .unwrap_or_else(|| os_reserve_minimum(device_size)),
         },

@@ -89,6 +89,63 @@ const _: () = assert!(core::mem::offset_of!(RawSuperBlock, checksum) == CHECKSUM
 const _: () = assert!(core::mem::offset_of!(RawSuperBlock, reserved) == RESERVED_OFFSET);
 const _: () = assert!(core::mem::offset_of!(RawSuperBlock, data_size) == 0x98);
 
+/// The fixed fields of a block as they are, nothing validated: what a
+/// reader that must show a damaged copy (the C ABI's `psf_read_fields`)
+/// needs. Read through [`RawSuperBlock`], so the offsets have one source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFields {
+    pub magic: [u8; 16],
+    pub version_major: u16,
+    pub version_minor: u16,
+    pub checksum: u32,
+    pub compat_features: u64,
+    pub incompat_features: u64,
+    pub uuid: [u8; 16],
+    pub parent_uuid: [u8; 16],
+    pub generation: u64,
+    pub self_offset: u64,
+    pub primary_offset: u64,
+    pub backup_offset: u64,
+    pub device_size: u64,
+    pub align: u64,
+    pub logical_block_size: u32,
+    pub reserve_mode: u32,
+    pub reserve_offset: u64,
+    pub reserve_size: u64,
+    pub data_offset: u64,
+    pub data_size: u64,
+}
+
+impl RawFields {
+    /// The fields of `block`, unvalidated.
+    pub fn read(block: &[u8; BLOCK_LEN]) -> RawFields {
+        // Same size, no alignment, any bytes valid: checked at compile time.
+        let raw: &RawSuperBlock = zerocopy::transmute_ref!(block);
+        RawFields {
+            magic: raw.magic,
+            version_major: raw.version_major.get(),
+            version_minor: raw.version_minor.get(),
+            checksum: raw.checksum.get(),
+            compat_features: raw.compat_features.get(),
+            incompat_features: raw.incompat_features.get(),
+            uuid: raw.uuid,
+            parent_uuid: raw.parent_uuid,
+            generation: raw.generation.get(),
+            self_offset: raw.self_offset.get(),
+            primary_offset: raw.primary_offset.get(),
+            backup_offset: raw.backup_offset.get(),
+            device_size: raw.device_size.get(),
+            align: raw.align.get(),
+            logical_block_size: raw.logical_block_size.get(),
+            reserve_mode: raw.reserve_mode.get(),
+            reserve_offset: raw.reserve_offset.get(),
+            reserve_size: raw.reserve_size.get(),
+            data_offset: raw.data_offset.get(),
+            data_size: raw.data_size.get(),
+        }
+    }
+}
+
 /// Where a copy lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Slot {
@@ -219,16 +276,26 @@ pub fn claimed_device_size(block: &[u8; BLOCK_LEN]) -> Option<u64> {
     (raw.magic == MAGIC).then(|| raw.device_size.get())
 }
 
-/// Whether `minor` is newer than the minor this code writes. (With minor 0
-/// today the comparison looks trivial to a linter; it is the rule for every
-/// future minor.)
-#[allow(clippy::absurd_extreme_comparisons)]
+/// Whether `minor` is newer than the minor this code writes.
 const fn minor_is_newer(minor: u16) -> bool {
     minor > VERSION_MINOR
 }
 
 /// Step 5's layout part: the copy locations and choices the block records
 /// must be known values, and its offsets the ones the layout rules derive.
+/// The layout a copy records, read without trusting it: the magic must be
+/// there and the fields must obey the layout rules, but the checksum and
+/// everything else go unchecked. For telling a user what a damaged volume
+/// was laid out as, so that the same layout can be written again over its
+/// data area; never for serving it or writing from it.
+pub fn unverified_layout(bytes: &[u8]) -> Option<Geometry> {
+    let raw = RawSuperBlock::ref_from_bytes(bytes).ok()?;
+    if raw.magic != MAGIC {
+        return None;
+    }
+    decode_layout(raw).ok()
+}
+
 fn decode_layout(raw: &RawSuperBlock) -> Result<Geometry, DecodeError> {
     let primary = raw.primary_offset.get();
     if primary != PRIMARY_OFFSET {

@@ -17,6 +17,7 @@
 mod block;
 mod data_area;
 mod devdax;
+pub mod direct;
 mod image;
 mod kind;
 pub mod mapping;

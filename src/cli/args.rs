@@ -14,8 +14,8 @@ use pmem_stack::size::parse_size;
 use pmem_stack::ublk::affinity::Affinity;
 use pmem_stack::ublk::control::{DEFAULT_DEPTH, MAX_DEPTH, MAX_QUEUES};
 use pmem_stack::ublk::features::{IoPath, IoPathChoice, WriteCache, WriteCacheChoice};
-use pmem_stack::update::{OwnerSize, OwnerSpec};
 use pmem_stack::volume::LayoutOptions;
+use pmem_stack::volume::amend::{OwnerSize, OwnerSpec};
 
 /// `--version`: the program's version and the on-media format versions it
 /// reads and writes (a volume of a newer major is never interpreted; a newer
@@ -47,6 +47,16 @@ pub enum Command {
     Format(FormatArgs),
     /// Show the layout of a backing (read-only; works while it is served).
     Info(InfoArgs),
+    /// List every backing on this machine and what it holds (read-only).
+    ///
+    /// Looks at every /dev/pmem* and /dev/dax* device, and at each PATH given (an image
+    /// file or a device), and says what each holds: a pmem-stack volume (its uuid, format
+    /// version, whether it is healthy, its data and reserve sizes, and the device serving
+    /// it), nothing ("blank"), someone else's data ("foreign", named: a file system, a
+    /// partition table, ...), a damaged volume or one of a newer format, or why it cannot
+    /// be read. Nothing is written and nothing is opened exclusively, so it works beside
+    /// running servers. Exit status 1 when a PATH given cannot be read.
+    Scan(ScanArgs),
     /// Verify both super block copies; --repair rewrites a bad one from the good one.
     Check(CheckArgs),
     /// Serve the data area as /dev/ublkbN (formats a blank backing first when given --reserve).
@@ -184,7 +194,10 @@ fn parse_owner(text: &str) -> Result<OwnerSpec, String> {
 /// Layout options shared by `format` and `add`.
 #[derive(Debug, Args, Clone, Copy)]
 pub struct LayoutArgs {
-    /// Reserve size: bytes or K/M/G/T (binary), or 'auto' to size it for the mode.
+    /// Reserve size, or 'auto' to size it for the mode. SIZE is bytes or a
+    /// whole number with K, M, G, T (powers of 1024, also KiB … TiB) or KB,
+    /// MB, GB, TB (powers of 1000, as coreutils); it is rounded up to the
+    /// alignment, and the rounding is shown.
     #[arg(long, value_name = "SIZE|auto", value_parser = parse_reserve)]
     pub reserve: Option<ReserveRequest>,
     /// Owner of the reserve [default: hypervisor, or none with --reserve 0].
@@ -275,19 +288,42 @@ pub struct FormatArgs {
     pub layout: LayoutArgs,
     #[arg(long = "owner", value_name = "NAME[:KIND]=SIZE|auto|rest", value_parser = parse_owner, help = OWNER_HELP)]
     pub owners: Vec<OwnerSpec>,
-    /// Overwrite an existing volume or foreign data (file systems, partition tables, ...).
+    /// Overwrite what is there: an existing or damaged volume, a copy of
+    /// another layout, a newer version's volume, or foreign data (file
+    /// systems, partition tables, ...). Only the two super blocks are
+    /// written; the reserve and the data area are not touched.
     #[arg(long)]
     pub force: bool,
-    /// Print the result as JSON (the same object as 'info --json').
+    /// Check everything and show the layout (and JSON) that would be
+    /// written, writing nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Print nothing on success (errors, warnings and notes still go to
+    /// standard error).
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print the result as JSON (the same object as 'info --json', plus
+    /// 'dry_run' and 'notes').
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// /dev/pmemN, /dev/daxX.Y or an image file.
-    pub backing: PathBuf,
-    /// Print one JSON object.
+    /// /dev/pmemN, /dev/daxX.Y or an image file; several are shown one after another.
+    #[arg(required = true, value_name = "BACKING")]
+    pub backings: Vec<PathBuf>,
+    /// Print one JSON object, or an array of them when several backings are given.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Image files or other devices to look at as well.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print a JSON array, one object per backing.
     #[arg(long)]
     pub json: bool,
 }
@@ -315,7 +351,9 @@ pub struct AddArgs {
     /// Stay attached; SIGINT/SIGTERM flush, stop and remove the device.
     #[arg(long)]
     pub foreground: bool,
-    /// Format over foreign data (only when the backing is not formatted yet).
+    /// Format anew (as 'format --force') when the backing holds no volume that
+    /// can be served: foreign data, damaged copies, a copy of another layout
+    /// or a newer version's volume. A volume that can be served is served.
     #[arg(long)]
     pub force: bool,
     /// Print the device as a JSON object (as in 'list --json').
@@ -331,7 +369,7 @@ pub struct DelArgs {
     /// Every device pmem-stack serves.
     #[arg(long)]
     pub all: bool,
-    /// Print a JSON array: one object per device, with `removed` and `error`.
+    /// Print a JSON array: one object per device, with 'removed' and 'error'.
     #[arg(long)]
     pub json: bool,
 }
@@ -346,6 +384,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
     /// Device number N or /dev/ublkbN.
+    #[arg(value_parser = device_arg)]
     pub device: String,
     /// Stay attached, as 'add --foreground'.
     #[arg(long)]
@@ -364,7 +403,9 @@ pub struct MapArgs {
     pub name: Option<MapName>,
     #[command(flatten)]
     pub layout: LayoutArgs,
-    /// Format over foreign data (only when the backing is not formatted yet).
+    /// Format anew (as 'format --force') when the backing holds no volume that
+    /// can be served: foreign data, damaged copies, a copy of another layout
+    /// or a newer version's volume. A volume that can be served is served.
     #[arg(long)]
     pub force: bool,
     /// Print the map as a JSON object (as in 'list --json').
@@ -375,6 +416,7 @@ pub struct MapArgs {
 #[derive(Debug, Args)]
 pub struct RestartArgs {
     /// Device number N or /dev/ublkbN.
+    #[arg(value_parser = device_arg)]
     pub device: String,
     /// Print the device as a JSON object (as in 'list --json').
     #[arg(long)]
@@ -400,7 +442,9 @@ pub struct ServeArgs {
     /// When a new device is added (a recovered one keeps what it had).
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Format over foreign data (only when the backing is not formatted yet).
+    /// Format anew (as 'format --force') when the backing holds no volume that
+    /// can be served: foreign data, damaged copies, a copy of another layout
+    /// or a newer version's volume. A volume that can be served is served.
     #[arg(long)]
     pub force: bool,
 }
@@ -434,8 +478,10 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// The page of one command (pmem-stack-COMMAND(8)) instead of pmem-stack(8).
-    pub command: Option<String>,
+    /// The page of one command instead of pmem-stack(8): 'format', or 'reserve
+    /// split' (also 'reserve-split') for pmem-stack-reserve-split(8).
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
     /// Write pmem-stack.8 and every pmem-stack-COMMAND.8 into DIR instead.
     #[arg(long, value_name = "DIR", conflicts_with = "command")]
     pub dir: Option<PathBuf>,
@@ -548,6 +594,14 @@ impl IoPathArg {
             IoPathArg::Batch => IoPathChoice::Exactly(IoPath::Batch),
         }
     }
+}
+
+/// A device argument, checked as it is parsed (a usage error, exit 2, before
+/// anything is opened); kept as typed for the messages that quote it.
+fn device_arg(text: &str) -> Result<String, String> {
+    parse_device_id(text)
+        .map(|_| text.to_string())
+        .ok_or_else(|| format!("'{text}' is not a device: give N or /dev/ublkbN"))
 }
 
 /// `3`, `ublkb3` or `/dev/ublkb3` → 3.

@@ -9,57 +9,17 @@ use serde::Serialize;
 use pmem_stack::backing::sysfs;
 use pmem_stack::daemon;
 use pmem_stack::dm;
-use pmem_stack::engine::StatsSnapshot;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::size::Human;
-use pmem_stack::ublk::affinity::Affinity;
 use pmem_stack::ublk::control;
-use pmem_stack::ublk::features::{Features, IoPath, WriteCache};
 
 use super::args::{DelArgs, ListArgs, UdevIdArgs, parse_device_id};
-use super::map::{MapJson, map_json};
+use super::json::{DeviceJson, MapJson, device_json, map_json};
 use super::print_json;
+use super::usage::usage;
 
 /// How long `del` waits for a server to flush and exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One device in `list --json` (and `add --json`).
-#[derive(Debug, Serialize)]
-pub struct DeviceJson {
-    /// Always `ublk` (maps are `dm`).
-    pub kind: &'static str,
-    pub id: u32,
-    pub device: String,
-    pub backing: Option<String>,
-    pub state: String,
-    pub pid: i32,
-    pub server_running: bool,
-    pub queues: u16,
-    pub depth: u16,
-    pub data_offset: Option<u64>,
-    pub data_size: Option<u64>,
-    pub reserve_offset: Option<u64>,
-    pub reserve_size: Option<u64>,
-    pub mode: Option<String>,
-    pub uuid: Option<String>,
-    pub user_copy: Option<bool>,
-    /// The `UBLK_F_*` flags the kernel granted the device, by name.
-    pub features: Vec<String>,
-    /// How request data moves (`direct`, `batch`, `user_copy` or
-    /// `bounce_buffer`).
-    pub io_path: Option<IoPath>,
-    /// `write_back` (FLUSH makes writes durable) or `write_through` (every
-    /// write is durable when it completes), as the device declared it.
-    pub write_cache: Option<WriteCache>,
-    /// Where the queue threads run: `node` (any CPU of their queue's NUMA
-    /// nodes) or `queue` (pinned to the queue's CPUs).
-    pub affinity: Option<Affinity>,
-    pub log: Option<String>,
-    /// The server's request counters (published every 250 ms), if any.
-    pub stats: Option<StatsSnapshot>,
-    /// A ublk device is never DAX-capable.
-    pub dax: bool,
-}
 
 /// One entry of `list --json`: a ublk device or a map.
 #[derive(Debug, Serialize)]
@@ -67,68 +27,6 @@ pub struct DeviceJson {
 enum ListJson {
     Ublk(DeviceJson),
     Dm(MapJson),
-}
-
-impl DeviceJson {
-    /// When the record cannot be read (should not happen): what we know.
-    pub fn minimal(id: u32, pid: i32) -> DeviceJson {
-        DeviceJson {
-            kind: "ublk",
-            id,
-            device: format!("/dev/ublkb{id}"),
-            backing: None,
-            state: "live".into(),
-            pid,
-            server_running: true,
-            queues: 0,
-            depth: 0,
-            data_offset: None,
-            data_size: None,
-            reserve_offset: None,
-            reserve_size: None,
-            mode: None,
-            uuid: None,
-            user_copy: None,
-            features: Vec::new(),
-            io_path: None,
-            write_cache: None,
-            affinity: None,
-            log: None,
-            dax: false,
-            stats: None,
-        }
-    }
-}
-
-/// A record combined with what the kernel says now.
-pub fn device_json(entry: &Entry) -> DeviceJson {
-    let info = control::device_info(entry.id).ok();
-    let pid = info.map_or(entry.pid, |i| i.pid);
-    DeviceJson {
-        kind: "ublk",
-        id: entry.id,
-        device: format!("/dev/ublkb{}", entry.id),
-        backing: Some(entry.backing.display().to_string()),
-        state: info.map_or_else(|| "gone".to_string(), |i| i.state.name()),
-        pid,
-        server_running: !daemon::process_gone(pid),
-        queues: info.map_or(entry.queues, |i| i.queues),
-        depth: info.map_or(entry.depth, |i| i.depth),
-        data_offset: Some(entry.data_offset),
-        data_size: Some(entry.data_size),
-        reserve_offset: Some(entry.reserve_offset),
-        reserve_size: Some(entry.reserve_size),
-        mode: Some(entry.mode.to_string()),
-        uuid: Some(entry.uuid.to_string()),
-        user_copy: Some(entry.user_copy),
-        features: info.map(|i| Features(i.flags).names()).unwrap_or_default(),
-        io_path: info.map(|i| IoPath::of(Features(i.flags))),
-        write_cache: info.and_then(|_| control::device_write_cache(entry.id).ok()),
-        affinity: Some(entry.affinity),
-        log: entry.log.as_ref().map(|p| p.display().to_string()),
-        dax: false,
-        stats: Registry::system().load_stats(entry.id),
-    }
 }
 
 /// Records of devices the kernel still has; records of vanished devices are
@@ -181,8 +79,8 @@ fn ublk_row(d: DeviceJson) -> String {
         d.pid.to_string(),
         format!("{}x{}", d.queues, d.depth),
         d.backing.unwrap_or_default(),
-        or_dash(d.data_offset),
-        or_dash(d.data_size.map(Human)),
+        or_dash(d.volume.data_offset),
+        or_dash(d.volume.data_size.map(Human)),
     ])
 }
 
@@ -199,8 +97,8 @@ fn dm_row(m: MapJson) -> String {
         "-".into(),
         "-".into(),
         m.backing.unwrap_or_default(),
-        or_dash(m.data_offset),
-        or_dash(m.data_size.map(Human)),
+        or_dash(m.volume.data_offset),
+        or_dash(m.volume.data_size.map(Human)),
     ])
 }
 
@@ -227,7 +125,12 @@ pub fn list(args: &ListArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if devices.is_empty() {
-        println!("no pmem-stack devices");
+        // Without the driver there can be none: say why.
+        if control::check_driver().is_err() {
+            println!("no pmem-stack devices (the ublk driver is not loaded: modprobe ublk_drv)");
+        } else {
+            println!("no pmem-stack devices");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -325,20 +228,33 @@ fn report_removals(results: Vec<(u32, Result<()>)>, json: bool) -> Result<ExitCo
 
 pub fn del(args: &DelArgs) -> Result<ExitCode> {
     let registry = Registry::system();
-    control::check_driver()?;
     if args.all {
-        let results = current_entries(&registry)
+        let entries = current_entries(&registry);
+        // Nothing served (always so without the driver): nothing to do,
+        // which is what --all asked for.
+        if entries.is_empty() {
+            if args.json {
+                print_json(&Vec::<Removal>::new())?;
+            } else {
+                println!("nothing to remove: pmem-stack serves no devices");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        control::check_driver()?;
+        let results = entries
             .into_iter()
             .map(|entry| (entry.id, delete_one(&registry, entry.id)))
             .collect();
         return report_removals(results, args.json);
     }
+    // The argument first: a bad name is wrong whether or not ublk works here.
     let text = args.device.as_deref().unwrap_or_default();
-    let id = parse_device_id(text).ok_or_else(|| {
-        anyhow!(
+    let Some(id) = parse_device_id(text) else {
+        usage!(
             "'{text}' is not a device: give N or /dev/ublkbN (maps are removed with 'pmem-stack unmap')"
-        )
-    })?;
+        );
+    };
+    control::check_driver()?;
     if !control::device_ids().contains(&id) {
         let _ = registry.remove(id);
         bail!("/dev/ublkb{id} does not exist ('pmem-stack list' shows the devices)");

@@ -6,72 +6,16 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 
-use pmem_stack::backing::{Access, Backing};
-use pmem_stack::dm::{self, DevNum, LinearTable, Map, MapError, MapName, Mapper};
+use pmem_stack::dm::{self, DevNum, LinearTable, MapError, MapName, Mapper};
 use pmem_stack::metadata;
 use pmem_stack::registry::Registry;
 use pmem_stack::server::Volume;
 
 use super::args::{MapArgs, UnmapArgs};
-use super::serve::plan_volume;
+use super::json::map_json;
+use super::plan::plan_volume;
 use super::{open_exclusive, print_json};
-
-/// One map in `list --json` (and `map --json`).
-#[derive(Debug, Serialize)]
-pub struct MapJson {
-    /// Always `dm`.
-    pub kind: &'static str,
-    /// `/dev/mapper/NAME`.
-    pub device: String,
-    pub name: String,
-    /// The kernel's name, `dm-N`.
-    pub dm_device: String,
-    pub backing: Option<String>,
-    /// `live` or `suspended`.
-    pub state: &'static str,
-    /// Whether the device is DAX-capable (`queue/dax`).
-    pub dax: bool,
-    /// Where the table starts on the backing and how much it maps (from the
-    /// kernel's table; the super block's when the table cannot be read).
-    pub data_offset: Option<u64>,
-    pub data_size: Option<u64>,
-    pub reserve_offset: Option<u64>,
-    pub reserve_size: Option<u64>,
-    pub mode: Option<String>,
-    pub uuid: Option<String>,
-}
-
-/// What `list` shows of `map`; `mapper` reads its table when there is one.
-pub fn map_json(map: &Map, mapper: Option<&Mapper>) -> MapJson {
-    let backing = map.backing_node();
-    // The super block, read-only and shared (dm holds the backing).
-    let sb = backing
-        .as_ref()
-        .and_then(|path| Backing::open(path, Access::ReadOnly).ok())
-        .and_then(|b| metadata::open_volume(&b).ok())
-        .map(|(sb, _)| sb);
-    let table = mapper.and_then(|m| m.table(&map.name));
-    let g = sb.as_ref().map(|sb| sb.geometry);
-    MapJson {
-        kind: "dm",
-        device: map.node().display().to_string(),
-        name: map.name.clone(),
-        dm_device: map.kernel_name.clone(),
-        backing: backing.map(|p| p.display().to_string()),
-        state: if map.suspended { "suspended" } else { "live" },
-        dax: map.dax,
-        data_offset: table
-            .and_then(|t| t.offset())
-            .or(g.map(|g| g.data_offset())),
-        data_size: table.and_then(|t| t.size()).or(map.size),
-        reserve_offset: g.map(|g| g.reserve_offset()),
-        reserve_size: g.map(|g| g.reserve_size()),
-        mode: g.map(|g| g.mode().to_string()),
-        uuid: map.volume.or(sb.map(|sb| sb.uuid)).map(|u| u.to_string()),
-    }
-}
 
 /// Refuse a name some dm device already has.
 fn refuse_taken(mapper: &Mapper, name: &MapName) -> Result<(), MapError> {

@@ -5,13 +5,18 @@
 pub mod args;
 mod devices;
 mod docs;
+mod json;
+mod manual;
 mod map;
+mod plan;
 pub mod progress_line;
 pub mod remedy;
 mod render;
 mod reserve_cmds;
+mod scan;
 mod serve;
 mod service;
+pub mod usage;
 mod volume_cmds;
 
 use std::path::Path;
@@ -32,6 +37,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Format(a) => volume_cmds::format(&a),
         Command::Info(a) => volume_cmds::info(&a),
+        Command::Scan(a) => scan::scan(&a),
         Command::Check(a) => volume_cmds::check(&a),
         Command::Add(a) => require_root("add").and_then(|()| serve::add(&a)),
         Command::Recover(a) => require_root("recover").and_then(|()| serve::recover(&a)),

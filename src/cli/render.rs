@@ -149,13 +149,16 @@ fn kind_name(kind: BackingKind) -> &'static str {
     }
 }
 
-/// A copy in JSON.
+/// A copy in JSON. Like every JSON object pmem-stack prints, it has all its
+/// keys every time: a value that is unknown or does not apply is `null`,
+/// never a missing key, so a reader tells "no value" from "not
+/// understood" and one schema describes every output (see the man pages).
 #[derive(Debug, Serialize)]
 pub struct CopyJson {
     /// `null` only for a backup on a backing too small to hold one.
     pub offset: Option<u64>,
     pub state: CopyState,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What is wrong with a copy that is not `ok` (`null` when it is).
     pub detail: Option<String>,
 }
 
@@ -189,14 +192,15 @@ pub struct InfoJson {
     pub logical_block_size: u32,
     pub primary: CopyJson,
     pub backup: CopyJson,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The reserve's physical range and its frame numbers; `null` when
+    /// sysfs reports no physical address (an image file).
     pub reserve_phys_start: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reserve_phys_end: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reserve_mfn_start: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reserve_mfn_end: Option<u64>,
+    /// The reserve's owners, as `reserve list --json` has them (none in
+    /// mode none).
+    pub owners: Vec<OwnerJson>,
     pub healthy: bool,
     pub served_by: Option<String>,
     /// `ublk` or `dm` (`list`'s `kind`), or null when not served.
@@ -207,6 +211,43 @@ pub struct InfoJson {
     pub io_path: Option<IoPath>,
     /// The serving ublk device's write cache (`list`'s `write_cache`).
     pub write_cache: Option<WriteCache>,
+}
+
+/// One owner of the reserve in JSON (`reserve list`, `info`; `reserved`'s
+/// claims start with the same keys). An owner's name is `owner` wherever
+/// pmem-stack prints one.
+#[derive(Debug, Serialize)]
+pub struct OwnerJson {
+    pub owner: String,
+    pub kind: &'static str,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// The owners of `sb`'s reserve (none in mode none). An unsplit reserve has
+/// one owner, named (and of the kind) of its mode.
+pub fn owners_of(sb: &SuperBlock) -> Vec<OwnerJson> {
+    let g = &sb.geometry;
+    if sb.owners.is_empty() {
+        if g.mode() == ReserveMode::None {
+            return Vec::new();
+        }
+        return vec![OwnerJson {
+            owner: g.mode().as_str().to_string(),
+            kind: g.mode().as_str(),
+            offset: g.reserve_offset(),
+            size: g.reserve_size(),
+        }];
+    }
+    sb.owners
+        .iter()
+        .map(|o| OwnerJson {
+            owner: o.name.to_string(),
+            kind: o.kind.as_str(),
+            offset: o.offset,
+            size: o.size,
+        })
+        .collect()
 }
 
 /// Which of the two ways serves a volume.
@@ -273,6 +314,7 @@ pub fn info_json(
         reserve_phys_end: phys.map(|p| p.1),
         reserve_mfn_start: phys.map(|p| p.0 >> PAGE_SHIFT),
         reserve_mfn_end: phys.map(|p| p.1 >> PAGE_SHIFT),
+        owners: owners_of(sb),
         healthy: m.is_healthy(),
         io_path: served_by.as_ref().and_then(|s| s.io_path),
         write_cache: served_by.as_ref().and_then(|s| s.write_cache),
@@ -300,8 +342,11 @@ fn region_note(
             if !owners.is_empty() {
                 let _ = write!(
                     note,
-                    "; shared by {} owners ({})",
-                    owners.len(),
+                    "; {} ({})",
+                    match owners.len() {
+                        1 => "held by one owner".to_string(),
+                        n => format!("shared by {n} owners"),
+                    },
                     owners
                         .iter()
                         .map(|o| o.name.as_str())

@@ -18,51 +18,17 @@ use pmem_stack::layout::xen_reserve_for_pages;
 use pmem_stack::metadata;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::retry;
-use pmem_stack::size::Human;
+use pmem_stack::size::{Exact, Human};
 use pmem_stack::ublk::control::{self, DeviceState};
 use pmem_stack::units::{PAGE_SHIFT, PAGE_SIZE};
-use pmem_stack::update;
+use pmem_stack::volume::amend;
 
 use super::args::{GrowArgs, OwnersListArgs, ReservedArgs, SplitArgs};
-use super::render::{Serving, info_json, info_text};
+use super::render::{OwnerJson, Serving, info_json, info_text, owners_of};
 use super::serve::{Announce, DEVICE_LOCK_WAIT};
 use super::service;
+use super::usage::usage;
 use super::{attachment, open_exclusive, print_json};
-
-/// One owner's range as `reserve list` shows it. An unsplit reserve has one
-/// owner, named (and of the kind) of its mode.
-#[derive(Debug, Serialize)]
-struct OwnerJson {
-    name: String,
-    kind: &'static str,
-    offset: u64,
-    size: u64,
-}
-
-/// The owners of `sb`'s reserve (none in mode none).
-fn owners_of(sb: &SuperBlock) -> Vec<OwnerJson> {
-    let g = &sb.geometry;
-    if sb.owners.is_empty() {
-        if g.mode() == ReserveMode::None {
-            return Vec::new();
-        }
-        return vec![OwnerJson {
-            name: g.mode().as_str().to_string(),
-            kind: g.mode().as_str(),
-            offset: g.reserve_offset(),
-            size: g.reserve_size(),
-        }];
-    }
-    sb.owners
-        .iter()
-        .map(|o| OwnerJson {
-            name: o.name.to_string(),
-            kind: o.kind.as_str(),
-            offset: o.offset,
-            size: o.size,
-        })
-        .collect()
-}
 
 /// What an owner needs to claim its range (`reserved`).
 #[derive(Debug, Serialize)]
@@ -89,7 +55,7 @@ fn claims(backing: &Backing, sb: &SuperBlock) -> Vec<Claim> {
             let end = o.offset + o.size;
             let phys = base.and_then(|b| Some((b.checked_add(o.offset)?, b.checked_add(end)?)));
             Claim {
-                owner: o.name,
+                owner: o.owner,
                 kind: o.kind,
                 mode: sb.geometry.mode(),
                 offset: o.offset,
@@ -127,14 +93,25 @@ fn claim_text(c: &Claim) -> String {
     line
 }
 
+/// What `reserved` and `reserve list` say of a mode none volume.
+const NO_RESERVE: &str = "no reserve (mode none): nothing to claim or split; a reserve takes a new layout ('pmem-stack format --force --reserve SIZE', which moves the data area)";
+
 pub fn reserved(args: &ReservedArgs) -> Result<ExitCode> {
     let path = args.backing.display().to_string();
     let backing = Backing::open(&args.backing, Access::ReadOnly)?;
     let (sb, _) = metadata::open_volume(&backing).with_context(|| path.clone())?;
     if sb.geometry.mode() == ReserveMode::None {
-        bail!(
-            "{path}: has no reserve (mode none); 'pmem-stack format --force --reserve SIZE' lays out one (destroys the data)"
-        );
+        // Nothing to claim is an answer, not a failure: the same one
+        // `reserve list` gives.
+        if let Some(name) = &args.owner {
+            bail!("{path}: the reserve has no owner '{name}': {NO_RESERVE}");
+        }
+        if args.json {
+            print_json(&Vec::<()>::new())?;
+        } else {
+            println!("{path}: {NO_RESERVE}");
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let mut all = claims(&backing, &sb);
     if let Some(name) = &args.owner {
@@ -209,15 +186,19 @@ fn print_list(path: &str, sb: &SuperBlock, json: bool) -> Result<()> {
     if json {
         return print_json(&list);
     }
+    if sb.geometry.mode() == ReserveMode::None {
+        println!("{path}: {NO_RESERVE}");
+        return Ok(());
+    }
     println!(
         "{path}: reserve {} at byte {} (mode {}), {}",
         Human(list.reserve_size),
         list.reserve_offset,
         list.mode,
-        if list.split {
-            format!("split among {} owners (format 1.1)", list.owners.len())
-        } else {
-            "one owner (not split)".to_string()
+        match list.owners.len() {
+            _ if !list.split => "one owner (not split)".to_string(),
+            1 => "held by one named owner (format 1.1)".to_string(),
+            n => format!("split among {n} owners (format 1.1)"),
         }
     );
     println!(
@@ -227,7 +208,7 @@ fn print_list(path: &str, sb: &SuperBlock, json: bool) -> Result<()> {
     for o in &list.owners {
         println!(
             "  {:<31} {:<10} {:>16} {:>12}",
-            o.name,
+            o.owner,
             o.kind,
             o.offset,
             Human(o.size).to_string()
@@ -271,6 +252,9 @@ fn refuse_served(
 pub fn split(args: &SplitArgs) -> Result<ExitCode> {
     let registry = Registry::system();
     let path = args.backing.display().to_string();
+    if let Err(err) = amend::check_specs(&args.owners) {
+        usage!("cannot split the reserve of {path}: {err}");
+    }
     refuse_served(
         &args.backing,
         &registry,
@@ -282,15 +266,15 @@ pub fn split(args: &SplitArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot split the reserve of {path}"))?
         .0;
     if current.geometry.reserve_size() == 0 {
-        return Err(update::UpdateError::NoReserve)
+        return Err(amend::UpdateError::NoReserve)
             .with_context(|| format!("cannot split the reserve of {path}"));
     }
-    let owners = update::lay_out_owners(&args.owners, &current.geometry)
-        .map_err(update::UpdateError::from)
+    let owners = amend::lay_out_owners(&args.owners, &current.geometry)
+        .map_err(amend::UpdateError::from)
         .with_context(|| format!("cannot split the reserve of {path}"))?;
-    let (_, next) = update::plan_split(&backing, owners)
+    let (_, next) = amend::plan_split(&backing, owners)
         .with_context(|| format!("cannot split the reserve of {path}"))?;
-    update::write_split(&backing, &next)
+    amend::write_split(&backing, &next)
         .with_context(|| format!("splitting the reserve of {path}"))?;
     let (sb, _) = metadata::open_volume(&backing)?;
     print_list(&path, &sb, args.json)?;
@@ -312,7 +296,7 @@ fn grow_warnings(sb: &SuperBlock) -> Vec<String> {
         }
     }
     for o in sb.owners.iter() {
-        if let Some(need) = update::auto_size(o.kind, g.data_size())
+        if let Some(need) = amend::auto_size(o.kind, g.data_size())
             && o.size < need
         {
             out.push(format!(
@@ -337,8 +321,8 @@ pub fn grow(args: &GrowArgs) -> Result<ExitCode> {
         return grow_served(args, &registry, &entry);
     }
     let backing = open_exclusive(&args.backing, &registry)?;
-    let plan = update::plan_grow(&backing).with_context(|| format!("cannot grow {path}"))?;
-    update::write_grow(&backing, &plan).with_context(|| format!("growing {path}"))?;
+    let plan = amend::plan_grow(&backing).with_context(|| format!("cannot grow {path}"))?;
+    amend::write_grow(&backing, &plan).with_context(|| format!("growing {path}"))?;
     report_grown(args, &plan, &backing, None)
 }
 
@@ -373,7 +357,7 @@ fn grow_served(args: &GrowArgs, registry: &Registry, entry: &Entry) -> Result<Ex
     }
     // Whatever would refuse is found before the server is disturbed.
     let probe = Backing::open(&args.backing, Access::ReadOnly).with_context(context)?;
-    update::plan_grow(&probe).with_context(context)?;
+    amend::plan_grow(&probe).with_context(context)?;
     drop(probe);
     // Held until the volume has grown: a successor a service manager starts
     // meanwhile waits for it (see `Registry::lock_device`).
@@ -434,7 +418,7 @@ fn served_size(id: u32, want: u64) -> Result<u64> {
 const RESIZE_WAIT: Duration = Duration::from_secs(10);
 
 /// The growing itself, while the device waits with no server.
-fn grow_quiesced(path: &Path, entry: &Entry) -> Result<update::GrowPlan> {
+fn grow_quiesced(path: &Path, entry: &Entry) -> Result<amend::GrowPlan> {
     let backing = Backing::open(path, Access::Exclusive)?;
     if backing.identity() != entry.identity {
         bail!(
@@ -443,14 +427,14 @@ fn grow_quiesced(path: &Path, entry: &Entry) -> Result<update::GrowPlan> {
             entry.id
         );
     }
-    let plan = update::plan_grow(&backing)?;
-    update::write_grow(&backing, &plan)?;
+    let plan = amend::plan_grow(&backing)?;
+    amend::write_grow(&backing, &plan)?;
     Ok(plan)
 }
 
 fn report_grown(
     args: &GrowArgs,
-    plan: &update::GrowPlan,
+    plan: &amend::GrowPlan,
     backing: &Backing,
     served: Option<Serving>,
 ) -> Result<ExitCode> {
@@ -464,8 +448,8 @@ fn report_grown(
         println!(
             "{}: data area grew from {} to {}",
             args.backing.display(),
-            Human(plan.before.geometry.data_size()),
-            Human(sb.geometry.data_size())
+            Exact(plan.before.geometry.data_size()),
+            Exact(sb.geometry.data_size())
         );
         print!("{}", info_text(backing, &sb, &m, served.as_ref()));
     }

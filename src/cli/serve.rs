@@ -2,7 +2,7 @@
 //! it to the library's server life cycle — in the foreground, or forked into
 //! the background — and print the live device or why it is not.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -16,15 +16,19 @@ use pmem_stack::retry;
 use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned, Volume};
 use pmem_stack::ublk::control::{self, Attach, QueueConfig};
 use pmem_stack::ublk::features::{self, CacheBacking, Features, IoPath};
-use pmem_stack::volume::{self, AddPlan, LayoutOptions, VolumeError};
 
 use super::args::{AddArgs, RecoverArgs, parse_device_id};
-use super::devices::device_json;
+use super::json::{DeviceJson, device_json};
+use super::plan::plan_volume;
+use super::usage::usage;
 use super::{open_exclusive, print_json};
 
 pub fn add(args: &AddArgs) -> Result<ExitCode> {
     let options = args.layout.options();
     let context = || format!("cannot add {}", args.backing.display());
+    // A backing that is not there is the argument's fault, whatever else
+    // is wrong: say so first.
+    check_backing_path(&args.backing).with_context(context)?;
     // Fail before touching the backing when ublk cannot work here.
     control::check_driver().with_context(context)?;
     let registry = Registry::system();
@@ -69,38 +73,27 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
     launch(spec, args.foreground, how, &registry).with_context(context)
 }
 
-/// What `add` and `map` serve, writing nothing: the recorded volume (with a
-/// warning for a copy that is not ok: repair it once the device named by
-/// `until` is gone), or the plan to format a blank backing first.
-pub(super) fn plan_volume(
-    backing: &Backing,
-    options: &LayoutOptions,
-    force: bool,
-    until: &str,
-) -> Result<Volume, VolumeError> {
-    Ok(match volume::plan_add(backing, options, force)? {
-        AddPlan::Existing {
-            superblock,
-            metadata,
-        } => {
-            for report in [&metadata.primary, &metadata.backup] {
-                if report.state != metadata::CopyState::Ok {
-                    eprintln!(
-                        "warning: the {} super block copy is {}; run 'pmem-stack check --repair' once the {until}",
-                        report.slot.name(),
-                        metadata::describe_copy(report)
-                    );
-                }
-            }
-            Volume::Existing(superblock)
+/// Whether `path` can name a backing at all, from its metadata alone
+/// (nothing is opened): a missing path or a directory is named as such.
+pub(super) fn check_backing_path(path: &Path) -> Result<(), BackingError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(BackingError::Unsupported {
+            path: path.to_path_buf(),
+            what: "a directory",
+        }),
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Err(BackingError::NotFound(path.to_path_buf()))
         }
-        AddPlan::Format(plan) => {
-            for warning in &plan.plan.warnings {
-                eprintln!("warning: {warning}");
-            }
-            Volume::Format(plan)
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(BackingError::PermissionDenied(path.to_path_buf()))
         }
-    })
+        Err(source) => Err(BackingError::Io {
+            path: path.to_path_buf(),
+            op: "stat",
+            source,
+        }),
+    }
 }
 
 /// The I/O path to ask the kernel for. The direct path (never chosen by
@@ -120,8 +113,10 @@ fn choose_io_path(args: &AddArgs, backing: &Backing) -> Result<IoPath> {
 }
 
 pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
-    let id = parse_device_id(&args.device)
-        .ok_or_else(|| anyhow!("'{}' is not a device: give N or /dev/ublkbN", args.device))?;
+    // The argument first: a bad name is wrong whether or not ublk works here.
+    let Some(id) = parse_device_id(&args.device) else {
+        usage!("'{}' is not a device: give N or /dev/ublkbN", args.device);
+    };
     let registry = Registry::system();
     let announce = Announce::device(args.json);
     recover_device(id, args.foreground, announce, &registry)
@@ -306,7 +301,7 @@ fn launch(
                 (_, Announce::Nothing) => {}
                 (Ok(Some(entry)), _) => announce(&entry, how)?,
                 (_, Announce::Json) => {
-                    print_json(&super::devices::DeviceJson::minimal(id, pid))?;
+                    print_json(&DeviceJson::minimal(id, pid))?;
                 }
                 (_, Announce::Path) => println!("/dev/ublkb{id}"),
             }

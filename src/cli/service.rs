@@ -165,7 +165,7 @@ fn await_successor(id: u32, old: i32, how: Announce, registry: &Registry) -> Res
         .load(id)?
         .ok_or_else(|| anyhow!("/dev/ublkb{id}: the new server left no record"))?;
     match how {
-        Announce::Json => print_json(&super::devices::device_json(&entry))?,
+        Announce::Json => print_json(&super::json::device_json(&entry))?,
         Announce::Path => println!("/dev/ublkb{id}"),
         Announce::Nothing => {}
     }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use pmem_stack::backing::{Access, Backing};
@@ -10,86 +10,220 @@ use pmem_stack::format::ReserveMode;
 use pmem_stack::layout::ReserveRequest;
 use pmem_stack::metadata::{self, MetadataError};
 use pmem_stack::registry::Registry;
-use pmem_stack::size::Human;
-use pmem_stack::update;
-use pmem_stack::volume;
+use pmem_stack::size::Exact;
+use pmem_stack::volume::amend;
+use pmem_stack::volume::{self, LayoutOptions};
 
 use super::args::{CheckArgs, FormatArgs, InfoArgs};
 use super::render::{CopyJson, info_json, info_text};
+use super::usage::usage;
 use super::{open_exclusive, print_json, served_by};
+
+/// The checks `format` makes on its arguments alone, before anything is
+/// opened: each failure is a usage error (exit 2).
+fn check_format_usage(args: &FormatArgs, options: &LayoutOptions) -> Result<()> {
+    let none = options.mode == Some(ReserveMode::None);
+    let zero = options.reserve == Some(ReserveRequest::Bytes(0));
+    if args.owners.is_empty() {
+        if options.request().is_none() {
+            usage!(
+                "cannot format {}: no reserve given; pass --reserve SIZE|auto (or --reserve 0 for none), or --owner",
+                args.backing.display()
+            );
+        }
+        if none
+            && options
+                .reserve
+                .is_some_and(|r| !matches!(r, ReserveRequest::Bytes(0)))
+        {
+            usage!("--mode none takes no reserve; use --reserve 0, or choose --mode hypervisor|os");
+        }
+        if zero
+            && matches!(
+                options.mode,
+                Some(ReserveMode::Hypervisor | ReserveMode::Os)
+            )
+        {
+            usage!(
+                "--mode {} needs a reserve larger than 0",
+                options.mode.unwrap_or(ReserveMode::None)
+            );
+        }
+        return Ok(());
+    }
+    if none || zero {
+        usage!(
+            "--owner splits a reserve, and {} has none; give --reserve SIZE|auto or leave it out",
+            if none {
+                "--mode none"
+            } else {
+                "--reserve 0 (mode none)"
+            }
+        );
+    }
+    if let Err(err) = amend::check_specs(&args.owners) {
+        usage!("cannot format {}: {err}", args.backing.display());
+    }
+    Ok(())
+}
 
 pub fn format(args: &FormatArgs) -> Result<ExitCode> {
     let registry = Registry::system();
     let mut options = args.layout.options();
     // Check the options before opening anything, so a typo never costs a
     // device open (or a refusal message about the device).
-    if options.request().is_none() && args.owners.is_empty() {
-        return Err(volume::VolumeError::FormatNeedsReserve.into());
-    }
-    if !args.owners.is_empty()
-        && (options.mode == Some(ReserveMode::None)
-            || options.reserve == Some(ReserveRequest::Bytes(0)))
-    {
-        bail!(
-            "--owner splits a reserve, and mode none has none; give --reserve SIZE|auto or leave it out"
-        );
-    }
-    let backing = open_exclusive(&args.backing, &registry)?;
+    check_format_usage(args, &options)?;
+    let backing = if args.dry_run {
+        Backing::open(&args.backing, Access::ReadOnly)?
+    } else {
+        open_exclusive(&args.backing, &registry)?
+    };
+    let cannot = || format!("cannot format {}", args.backing.display());
     if options.reserve.is_none() {
         // Owners without --reserve: a reserve that holds them all, sized
         // for the largest data area the backing could have.
-        let need = update::reserve_for(&args.owners, backing.size())
-            .with_context(|| format!("cannot format {}", args.backing.display()))?;
+        let need = amend::reserve_for(&args.owners, backing.size()).with_context(cannot)?;
         options.reserve = Some(ReserveRequest::Bytes(need));
     }
-    let plan = volume::plan_format(&backing, &options, args.force)
-        .with_context(|| format!("cannot format {}", args.backing.display()))?;
-    let owners = update::lay_out_owners(&args.owners, &plan.plan.geometry)
-        .with_context(|| format!("cannot format {}", args.backing.display()))?;
+    let mut plan = volume::plan_format(&backing, &options, args.force).with_context(cannot)?;
+    let owners = amend::lay_out_owners(&args.owners, &plan.plan.geometry).with_context(cannot)?;
+    // Owners without --mode: the volume's mode is theirs when they share one
+    // kind (one OS's page array makes a mode os reserve). Laid out first, so
+    // an owner too small is named as such; the same reserve then gets that
+    // mode's rules.
+    let mode = amend::mode_for(&args.owners);
+    if !owners.is_empty() && options.mode.is_none() && mode != plan.plan.geometry.mode() {
+        options.mode = Some(mode);
+        options.reserve = Some(ReserveRequest::Bytes(plan.plan.geometry.reserve_size()));
+        plan = volume::plan_format(&backing, &options, args.force).with_context(cannot)?;
+    }
     // With owners, each is sized by its own rule; the whole reserve's Xen
-    // advice does not apply.
+    // advice and its rounding (the owners asked for no size) do not apply.
+    let mut notes = Vec::new();
     if owners.is_empty() {
         for warning in &plan.plan.warnings {
             eprintln!("warning: {warning}");
         }
+        notes.clone_from(&plan.plan.notes);
     }
-    let sb = metadata::write_new_volume_with(&backing, plan.plan.geometry, owners, plan.generation)
-        .with_context(|| format!("formatting {}", args.backing.display()))?;
-    let m = metadata::read(&backing)?;
-    if args.json {
-        print_json(&info_json(&backing, &sb, &m, None))?;
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
+    let sb = if args.dry_run {
+        metadata::new_volume(&backing, plan.plan.geometry, owners, plan.generation)?
     } else {
+        metadata::write_new_volume_with(&backing, plan.plan.geometry, owners, plan.generation)
+            .with_context(|| format!("formatting {}", args.backing.display()))?
+    };
+    let m = if args.dry_run {
+        metadata::Metadata::as_written(&sb)
+    } else {
+        metadata::read(&backing)?
+    };
+    if args.json {
+        let mut json =
+            serde_json::to_value(info_json(&backing, &sb, &m, None)).context("encoding JSON")?;
+        json["dry_run"] = args.dry_run.into();
+        json["notes"] = notes.into();
+        print_json(&json)?;
+    } else if !args.quiet {
+        if args.dry_run {
+            println!(
+                "dry run: nothing was written; 'format' without --dry-run writes this layout:"
+            );
+        }
         print!("{}", info_text(&backing, &sb, &m, None));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn info(args: &InfoArgs) -> Result<ExitCode> {
-    let backing = Backing::open(&args.backing, Access::ReadOnly)?;
+/// One backing as `info` shows it.
+struct Shown {
+    backing: Backing,
+    sb: pmem_stack::format::SuperBlock,
+    m: metadata::Metadata,
+    served: Option<super::render::Serving>,
+}
+
+/// Read one backing's volume for `info`; `several` names the backing in a
+/// warning, which would otherwise not say whose it is.
+fn show(path: &std::path::Path, several: bool) -> Result<Shown> {
+    let backing = Backing::open(path, Access::ReadOnly)?;
     let (sb, m) = match metadata::open_volume(&backing) {
         Ok(found) => found,
         // A backing that shrank still has a readable layout worth showing.
         Err(MetadataError::Shrunk { needed, actual, .. }) => {
             let m = metadata::read(&backing)?;
             let sb = m.current.context("no valid super block")?;
+            let whose = if several {
+                format!("{}: ", path.display())
+            } else {
+                String::new()
+            };
             eprintln!(
-                "warning: the backing is smaller than the volume ({} < {}); it cannot be served",
-                Human(actual),
-                Human(needed)
+                "warning: {whose}the backing is smaller than the volume needs ({} < {}); it cannot be served",
+                Exact(actual),
+                Exact(needed)
             );
             (sb, m)
         }
         Err(err) => {
-            return Err(err).with_context(|| format!("{}", args.backing.display()));
+            return Err(err).with_context(|| format!("{}", path.display()));
         }
     };
     let served = served_by(&Registry::system(), &backing);
-    if args.json {
-        print_json(&info_json(&backing, &sb, &m, served))?;
-    } else {
-        print!("{}", info_text(&backing, &sb, &m, served.as_ref()));
+    Ok(Shown {
+        backing,
+        sb,
+        m,
+        served,
+    })
+}
+
+/// `info BACKING…`: one block of text per backing (a blank line between),
+/// or with `--json` one object — an array of them when several are given.
+/// A backing that cannot be shown prints its one-line error on stderr and
+/// the others are still shown; then the exit status is 1.
+pub fn info(args: &InfoArgs) -> Result<ExitCode> {
+    if let [path] = args.backings.as_slice() {
+        let s = show(path, false)?;
+        if args.json {
+            print_json(&info_json(&s.backing, &s.sb, &s.m, s.served))?;
+        } else {
+            print!("{}", info_text(&s.backing, &s.sb, &s.m, s.served.as_ref()));
+        }
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let mut failed = false;
+    let mut objects = Vec::new();
+    let mut first = true;
+    for path in &args.backings {
+        let s = match show(path, true) {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("error: {}", super::remedy::message(&err));
+                failed = true;
+                continue;
+            }
+        };
+        if args.json {
+            objects.push(info_json(&s.backing, &s.sb, &s.m, s.served));
+        } else {
+            if !first {
+                println!();
+            }
+            first = false;
+            print!("{}", info_text(&s.backing, &s.sb, &s.m, s.served.as_ref()));
+        }
+    }
+    if args.json {
+        print_json(&objects)?;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -126,12 +260,28 @@ fn problems(m: &metadata::Metadata, backing_size: u64) -> Vec<String> {
             metadata::check_fits(&sb.geometry, backing_size)
     {
         problems.push(format!(
-            "the backing ({}) is smaller than the volume ({}): it cannot be served",
-            Human(backing_size),
-            Human(needed)
+            "the backing ({}) is smaller than the volume needs ({}): it cannot be served",
+            Exact(backing_size),
+            Exact(needed)
         ));
     }
     problems
+}
+
+/// What to do about an unhealthy volume: `check --repair` only where it can
+/// work (a valid copy to repair from, a backing large enough to hold it);
+/// otherwise the way out the error itself names.
+fn check_advice(m: &metadata::Metadata, backing_size: u64, path: &str) -> String {
+    let blocked = match m.require_current() {
+        Err(err) => Some(anyhow::Error::from(err)),
+        Ok(sb) => metadata::check_fits(&sb.geometry, backing_size)
+            .err()
+            .map(anyhow::Error::from),
+    };
+    match blocked {
+        None => format!("run 'pmem-stack check --repair {path}' to rewrite the bad copy"),
+        Some(err) => format!("cannot repair: {}", super::remedy::message(&err)),
+    }
 }
 
 pub fn check(args: &CheckArgs) -> Result<ExitCode> {
@@ -185,7 +335,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
                 println!("{path}: {problem}");
             }
             if !args.repair {
-                println!("{path}: run 'pmem-stack check --repair {path}' to rewrite the bad copy");
+                println!("{path}: {}", check_advice(&after, backing.size(), &path));
             }
         }
     }

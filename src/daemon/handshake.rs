@@ -23,7 +23,7 @@ use rustix::io::Errno;
 use rustix::pipe::PipeFlags;
 use rustix::process::{Pid, Signal, WaitOptions};
 
-use super::report::{Progress, Report};
+use super::report::{Progress, Report, StartOutcome};
 
 /// The parent's end.
 #[derive(Debug)]
@@ -45,24 +45,6 @@ pub enum Forked {
     Parent(Handshake),
     /// We are the server.
     Child(Reporter),
-}
-
-/// How a server start ended, seen from the parent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartOutcome {
-    /// The device is live.
-    Live { id: u32 },
-    /// The server reported an error.
-    Failed {
-        id: Option<u32>,
-        reason: String,
-        /// The name of the way out, if the server knew one.
-        remedy: Option<String>,
-    },
-    /// The server exited without a report.
-    Died { id: Option<u32> },
-    /// No report in time; the server was killed.
-    TimedOut { id: Option<u32> },
 }
 
 /// Userspace threads of this process, from `/proc/self/task`. io_uring's

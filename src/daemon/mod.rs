@@ -24,6 +24,7 @@ mod mount_ns;
 mod process;
 mod report;
 
-pub use handshake::{Forked, Handshake, Reporter, StartOutcome, fork_server};
+pub use handshake::{Forked, Handshake, Reporter, fork_server};
 pub use mount_ns::private_mount_namespace;
 pub use process::{process_gone, request_handover, wait_gone};
+pub use report::StartOutcome;

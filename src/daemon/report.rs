@@ -9,7 +9,23 @@
 
 use std::fmt;
 
-use super::handshake::StartOutcome;
+/// How a server start ended, seen from the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The device is live.
+    Live { id: u32 },
+    /// The server reported an error.
+    Failed {
+        id: Option<u32>,
+        reason: String,
+        /// The name of the way out, if the server knew one.
+        remedy: Option<String>,
+    },
+    /// The server exited without a report.
+    Died { id: Option<u32> },
+    /// No report in time; the server was killed.
+    TimedOut { id: Option<u32> },
+}
 
 /// One line the server sends over the handshake pipe.
 #[derive(Debug, Clone, PartialEq, Eq)]

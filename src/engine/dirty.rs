@@ -38,8 +38,7 @@ impl DirtyMap {
         let chunks = size.div_ceil(1u64 << chunk_shift);
         // A map too small would drop marks, and every flush would persist
         // nothing: the word count must be exact, never a fallback.
-        let words = usize::try_from(chunks.div_ceil(64))
-            .expect("invariant: at most MAX_CHUNKS / 64 words, asserted to fit");
+        let words = crate::units::usize_of(chunks.div_ceil(64));
         DirtyMap {
             size,
             chunk_shift,

@@ -40,9 +40,10 @@ use libublk::{UblkError, sys};
 
 use crate::engine::{Engine, IoError};
 
-use super::direct::DirectBacking;
-use super::queue::{BatchSync, Written, decode, prefix, write_through};
+use super::queue::{BatchSync, Written, prefix, write_through};
+use super::request::decode;
 use super::user_copy::Bounce;
+use crate::backing::direct::DirectBacking;
 
 /// A request's descriptor fields: `op_flags`, `start_sector`, `nr_sectors`.
 type Descriptor = (u32, u64, u32);

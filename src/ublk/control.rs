@@ -29,9 +29,9 @@ use crate::remedy::{HasRemedy, Remedy};
 use crate::units::{PAGE_SHIFT, SECTOR_SHIFT};
 
 use super::affinity::Affinity;
-use super::direct::DirectBacking;
 use super::features::{Features, IoPath, WriteCache};
 use super::queue::serve_queue;
+use crate::backing::direct::DirectBacking;
 
 /// Target name recorded with the kernel and in libublk's JSON.
 pub const TARGET_NAME: &str = "pmem-stack";
@@ -213,15 +213,56 @@ pub enum ServeError {
         hint: &'static str,
     },
     #[error(transparent)]
-    Prepare(Box<dyn StdError + Send + Sync>),
+    Prepare(PrepareFailed),
     #[error("final flush failed")]
     Flush(#[source] IoError),
+}
+
+/// Why the server's `prepare` step failed: the error, boxed (this layer does
+/// not know the server's error types), with the remedy read from it before
+/// it was boxed — so no layer has to downcast to learn the way out.
+/// Displays as the error itself, and its causes follow it.
+#[derive(Debug)]
+pub struct PrepareFailed {
+    error: Box<dyn StdError + Send + Sync>,
+    remedy: Option<Remedy>,
+}
+
+impl PrepareFailed {
+    /// `error`, with the remedy it knows.
+    pub fn new<E: StdError + HasRemedy + Send + Sync + 'static>(error: E) -> PrepareFailed {
+        PrepareFailed {
+            remedy: error.remedy(),
+            error: Box::new(error),
+        }
+    }
+
+    /// A broken invariant of the server: no remedy but a bug report.
+    pub fn invariant(what: &'static str) -> PrepareFailed {
+        PrepareFailed {
+            error: what.into(),
+            remedy: None,
+        }
+    }
+}
+
+impl std::fmt::Display for PrepareFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl StdError for PrepareFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.error.source()
+    }
 }
 
 impl HasRemedy for ServeError {
     fn remedy(&self) -> Option<Remedy> {
         match self {
             ServeError::IdTaken(_) => Some(Remedy::OtherDeviceId),
+            ServeError::Prepare(failed) => failed.remedy,
             _ => None,
         }
     }
@@ -583,7 +624,7 @@ pub fn serve<P, L>(
     on_live: L,
 ) -> Result<(), ServeError>
 where
-    P: FnOnce(&Granted) -> Result<DataPlane, Box<dyn StdError + Send + Sync>>,
+    P: FnOnce(&Granted) -> Result<DataPlane, PrepareFailed>,
     L: FnOnce(&Granted) + Send + Sync + 'static,
 {
     let ctrl = build_control(attach, cfg)?;
@@ -598,9 +639,9 @@ where
     };
     let DataPlane { engine, direct } = prepare(&granted).map_err(ServeError::Prepare)?;
     if engine.write_through() != (granted.write_cache == WriteCache::WriteThrough) {
-        return Err(ServeError::Prepare(
-            "invariant: the engine's write-through differs from the device's write cache".into(),
-        ));
+        return Err(ServeError::Prepare(PrepareFailed::invariant(
+            "invariant: the engine's write-through differs from the device's write cache",
+        )));
     }
     // After prepare: a background server's log file is open from there on.
     log_features(&granted);
@@ -611,9 +652,9 @@ where
     let queue_engine = Arc::clone(&engine);
     let io_path = granted.io_path();
     if io_path == IoPath::Direct && direct.is_none() {
-        return Err(ServeError::Prepare(
-            "invariant: the direct path was granted but no O_DIRECT backing was prepared".into(),
-        ));
+        return Err(ServeError::Prepare(PrepareFailed::invariant(
+            "invariant: the direct path was granted but no O_DIRECT backing was prepared",
+        )));
     }
     // Where each queue's thread and (on the direct path) io_uring workers run.
     let queue_cpus = super::affinity::queue_cpus(&ctrl, granted.queues);

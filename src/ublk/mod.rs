@@ -3,6 +3,8 @@
 //! * [`control`]: the control plane (`/dev/ublk-control`): add, recover,
 //!   stop, delete, describe; runs in the server's main thread.
 //! * [`features`]: what the kernel offers and a device was granted, by name.
+//! * [`request`]: what every data plane shares: a ublk descriptor as an
+//!   engine request, an engine result as a completion.
 //! * [`queue`]: the data plane: one thread per hardware queue turning ublk
 //!   descriptors into engine requests.
 //! * [`user_copy`]: moving request data with `UBLK_F_USER_COPY` (or a bounce
@@ -22,4 +24,5 @@ pub mod direct;
 pub mod features;
 pub mod group_commit;
 pub mod queue;
+pub mod request;
 pub mod user_copy;

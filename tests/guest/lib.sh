@@ -54,7 +54,7 @@ refused() {
 	local err rc=0
 	err=$("$@" 2>&1 >/dev/null) || rc=$?
 	local lines
-	lines=$(echo "$err" | grep -vc '^warning:' || true)
+	lines=$(echo "$err" | grep -vc -e '^warning:' -e '^note:' || true)
 	if [ "$rc" -eq 0 ]; then
 		fail "$name: succeeded, should have been refused"
 	elif [ "$lines" -ne 1 ] || [[ "$err" != error:* ]]; then

@@ -57,7 +57,7 @@ check "del" "$P" del 0
 
 # reserve split offline.
 out=$("$P" reserve split /dev/pmem0 --owner xen=8M --owner fw:other=4K --owner dom0=rest --json)
-expect_eq "split: three owners" "$(echo "$out" | jget '[o["name"] for o in d["owners"]]')" '["xen", "fw", "dom0"]'
+expect_eq "split: three owners" "$(echo "$out" | jget '[o["owner"] for o in d["owners"]]')" '["xen", "fw", "dom0"]'
 expect_eq "split: generation bumped" "$(echo "$out" | jget 'd["generation"]')" 3
 claim_matches "fw" "$("$P" reserved /dev/pmem0 --owner fw --json)" "$((r_off + (8 << 20)))" "$((r_off + (8 << 20) + 4096))"
 check "healthy after split" "$P" check /dev/pmem0

@@ -26,6 +26,8 @@
 #   PMEM_STACK_VM_KERNEL_CURRENT     pin the current kernel, e.g. 7.3.4+deb13-amd64
 #   PMEM_STACK_VM_KERNEL_REFRESH=1   look for newer kernels even if some are cached
 #   PMEM_STACK_VM_EXTRA_MODULES      extra module names to load (space separated)
+#   PMEM_STACK_VM_DEBIAN_MIRROR      the Debian mirror for trixie-backports (default: the
+#                                    one the host's apt sources use for its main archive)
 set -euo pipefail
 
 die() {
@@ -141,11 +143,35 @@ bpo() { # apt-get|apt-cache ARGS...: run with the private trixie-backports confi
         -o Dir::State::Lists="$BPO/lists" -o Dir::Cache="$BPO/cache" \
         -o APT::Sandbox::User=root "$@"
 }
+# The Debian mirror the host's own apt uses for its main archive (a local
+# mirror or proxy included), unless PMEM_STACK_VM_DEBIAN_MIRROR names one.
+debian_mirror() {
+    if [[ -n ${PMEM_STACK_VM_DEBIAN_MIRROR:-} ]]; then
+        echo "${PMEM_STACK_VM_DEBIAN_MIRROR%/}"
+        return
+    fi
+    local uri
+    find_uri() {
+        apt-get indextargets --format '$(REPO_URI)' 'Origin: Debian' 'Identifier: Packages' 2>/dev/null |
+            grep -v -e '-security' | head -n 1
+    }
+    uri=$(find_uri)
+    if [[ -z $uri ]]; then
+        apt_update
+        uri=$(find_uri)
+    fi
+    [[ -n $uri ]] ||
+        die "no Debian archive in the host's apt sources to fetch trixie-backports from; name a mirror with PMEM_STACK_VM_DEBIAN_MIRROR=http://MIRROR/debian"
+    echo "${uri%/}"
+}
 BPO_UPDATED=0
 bpo_update() {
     [[ $BPO_UPDATED -eq 0 ]] || return 0
     mkdir -p "$BPO/lists/partial" "$BPO/cache/archives/partial"
-    echo 'deb http://deb.debian.org/debian trixie-backports main' >"$BPO/sources.list"
+    local mirror
+    mirror=$(debian_mirror)
+    echo "deb $mirror trixie-backports main" >"$BPO/sources.list"
+    log "trixie-backports from $mirror"
     log "apt-get update (private list: trixie-backports, in $BPO)"
     DEBIAN_FRONTEND=noninteractive bpo apt-get update -q >"$BPO/update.log" 2>&1 ||
         { cat "$BPO/update.log" >&2; die "apt-get update of trixie-backports failed (log above)"; }

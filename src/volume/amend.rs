@@ -24,7 +24,7 @@ use crate::format::{
 use crate::layout::xen_reserve_for_pages;
 use crate::metadata::{self, MetadataError, MetadataIo};
 use crate::remedy::{HasRemedy, Remedy};
-use crate::size::Human;
+use crate::size::{Exact, Human};
 use crate::units::PAGE_SIZE;
 
 /// Why an update was refused (nothing was written) or failed.
@@ -82,6 +82,13 @@ impl HasRemedy for UpdateError {
             UpdateError::Metadata(err) => err.remedy(),
             UpdateError::NotHealthy { .. } => Some(Remedy::RepairFirst),
             UpdateError::OsReserveTooSmall { .. } => Some(Remedy::Relayout),
+            // A split the reserve cannot hold: the reserve cannot grow in
+            // place (the data area would move).
+            UpdateError::Split(
+                SplitError::TooLarge { .. }
+                | SplitError::NoRest { .. }
+                | SplitError::OsOwnerTooSmall { .. },
+            ) => Some(Remedy::Relayout),
             _ => None,
         }
     }
@@ -108,8 +115,8 @@ fn healthy_current<M: MetadataIo + ?Sized>(io: &M) -> Result<SuperBlock, UpdateE
 /// Write `next` over the volume: backup (at `next`'s place), then primary,
 /// each durable before the next.
 fn write_successor<M: MetadataIo + ?Sized>(io: &M, next: &SuperBlock) -> Result<(), UpdateError> {
-    for slot in [crate::format::Slot::Backup, crate::format::Slot::Primary] {
-        io.write_durable_at(slot.offset(&next.geometry), &next.encode(slot))
+    for (offset, block) in metadata::verified_blocks(next, io.size())? {
+        io.write_durable_at(offset, &block)
             .map_err(MetadataError::from)?;
     }
     Ok(())
@@ -248,6 +255,80 @@ pub enum SplitError {
     NoRest { name: OwnerName, reserve: u64 },
     #[error("an owner's size of {0} bytes is too large")]
     Overflow(u64),
+    #[error("owner '{0}' has size 0: give it a size of at least 4K, or leave it out")]
+    ZeroSize(OwnerName),
+    #[error(
+        "owner '{name}' (os) would get {}, below the {} its page array needs for the {} data area (64 bytes per 4 KiB page): give it at least {}, or auto",
+        Exact(*size),
+        Exact(*need),
+        Human(*data_size),
+        crate::layout::minimum_arg(*need)
+    )]
+    OsOwnerTooSmall {
+        name: OwnerName,
+        size: u64,
+        need: u64,
+        data_size: u64,
+    },
+    #[error(transparent)]
+    Table(#[from] OwnerError),
+}
+
+impl SplitError {
+    /// Whether the `--owner` arguments themselves are at fault, whatever the
+    /// volume: a usage error (exit 2), found before the backing is opened.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            SplitError::NoAutoSize(_)
+                | SplitError::TwoRests(..)
+                | SplitError::Duplicate(_)
+                | SplitError::TooMany
+                | SplitError::ZeroSize(_)
+        )
+    }
+}
+
+/// The checks on `--owner` arguments that need no volume: at most 16, each
+/// name once, one `rest` at most, no zero size, no `auto` for kind other.
+/// Commands run it before opening the backing.
+pub fn check_specs(specs: &[OwnerSpec]) -> Result<(), SplitError> {
+    if specs.len() > MAX_OWNERS {
+        return Err(SplitError::TooMany);
+    }
+    let mut rest: Option<OwnerName> = None;
+    for (i, spec) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|s| s.name == spec.name) {
+            return Err(SplitError::Duplicate(spec.name));
+        }
+        match spec.size {
+            OwnerSize::Bytes(0) => return Err(SplitError::ZeroSize(spec.name)),
+            OwnerSize::Auto if auto_size(spec.kind, 0).is_none() => {
+                return Err(SplitError::NoAutoSize(spec.name));
+            }
+            OwnerSize::Rest => {
+                if let Some(first) = rest {
+                    return Err(SplitError::TwoRests(first, spec.name));
+                }
+                rest = Some(spec.name);
+            }
+            OwnerSize::Bytes(_) | OwnerSize::Auto => {}
+        }
+    }
+    Ok(())
+}
+
+/// The reserve mode a volume formatted with `specs` and no `--mode` gets:
+/// the owners' kind when they all share one (a reserve held by one OS's
+/// page array is mode os), else hypervisor (the hypervisor boots first and
+/// hands the rest on).
+pub fn mode_for(specs: &[OwnerSpec]) -> crate::format::ReserveMode {
+    use crate::format::ReserveMode;
+    if !specs.is_empty() && specs.iter().all(|s| s.kind == OwnerKind::Os) {
+        ReserveMode::Os
+    } else {
+        ReserveMode::Hypervisor
+    }
 }
 
 /// Bytes an owner of `kind` needs for a data area of `data_size` bytes
@@ -266,16 +347,10 @@ pub fn auto_size(kind: OwnerKind, data_size: u64) -> Option<u64> {
 /// Sizes of every owner but the rest, for a data area of `data_size`, and
 /// the sum; checks names and the single rest.
 fn sizes(specs: &[OwnerSpec], data_size: u64) -> Result<(Vec<u64>, u64), SplitError> {
-    if specs.len() > MAX_OWNERS {
-        return Err(SplitError::TooMany);
-    }
-    let mut rest: Option<OwnerName> = None;
+    check_specs(specs)?;
     let mut out = Vec::with_capacity(specs.len());
     let mut total: u64 = 0;
-    for (i, spec) in specs.iter().enumerate() {
-        if specs[..i].iter().any(|s| s.name == spec.name) {
-            return Err(SplitError::Duplicate(spec.name));
-        }
+    for spec in specs {
         let size = match spec.size {
             OwnerSize::Bytes(n) => n
                 .checked_next_multiple_of(OWNER_ALIGN)
@@ -283,13 +358,7 @@ fn sizes(specs: &[OwnerSpec], data_size: u64) -> Result<(Vec<u64>, u64), SplitEr
             OwnerSize::Auto => {
                 auto_size(spec.kind, data_size).ok_or(SplitError::NoAutoSize(spec.name))?
             }
-            OwnerSize::Rest => {
-                if let Some(first) = rest {
-                    return Err(SplitError::TwoRests(first, spec.name));
-                }
-                rest = Some(spec.name);
-                0
-            }
+            OwnerSize::Rest => 0,
         };
         total = total.checked_add(size).ok_or(SplitError::Overflow(size))?;
         out.push(size);
@@ -313,6 +382,11 @@ pub fn reserve_for(specs: &[OwnerSpec], max_data: u64) -> Result<u64, SplitError
 
 /// Lay the owners out from the start of the reserve, in the order given,
 /// each right after the one before; `rest` takes what the others leave.
+///
+/// The table is checked as the reader checks it, and an `os` owner must
+/// hold its page array for the data area (64 bytes per 4 KiB page) — the
+/// rule `--mode os` applies to a whole reserve, so `format` and `reserve
+/// split` refuse the same inputs.
 pub fn lay_out_owners(specs: &[OwnerSpec], g: &Geometry) -> Result<Owners, SplitError> {
     let (mut sizes, total) = sizes(specs, g.data_size())?;
     if total > g.reserve_size() {
@@ -343,6 +417,18 @@ pub fn lay_out_owners(specs: &[OwnerSpec], g: &Geometry) -> Result<Owners, Split
             })
             .map_err(|_| SplitError::TooMany)?;
         offset += size;
+    }
+    owners.validate(g.reserve_offset(), g.reserve_size())?;
+    for o in owners.iter().filter(|o| o.kind == OwnerKind::Os) {
+        let need = auto_size(OwnerKind::Os, g.data_size()).unwrap_or(0);
+        if o.size < need {
+            return Err(SplitError::OsOwnerTooSmall {
+                name: o.name,
+                size: o.size,
+                need,
+                data_size: g.data_size(),
+            });
+        }
     }
     Ok(owners)
 }

@@ -171,6 +171,17 @@ pub fn plan_add<M: MetadataIo + ?Sized>(
             }
             plan_format(io, options, force).map(AddPlan::Format)
         }
+        // --force means what it means to `format`: write a new volume over
+        // what is there when no volume of this device can be served — a
+        // copy of another layout, damaged copies, a newer version's volume.
+        // A volume that can be served is served, never re-laid out.
+        Err(
+            MetadataError::OtherLayout { .. }
+            | MetadataError::NoValidCopy { .. }
+            | MetadataError::Unsupported { .. },
+        ) if force && options.request().is_some() => {
+            plan_format(io, options, force).map(AddPlan::Format)
+        }
         Err(err) => Err(err.into()),
     }
 }
@@ -280,6 +291,35 @@ mod tests {
             assert!(text.contains("reserve 8 MiB (hypervisor)"), "{text}");
         }
         assert!(img.writes.borrow().len() == 2, "only the format wrote");
+    }
+
+    #[test]
+    fn add_force_formats_over_another_layouts_copy_as_format_force_does() {
+        // The copy a 64 MiB volume left at its end, found on a device that
+        // is now 2 MiB larger: another layout.
+        let old = formatted_with(8 * MIB);
+        let img = MemImage::new((64 << 20) + (2 << 20));
+        let backup = old.bytes.borrow()[(64 << 20) - 4096..].to_vec();
+        img.bytes.borrow_mut()[(66 << 20) - 4096..].copy_from_slice(&backup);
+        let options = opts(Some(ReserveRequest::Bytes(8 * MIB)));
+        let refused = plan_add(&img, &options, false).expect_err("another layout");
+        assert!(
+            matches!(
+                refused,
+                VolumeError::Metadata(MetadataError::OtherLayout { .. })
+            ),
+            "{refused}"
+        );
+        assert!(
+            plan_format(&img, &options, true).is_ok(),
+            "format --force takes it"
+        );
+        assert!(
+            matches!(plan_add(&img, &options, true), Ok(AddPlan::Format(_))),
+            "add --force takes it too"
+        );
+        // Without a layout to write, --force has nothing to format with.
+        assert!(plan_add(&img, &LayoutOptions::default(), true).is_err());
     }
 
     #[test]
