@@ -30,10 +30,9 @@ use crate::format::SuperBlock;
 use crate::metadata::{self, MetadataError};
 use crate::registry::{Entry, Registry};
 use crate::remedy::{HasRemedy, Remedy};
-use crate::ublk::control::{
-    self, Attach, DataPlane, Granted, PrepareFailed, QueueConfig, ServeError,
-};
+use crate::ublk::control::{self, Attach, Granted, PrepareFailed, QueueConfig, ServeError};
 use crate::ublk::features::{IoPath, WriteCache};
+use crate::ublk::run::{self, DataPlane};
 use crate::volume::FormatPlan;
 
 /// How long the caller of a background server waits for its device.
@@ -402,7 +401,7 @@ pub fn run(
         }
     };
 
-    let result = control::serve(attach, queues, lbs, on_granted, on_live);
+    let result = run::serve(attach, queues, lbs, on_granted, on_live);
     // A stopped server's device is gone (or going): forget it. A recovered
     // device whose new server failed to start stays quiesced and recorded.
     let forget = result.is_ok() || matches!(attach, Attach::Add { .. });

@@ -16,22 +16,16 @@
 
 use std::error::Error as StdError;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
-use libublk::io::UblkDev;
 use libublk::{UblkError, UblkFlags, sys};
 
-use crate::engine::{Engine, IoError};
-use crate::format::LogicalBlockSize;
+use crate::engine::IoError;
 use crate::remedy::{HasRemedy, Remedy};
-use crate::units::{PAGE_SHIFT, SECTOR_SHIFT};
+use crate::units::SECTOR_SHIFT;
 
 use super::affinity::Affinity;
 use super::features::{Features, IoPath, WriteCache};
-use super::queue::serve_queue;
-use crate::backing::direct::DirectBacking;
 
 /// Target name recorded with the kernel and in libublk's JSON.
 pub const TARGET_NAME: &str = "pmem-stack";
@@ -50,8 +44,6 @@ pub const RECOVERY_FLAGS: u64 =
 /// Every flag pmem-stack may ask for: recovery and the data-path flags.
 pub const WANTED_FLAGS: u64 = RECOVERY_FLAGS
     | (sys::UBLK_F_USER_COPY | sys::UBLK_F_AUTO_BUF_REG | sys::UBLK_F_BATCH_IO) as u64;
-/// Largest discard / write-zeroes request: 1 GiB, in sectors.
-const MAX_ZERO_SECTORS: u32 = 1 << 21;
 /// The control device.
 pub const CONTROL_PATH: &str = "/dev/ublk-control";
 /// The signal that asks a server to hand its device over to a successor
@@ -284,7 +276,10 @@ fn ublk_error(what: &'static str) -> impl FnOnce(UblkError) -> ServeError {
 }
 
 /// Treat a control command's `Ok(-errno)` as the error it is.
-fn checked(what: &'static str, result: Result<i32, UblkError>) -> Result<i32, ServeError> {
+pub(super) fn checked(
+    what: &'static str,
+    result: Result<i32, UblkError>,
+) -> Result<i32, ServeError> {
     match result {
         Ok(rc) if rc < 0 => Err(ServeError::Ublk {
             what,
@@ -392,7 +387,7 @@ pub fn kernel_can_resize() -> bool {
 /// backing), tell the kernel the data area's size so the whole of it is
 /// served; the kernel announces the change (a `RESIZE` uevent), after which
 /// a mounted file system can grow online.
-fn match_disk_size(ctrl: &UblkCtrl, id: u32, size: u64) -> Result<(), ServeError> {
+pub(super) fn match_disk_size(ctrl: &UblkCtrl, id: u32, size: u64) -> Result<(), ServeError> {
     let current = disk_size(ctrl)?;
     if current == size {
         return Ok(());
@@ -444,34 +439,7 @@ pub fn stop(id: u32) -> Result<(), ServeError> {
     checked("STOP_DEV", ctrl.kill_dev()).map(|_| ())
 }
 
-fn set_params(dev: &mut UblkDev, size: u64, lbs: LogicalBlockSize, cache: WriteCache) {
-    let max_sectors = dev.dev_info.max_io_buf_bytes >> SECTOR_SHIFT;
-    dev.tgt.dev_size = size;
-    dev.tgt.params = sys::ublk_params {
-        types: sys::UBLK_PARAM_TYPE_BASIC | sys::UBLK_PARAM_TYPE_DISCARD,
-        basic: sys::ublk_param_basic {
-            attrs: cache.attrs(),
-            logical_bs_shift: lbs.shift(),
-            physical_bs_shift: PAGE_SHIFT,
-            io_opt_shift: PAGE_SHIFT,
-            io_min_shift: PAGE_SHIFT,
-            max_sectors,
-            dev_sectors: size >> SECTOR_SHIFT,
-            ..Default::default()
-        },
-        discard: sys::ublk_param_discard {
-            discard_alignment: 0,
-            discard_granularity: 1 << PAGE_SHIFT,
-            max_discard_sectors: MAX_ZERO_SECTORS,
-            max_write_zeroes_sectors: MAX_ZERO_SECTORS,
-            max_discard_segments: 1,
-            reserved0: 0,
-        },
-        ..Default::default()
-    };
-}
-
-fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeError> {
+pub(super) fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeError> {
     check_driver()?;
     match attach {
         Attach::Add { id } => add_control(id, cfg),
@@ -570,229 +538,6 @@ fn recover_control(id: u32) -> Result<UblkCtrl, ServeError> {
 /// Linux 7.x.
 fn recovery_flags(granted: u64) -> u64 {
     granted & WANTED_FLAGS
-}
-
-/// Say what the kernel offers, what the device got, and every fallback taken.
-fn log_features(granted: &Granted) {
-    let id = granted.id;
-    match Features::of_kernel() {
-        Some(kernel) => log::info!(
-            "/dev/ublkb{id}: kernel ublk features: {}",
-            kernel.names().join(", ")
-        ),
-        None => log::info!("/dev/ublkb{id}: the kernel does not report its ublk features"),
-    }
-    log::info!(
-        "/dev/ublkb{id}: granted {}; I/O path {}, {}, queue threads on their {} CPUs",
-        granted.features.names().join(", "),
-        granted.io_path().name(),
-        granted.write_cache.name(),
-        granted.affinity.name()
-    );
-    if granted.io_path() == IoPath::BounceBuffer {
-        log::warn!("/dev/ublkb{id}: copying through bounce buffers (slowest path)");
-    }
-    if !granted.recovery() {
-        log::warn!(
-            "/dev/ublkb{id}: the kernel did not grant user recovery with reissue; 'pmem-stack recover' will not work"
-        );
-    }
-}
-
-/// What the queues serve: the engine, and for the direct path (and
-/// write-through on user copy) the backing reopened `O_DIRECT`.
-#[derive(Debug)]
-pub struct DataPlane {
-    /// The engine (shared by all queues).
-    pub engine: Arc<Engine>,
-    /// The backing opened `O_DIRECT`, when the queues write through it.
-    pub direct: Option<Arc<DirectBacking>>,
-}
-
-/// Serve a device until it is stopped (by `del`, or SIGINT/SIGTERM here).
-///
-/// `prepare` runs once the kernel has granted the device, before any I/O can
-/// arrive: it formats the backing if needed and builds the engine, so a device
-/// that cannot be created never costs a write to the backing. `on_live` runs
-/// once `/dev/ublkbN` serves I/O. On return the device is removed and every
-/// write the server acknowledged is durable.
-pub fn serve<P, L>(
-    attach: Attach,
-    cfg: QueueConfig,
-    lbs: LogicalBlockSize,
-    prepare: P,
-    on_live: L,
-) -> Result<(), ServeError>
-where
-    P: FnOnce(&Granted) -> Result<DataPlane, PrepareFailed>,
-    L: FnOnce(&Granted) + Send + Sync + 'static,
-{
-    let ctrl = build_control(attach, cfg)?;
-    let info = ctrl.dev_info();
-    let granted = Granted {
-        id: info.dev_id,
-        features: Features(info.flags),
-        queues: info.nr_hw_queues,
-        depth: info.queue_depth,
-        write_cache: cfg.write_cache,
-        affinity: cfg.affinity,
-    };
-    let DataPlane { engine, direct } = prepare(&granted).map_err(ServeError::Prepare)?;
-    if engine.write_through() != (granted.write_cache == WriteCache::WriteThrough) {
-        return Err(ServeError::Prepare(PrepareFailed::invariant(
-            "invariant: the engine's write-through differs from the device's write cache",
-        )));
-    }
-    // After prepare: a background server's log file is open from there on.
-    log_features(&granted);
-    let size = engine.size();
-
-    let signals = StopOnSignal::install(granted.id, Arc::clone(&engine));
-
-    let queue_engine = Arc::clone(&engine);
-    let io_path = granted.io_path();
-    if io_path == IoPath::Direct && direct.is_none() {
-        return Err(ServeError::Prepare(PrepareFailed::invariant(
-            "invariant: the direct path was granted but no O_DIRECT backing was prepared",
-        )));
-    }
-    // Where each queue's thread and (on the direct path) io_uring workers run.
-    let queue_cpus = super::affinity::queue_cpus(&ctrl, granted.queues);
-    let worker_cpus = super::affinity::io_worker_cpus(&queue_cpus, granted.affinity);
-    let write_cache = granted.write_cache;
-    let went_live = Arc::new(AtomicBool::new(false));
-    let live_flag = Arc::clone(&went_live);
-    let result = ctrl.run_target(
-        move |dev: &mut UblkDev| {
-            set_params(dev, size, lbs, write_cache);
-            Ok(())
-        },
-        move |qid, dev: &UblkDev| match direct.as_deref() {
-            Some(direct) if io_path == IoPath::Direct => {
-                let cpus = worker_cpus
-                    .get(usize::from(qid))
-                    .map_or(&[][..], Vec::as_slice);
-                super::direct::serve_queue(qid, cpus, dev, &queue_engine, direct);
-            }
-            direct if io_path == IoPath::Batch => {
-                super::batch::serve_queue(qid, dev, &queue_engine, direct);
-            }
-            direct => serve_queue(qid, dev, &queue_engine, io_path, direct),
-        },
-        move |ctrl: &UblkCtrl| {
-            if matches!(attach, Attach::Recover { .. })
-                && let Err(err) = match_disk_size(ctrl, granted.id, size)
-            {
-                log::error!("/dev/ublkb{}: cannot resize: {err}", granted.id);
-            }
-            super::affinity::apply(ctrl, &queue_cpus, granted.affinity);
-            live_flag.store(true, Ordering::Release);
-            on_live(&granted);
-        },
-    );
-    drop(signals);
-    // Whatever ended the queues, the data acknowledged so far goes to media.
-    let flushed = engine.shutdown_flush();
-    log::info!("/dev/ublkb{}: served {}", granted.id, engine.stats());
-    // A server that stops on purpose removes its device (`del` may have done
-    // so already, which is fine), and so does a failed add. A recovery that
-    // failed before the device was live again leaves it quiesced for another
-    // attempt. Asynchronously: the kernel frees the device once its last
-    // opener (perhaps a mounted file system) lets go; the server must not
-    // wait for that.
-    if went_live.load(Ordering::Acquire) || matches!(attach, Attach::Add { .. }) {
-        let _ = ctrl.del_dev_async();
-    }
-    if let Err(err) = &flushed {
-        log::error!(
-            "/dev/ublkb{}: the final flush failed: {}",
-            granted.id,
-            crate::error_chain(err)
-        );
-    }
-    checked("serving", result)?;
-    flushed.map_err(ServeError::Flush)?;
-    log::info!("/dev/ublkb{}: stopped", granted.id);
-    Ok(())
-}
-
-/// Stops the device when SIGINT or SIGTERM arrives, from a helper thread;
-/// hands it over (see [`HANDOVER_SIGNAL`]) on SIGUSR1.
-struct StopOnSignal {
-    handle: Option<signal_hook::iterator::Handle>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl StopOnSignal {
-    fn install(id: u32, engine: Arc<Engine>) -> StopOnSignal {
-        let mut signals = match signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-            HANDOVER_SIGNAL,
-        ]) {
-            Ok(signals) => signals,
-            Err(err) => {
-                log::warn!("cannot watch SIGINT/SIGTERM/SIGUSR1: {err}");
-                return StopOnSignal {
-                    handle: None,
-                    thread: None,
-                };
-            }
-        };
-        let handle = signals.handle();
-        let thread = std::thread::spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                if signal == HANDOVER_SIGNAL {
-                    hand_over(id, &engine);
-                }
-                log::info!("/dev/ublkb{id}: signal {signal}, stopping");
-                crate::notify::stopping(&format!("stopping /dev/ublkb{id}: flushing"));
-                if let Err(err) = stop(id) {
-                    log::error!("/dev/ublkb{id}: stop failed: {err}");
-                }
-            }
-        });
-        StopOnSignal {
-            handle: Some(handle),
-            thread: Some(thread),
-        }
-    }
-}
-
-/// Flush everything acknowledged so far and exit without removing the
-/// device: with user recovery the kernel quiesces it (I/O waits; requests
-/// this server held are re-issued to the next one), and `recover` — run by
-/// `restart`, or by the unit's next `serve` — attaches the successor. The
-/// process exits at once, so no destructor deletes the device. Returns only
-/// when the flush failed: then the device is stopped as on SIGTERM rather
-/// than handed over with data the successor cannot vouch for.
-fn hand_over(id: u32, engine: &Engine) {
-    log::info!("/dev/ublkb{id}: handing over to a new server");
-    crate::notify::stopping(&format!("handing /dev/ublkb{id} over to a new server"));
-    match engine.shutdown_flush() {
-        Ok(()) => {
-            log::info!(
-                "/dev/ublkb{id}: flushed ({}); exiting for the successor",
-                engine.stats()
-            );
-            std::process::exit(HANDOVER_EXIT);
-        }
-        Err(err) => log::error!(
-            "/dev/ublkb{id}: flush before the hand-over failed, stopping instead: {}",
-            crate::error_chain(&err)
-        ),
-    }
-}
-
-impl Drop for StopOnSignal {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.close();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 #[cfg(test)]

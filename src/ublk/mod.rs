@@ -2,6 +2,8 @@
 //!
 //! * [`control`]: the control plane (`/dev/ublk-control`): add, recover,
 //!   stop, delete, describe; runs in the server's main thread.
+//! * [`run`]: serving a device: the serve loop between the control
+//!   commands, from a granted device to running queues and a durable stop.
 //! * [`features`]: what the kernel offers and a device was granted, by name.
 //! * [`request`]: what every data plane shares: a ublk descriptor as an
 //!   engine request, an engine result as a completion.
@@ -25,4 +27,5 @@ pub mod features;
 pub mod group_commit;
 pub mod queue;
 pub mod request;
+pub mod run;
 pub mod user_copy;
