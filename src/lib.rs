@@ -34,6 +34,8 @@
 //!    - [`registry`]: records of served devices under /run;
 //!    - [`daemon`]: fork, handshake, the server's mount namespace;
 //!    - [`server`]: format on first use, record, go live, stop durably;
+//!    - [`recovery`]: the rules for re-attaching a server to a device whose
+//!      server died, checked before anything starts;
 //!    - [`dm`]: the other way to serve a data area, a device-mapper linear
 //!      device the kernel serves itself.
 //! 8. The CLI, in the binary (`main.rs` and `cli/`): arguments, messages,
@@ -48,6 +50,7 @@ pub mod layout;
 pub mod metadata;
 pub mod notify;
 pub mod progress;
+pub mod recovery;
 pub mod registry;
 pub mod remedy;
 pub mod retry;

@@ -60,6 +60,7 @@ fn of(cause: &(dyn std::error::Error + 'static)) -> Option<Remedy> {
         .or_else(|| as_::<pmem_stack::metadata::Refusal>(cause))
         .or_else(|| as_::<pmem_stack::volume::amend::UpdateError>(cause))
         .or_else(|| as_::<pmem_stack::server::ServerError>(cause))
+        .or_else(|| as_::<pmem_stack::recovery::RecoverError>(cause))
         .or_else(|| as_::<pmem_stack::ublk::control::ServeError>(cause))
         .or_else(|| as_::<pmem_stack::dm::MapError>(cause))
 }

@@ -25,7 +25,9 @@ use pmem_stack::volume::amend;
 
 use super::args::{GrowArgs, OwnersListArgs, ReservedArgs, SplitArgs};
 use super::render::{OwnerJson, Serving, info_json, info_text, owners_of};
-use super::serve::{Announce, DEVICE_LOCK_WAIT};
+use pmem_stack::recovery::DEVICE_LOCK_WAIT;
+
+use super::serve::Announce;
 use super::service;
 use super::usage::usage;
 use super::{attachment, open_exclusive, print_json};

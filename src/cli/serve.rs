@@ -5,15 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 
-use pmem_stack::backing::{Access, Backing, BackingError, BackingKind};
-use pmem_stack::daemon;
-use pmem_stack::metadata;
+use pmem_stack::backing::{Backing, BackingError, BackingKind};
 use pmem_stack::notify;
+use pmem_stack::recovery::{self, Recovery};
 use pmem_stack::registry::{Entry, Registry};
-use pmem_stack::retry;
-use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned, Volume};
+use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned};
 use pmem_stack::ublk::control::{self, Attach, QueueConfig};
 use pmem_stack::ublk::features::{self, CacheBacking, Features, IoPath};
 
@@ -122,7 +120,8 @@ pub fn recover(args: &RecoverArgs) -> Result<ExitCode> {
     recover_device(id, args.foreground, announce, &registry)
 }
 
-/// Attach a new server to device `id`, whose server died or handed it over.
+/// Attach a new server to device `id`, whose server died or handed it over:
+/// the library checks every rule ([`recovery::plan`]); this only words it.
 pub(super) fn recover_device(
     id: u32,
     foreground: bool,
@@ -130,107 +129,15 @@ pub(super) fn recover_device(
     registry: &Registry,
 ) -> Result<ExitCode> {
     let context = || format!("cannot recover /dev/ublkb{id}");
-    control::check_driver().with_context(context)?;
-    if !control::device_ids().contains(&id) {
-        bail!(
-            "cannot recover /dev/ublkb{id}: it does not exist ('pmem-stack list' shows the devices)"
-        );
-    }
-    let entry = registry
-        .load(id)
-        .with_context(context)?
-        .ok_or_else(|| anyhow!("no pmem-stack record of /dev/ublkb{id} in {}: recover only re-attaches devices pmem-stack served", registry.dir().display()))
-        .with_context(context)?;
-    // Wait while a `grow` changes the volume under the waiting device.
-    let lock = registry
-        .lock_device(id, DEVICE_LOCK_WAIT)
-        .with_context(context)?;
-    let info = control::device_info(id).with_context(context)?;
-    if info.state == control::DeviceState::Live && !daemon::process_gone(info.pid) {
-        bail!(
-            "/dev/ublkb{id}: its server (pid {}) is running; there is nothing to recover",
-            info.pid
-        );
-    }
-    // Not open_exclusive(): that refuses exactly this case, a backing attached
-    // to a device whose server died.
-    let backing = open_released(&entry.backing).with_context(context)?;
-    if backing.identity() != entry.identity {
-        bail!(
-            "cannot recover /dev/ublkb{id}: {} is no longer the backing it served ({})",
-            entry.backing.display(),
-            entry.identity.to_key()
-        );
-    }
-    let (sb, _) = metadata::open_volume(&backing).with_context(context)?;
-    let g = &sb.geometry;
-    if sb.uuid != entry.uuid || g.data_offset() != entry.data_offset {
-        bail!(
-            "cannot recover /dev/ublkb{id}: {} now holds volume {} (served: {}); refusing to serve different data",
-            entry.backing.display(),
-            sb.uuid,
-            entry.uuid
-        );
-    }
-    // A data area that grew while the device waited (`grow` of a served
-    // backing) is served whole once live (UPDATE_SIZE); one that shrank
-    // would take blocks from under the file system on it.
-    if g.data_size() < entry.data_size {
-        bail!(
-            "cannot recover /dev/ublkb{id}: the data area of {} shrank from {} to {} bytes since it was served; refusing to cut the device short",
-            entry.backing.display(),
-            entry.data_size,
-            g.data_size()
-        );
-    }
-    if g.data_size() > entry.data_size && !control::kernel_can_resize() {
-        bail!(
-            "cannot recover /dev/ublkb{id}: the data area of {} grew since it was served and this kernel cannot resize a live device (UBLK_F_UPDATE_SIZE needs Linux 6.16+); 'pmem-stack del {id}', then 'pmem-stack add {}'",
-            entry.backing.display(),
-            entry.backing.display()
-        );
-    }
-    let spec = ServeSpec {
-        attach: Attach::Recover { id },
-        backing,
-        volume: Volume::Existing(Box::new(sb)),
-        queues: QueueConfig {
-            queues: info.queues,
-            depth: info.depth,
-            io_path: IoPath::of(Features(info.flags)),
-            write_cache: control::device_write_cache(id).with_context(context)?,
-            affinity: entry.affinity,
-        },
+    let Recovery { spec, lock } = match recovery::plan(id, registry) {
+        Ok(checked) => checked,
+        Err(err) if err.names_the_device() => return Err(err.into()),
+        Err(err) => return Err(err).with_context(context),
     };
     // Before the server forks or runs: it must not hold the lock.
     drop(lock);
     launch(spec, foreground, announce, registry).with_context(context)
 }
-
-/// Open the backing of a device whose server has exited, exclusively. The
-/// kernel may still be releasing what that server held for a moment after
-/// its last thread is gone (io_uring rings are torn down asynchronously), so
-/// a busy backing is tried again for [`RELEASE_WAIT`] before it is reported.
-fn open_released(path: &std::path::Path) -> Result<Backing, BackingError> {
-    let every = std::time::Duration::from_millis(50);
-    retry::until(RELEASE_WAIT, every, |last| {
-        match Backing::open(path, Access::Exclusive) {
-            Err(BackingError::Busy { .. }) if !last => {
-                log::debug!("{}: still busy; trying again", path.display());
-                None
-            }
-            other => Some(other),
-        }
-    })
-}
-
-/// How long `recover` lets the kernel release a departed server's hold on
-/// the backing.
-const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How long `recover` waits for another command holding the device (a
-/// `grow` writing the grown volume takes well under a second).
-pub(super) const DEVICE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a command prints once its device is live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -78,7 +78,7 @@ pub fn fork_server() -> io::Result<Forked> {
     // (the allocator's, stdio's) held by the others forever; it could then
     // only call async-signal-safe functions. This function's contract is
     // that the process is single-threaded (checked just above: the CLI forks
-    // before `control::serve` starts its signal and queue threads), so no lock can
+    // before `run::serve` starts its signal and queue threads), so no lock can
     // be held by a thread that does not exist in the child, and both sides
     // may go on with ordinary Rust code. rustix offers only `kernel_fork`,
     // which skips libc's atfork handlers and so is unsound next to libc:
