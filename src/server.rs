@@ -316,7 +316,7 @@ fn prepare(
     }
     let direct = match granted.io_path() {
         IoPath::Direct => Some(open_direct(backing, &engine)?),
-        // Write-through over the page cache writes O_DIRECT (`ublk::queue`).
+        // Write-through over the page cache writes O_DIRECT (`ublk::plane::copy`).
         IoPath::UserCopy | IoPath::Batch
             if engine.write_through() && engine.persistence() == Persistence::Msync =>
         {

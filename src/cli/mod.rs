@@ -2,6 +2,7 @@
 //! errors into one-line messages and exit codes (0 ok, 1 failure or unhealthy,
 //! 2 usage).
 
+mod add;
 pub mod args;
 mod devices;
 mod docs;
@@ -14,7 +15,6 @@ pub mod remedy;
 mod render;
 mod reserve_cmds;
 mod scan;
-mod serve;
 mod service;
 pub mod usage;
 mod volume_cmds;
@@ -39,8 +39,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Info(a) => volume_cmds::info(&a),
         Command::Scan(a) => scan::scan(&a),
         Command::Check(a) => volume_cmds::check(&a),
-        Command::Add(a) => require_root("add").and_then(|()| serve::add(&a)),
-        Command::Recover(a) => require_root("recover").and_then(|()| serve::recover(&a)),
+        Command::Add(a) => require_root("add").and_then(|()| add::add(&a)),
+        Command::Recover(a) => require_root("recover").and_then(|()| add::recover(&a)),
         Command::Del(a) => require_root("del").and_then(|()| devices::del(&a)),
         Command::List(a) => devices::list(&a),
         Command::Map(a) => require_root("map").and_then(|()| map::map(&a)),

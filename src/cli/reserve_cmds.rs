@@ -27,7 +27,7 @@ use super::args::{GrowArgs, OwnersListArgs, ReservedArgs, SplitArgs};
 use super::render::{OwnerJson, Serving, info_json, info_text, owners_of};
 use pmem_stack::recovery::DEVICE_LOCK_WAIT;
 
-use super::serve::Announce;
+use super::add::Announce;
 use super::service;
 use super::usage::usage;
 use super::{attachment, open_exclusive, print_json};

@@ -21,8 +21,8 @@ use pmem_stack::registry::Registry;
 use pmem_stack::retry;
 use pmem_stack::ublk::control::{self, DeviceState};
 
+use super::add::Announce;
 use super::args::{RecoverArgs, RestartArgs, ServeArgs, parse_device_id};
-use super::serve::Announce;
 use super::{attachment, print_json};
 
 /// How long `restart` waits for the old server to flush and exit.
@@ -38,7 +38,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
     let probe = Backing::open(&args.backing, Access::ReadOnly).with_context(context)?;
     let Some(entry) = attachment(&registry, &probe) else {
         drop(probe);
-        return super::serve::add(&args.as_add());
+        return super::add::add(&args.as_add());
     };
     drop(probe);
     let info = control::device_info(entry.id).with_context(context)?;
@@ -56,7 +56,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
         entry.id,
         info.pid
     );
-    super::serve::recover(&RecoverArgs {
+    super::add::recover(&RecoverArgs {
         device: entry.id.to_string(),
         foreground: true,
         json: false,
@@ -127,7 +127,7 @@ pub(super) fn attach_successor(
     if supervised {
         return await_successor(id, old, how, registry);
     }
-    super::serve::recover_device(id, false, how, registry).with_context(|| {
+    super::add::recover_device(id, false, how, registry).with_context(|| {
         format!(
             "/dev/ublkb{id} was handed over but no new server attached (the device waits quiesced, its I/O held; fix the cause, then 'pmem-stack recover {id}')"
         )

@@ -23,7 +23,7 @@ use rustix::io::Errno;
 use rustix::pipe::PipeFlags;
 use rustix::process::{Pid, Signal, WaitOptions};
 
-use super::report::{Progress, Report, StartOutcome};
+use super::report::{Heard, Report, StartOutcome};
 
 /// The parent's end.
 #[derive(Debug)]
@@ -175,7 +175,7 @@ impl Handshake {
             // While the pipe is open, only whole lines count: a report cut
             // at a read boundary ("LIVE 1" of "LIVE 12") is not one yet.
             let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let progress = Progress::read(&String::from_utf8_lossy(&bytes[..whole]));
+            let progress = Heard::read(&String::from_utf8_lossy(&bytes[..whole]));
             if let Some(outcome) = progress.verdict() {
                 // A live server goes on; a failed one is on its way out.
                 if !matches!(outcome, StartOutcome::Live { .. }) {
@@ -195,7 +195,7 @@ impl Handshake {
                 Ok(0) => {
                     self.reap();
                     // The server is gone: what it wrote last counts too.
-                    return Ok(Progress::read(&String::from_utf8_lossy(&bytes)).at_end());
+                    return Ok(Heard::read(&String::from_utf8_lossy(&bytes)).at_end());
                 }
                 Ok(n) => bytes.extend_from_slice(&buf[..n]),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -362,7 +362,7 @@ mod tests {
         File::from(read).read_to_string(&mut text).expect("read");
         assert_eq!(text, "ADDED 1\nERROR bad news\n");
         assert_eq!(
-            Progress::read(&text).at_end(),
+            Heard::read(&text).at_end(),
             StartOutcome::Failed {
                 id: Some(1),
                 reason: "bad news".to_string(),

@@ -1,7 +1,7 @@
 //! The handshake's wire format, and what the reports read so far add up to.
 //!
 //! The child writes one line per [`Report`]; the parent re-reads everything
-//! it has received and turns it into a [`Progress`], then into a
+//! it has received and turns it into a [`Heard`], then into a
 //! [`StartOutcome`] once the child has given its verdict or closed its end.
 //! Both sides are the same binary (a fork), so the format is private and
 //! unversioned. It is kept apart from the fork and the pipe so that it can be
@@ -71,7 +71,7 @@ impl Report {
 
 /// What the reports received so far add up to.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct Progress {
+pub(super) struct Heard {
     /// The device, as last named by `ADDED` or `LIVE`.
     pub id: Option<u32>,
     /// `LIVE` has arrived.
@@ -82,10 +82,10 @@ pub(super) struct Progress {
     pub remedy: Option<String>,
 }
 
-impl Progress {
+impl Heard {
     /// Add up the reports in `text`, everything read from the pipe so far.
-    pub fn read(text: &str) -> Progress {
-        let mut progress = Progress::default();
+    pub fn read(text: &str) -> Heard {
+        let mut progress = Heard::default();
         for report in text.lines().filter_map(Report::parse) {
             match report {
                 Report::Added(id) => progress.id = Some(id),
@@ -125,8 +125,8 @@ impl Progress {
 mod tests {
     use super::*;
 
-    fn progress(id: Option<u32>, live: bool, error: Option<&str>) -> Progress {
-        Progress {
+    fn progress(id: Option<u32>, live: bool, error: Option<&str>) -> Heard {
+        Heard {
             id,
             live,
             error: error.map(str::to_string),
@@ -136,24 +136,21 @@ mod tests {
 
     #[test]
     fn reports_add_up() {
-        assert_eq!(Progress::read(""), progress(None, false, None));
-        assert_eq!(Progress::read("ADDED 3\n"), progress(Some(3), false, None));
+        assert_eq!(Heard::read(""), progress(None, false, None));
+        assert_eq!(Heard::read("ADDED 3\n"), progress(Some(3), false, None));
         assert_eq!(
-            Progress::read("ADDED 3\nLIVE 3\n"),
+            Heard::read("ADDED 3\nLIVE 3\n"),
             progress(Some(3), true, None)
         );
         assert_eq!(
-            Progress::read("ADDED 3\nERROR no space\n"),
+            Heard::read("ADDED 3\nERROR no space\n"),
             progress(Some(3), false, Some("no space"))
         );
         // A partial line is not a report yet.
-        assert_eq!(
-            Progress::read("ADDED 1\nLIV"),
-            progress(Some(1), false, None)
-        );
+        assert_eq!(Heard::read("ADDED 1\nLIV"), progress(Some(1), false, None));
         // Neither is a line that is not one of ours.
         assert_eq!(
-            Progress::read("ADDED 1\nADDED x\nLIVE\nhello\n"),
+            Heard::read("ADDED 1\nADDED x\nLIVE\nhello\n"),
             progress(Some(1), false, None)
         );
     }
@@ -170,18 +167,18 @@ mod tests {
         // A reason spanning lines still makes one report.
         let text = format!("{}\n", Report::Error("a\nb".to_string()));
         assert_eq!(text, "ERROR a b\n");
-        assert_eq!(Progress::read(&text).error.as_deref(), Some("a b"));
+        assert_eq!(Heard::read(&text).error.as_deref(), Some("a b"));
     }
 
     #[test]
     fn verdicts() {
-        assert_eq!(Progress::read("ADDED 2\n").verdict(), None);
+        assert_eq!(Heard::read("ADDED 2\n").verdict(), None);
         assert_eq!(
-            Progress::read("ADDED 2\nLIVE 2\n").verdict(),
+            Heard::read("ADDED 2\nLIVE 2\n").verdict(),
             Some(StartOutcome::Live { id: 2 })
         );
         assert_eq!(
-            Progress::read("ADDED 2\nERROR bad\n").verdict(),
+            Heard::read("ADDED 2\nERROR bad\n").verdict(),
             Some(StartOutcome::Failed {
                 id: Some(2),
                 reason: "bad".to_string(),
@@ -189,7 +186,7 @@ mod tests {
             })
         );
         assert_eq!(
-            Progress::read("ERROR early\n").verdict(),
+            Heard::read("ERROR early\n").verdict(),
             Some(StartOutcome::Failed {
                 id: None,
                 reason: "early".to_string(),
@@ -198,7 +195,7 @@ mod tests {
         );
         // Live wins over an error in the same read.
         assert_eq!(
-            Progress::read("LIVE 2\nERROR late\n").verdict(),
+            Heard::read("LIVE 2\nERROR late\n").verdict(),
             Some(StartOutcome::Live { id: 2 })
         );
     }
@@ -211,7 +208,7 @@ mod tests {
             Report::Error("device id 0 is already taken".into())
         );
         assert_eq!(
-            Progress::read(&text).verdict(),
+            Heard::read(&text).verdict(),
             Some(StartOutcome::Failed {
                 id: None,
                 reason: "device id 0 is already taken".to_string(),
@@ -222,17 +219,17 @@ mod tests {
 
     #[test]
     fn outcomes_at_end_of_file() {
-        assert_eq!(Progress::read("").at_end(), StartOutcome::Died { id: None });
+        assert_eq!(Heard::read("").at_end(), StartOutcome::Died { id: None });
         assert_eq!(
-            Progress::read("ADDED 7\n").at_end(),
+            Heard::read("ADDED 7\n").at_end(),
             StartOutcome::Died { id: Some(7) }
         );
         assert_eq!(
-            Progress::read("ADDED 7\nLIVE 7").at_end(),
+            Heard::read("ADDED 7\nLIVE 7").at_end(),
             StartOutcome::Live { id: 7 }
         );
         assert_eq!(
-            Progress::read("ADDED 7\nERROR gone").at_end(),
+            Heard::read("ADDED 7\nERROR gone").at_end(),
             StartOutcome::Failed {
                 id: Some(7),
                 reason: "gone".to_string(),

@@ -76,7 +76,7 @@ pub enum IoPath {
     /// `UBLK_F_USER_COPY`: `pread`/`pwrite` on `/dev/ublkcN` straight
     /// between the request's pages and the mapping (one copy; Linux 6.5+).
     /// Writing through, a WRITE goes from a staging buffer to the backing
-    /// opened `O_DIRECT` instead (`ublk::queue`).
+    /// opened `O_DIRECT` instead (`ublk::plane::copy`).
     UserCopy,
     /// The kernel copies through a per-request bounce buffer, and the server
     /// copies again between it and the mapping (older kernels).
@@ -94,7 +94,7 @@ pub enum IoPath {
     /// one commit per batch) instead of one command per request. Writing
     /// back, data is copied between the buffer and the mapping; writing
     /// through, READs and WRITEs go between the buffer and the backing
-    /// opened `O_DIRECT` (`ublk::batch`).
+    /// opened `O_DIRECT` (`ublk::plane::batch`).
     Batch,
 }
 
@@ -224,7 +224,7 @@ pub enum WriteCache {
     WriteBack,
     /// Every write is durable when it completes, so the block layer answers
     /// FLUSH itself: over a block device written `O_DIRECT` (the direct
-    /// path, see `engine::direct`; user copy and batch, see `ublk::queue`),
+    /// path, see `engine::direct`; user copy and batch, see `ublk::plane::copy`),
     /// and devdax, where a durable write is a cache-line write-back of its
     /// own bytes.
     WriteThrough,
@@ -296,7 +296,7 @@ pub enum CacheBacking {
 /// is cheap, so FLUSH costs nothing: over a block device on the direct path
 /// (the pmem driver's FUA write, or one group sync per batch), on user
 /// copy and batch (the data written `O_DIRECT` instead of into the page
-/// cache: `ublk::queue`, `ublk::batch`), and on devdax (a cache-line
+/// cache: `ublk::plane::copy`, `ublk::plane::batch`), and on devdax (a cache-line
 /// write-back of the written bytes). Over an image file a durable write can
 /// be a file-system journal commit, so auto writes back there; on bounce
 /// buffers every write-through WRITE would be an `msync` in its queue, so

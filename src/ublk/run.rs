@@ -23,7 +23,7 @@ use super::control::{
     build_control, checked, match_disk_size, stop,
 };
 use super::features::{Features, IoPath, WriteCache};
-use super::queue::serve_queue;
+use super::plane;
 
 /// Largest discard / write-zeroes request: 1 GiB, in sectors.
 const MAX_ZERO_SECTORS: u32 = 1 << 21;
@@ -155,12 +155,12 @@ where
                 let cpus = worker_cpus
                     .get(usize::from(qid))
                     .map_or(&[][..], Vec::as_slice);
-                super::direct::serve_queue(qid, cpus, dev, &queue_engine, direct);
+                plane::direct::serve_queue(qid, cpus, dev, &queue_engine, direct);
             }
             direct if io_path == IoPath::Batch => {
-                super::batch::serve_queue(qid, dev, &queue_engine, direct);
+                plane::batch::serve_queue(qid, dev, &queue_engine, direct);
             }
-            direct => serve_queue(qid, dev, &queue_engine, io_path, direct),
+            direct => plane::copy::serve_queue(qid, dev, &queue_engine, io_path, direct),
         },
         move |ctrl: &UblkCtrl| {
             if matches!(attach, Attach::Recover { .. })

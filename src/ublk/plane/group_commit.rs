@@ -18,7 +18,7 @@
 //!
 //! The queues that write in their own thread (user copy and batch, writing
 //! through) need no sync in flight: they sync once at the end of a batch of
-//! requests, through `ublk::queue::BatchSync`.
+//! requests, through `ublk::plane::copy::BatchSync`.
 
 use io_uring::{opcode, squeue, types};
 use libublk::io::UblkIOCtx;

@@ -196,7 +196,7 @@ pub fn serve_queue(
         }
     };
     // Every request hops to an io_uring worker.
-    super::affinity::pin_io_workers(qid, worker_cpus);
+    crate::ublk::affinity::pin_io_workers(qid, worker_cpus);
     let mut state = DirectQueue {
         engine,
         backing,

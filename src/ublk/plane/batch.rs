@@ -40,9 +40,9 @@ use libublk::{UblkError, sys};
 
 use crate::engine::{Engine, IoError};
 
-use super::queue::{BatchSync, Written, prefix, write_through};
+use super::copy::{BatchSync, Written, prefix, write_through};
 use super::request::decode;
-use super::user_copy::Bounce;
+use super::transfer::Bounce;
 use crate::backing::direct::DirectBacking;
 
 /// A request's descriptor fields: `op_flags`, `start_sector`, `nr_sectors`.
@@ -233,7 +233,7 @@ mod tests {
 
     use libublk::helpers::IoBuf;
 
-    use super::super::queue::TestBacking;
+    use super::super::copy::TestBacking;
     use super::*;
 
     /// A fetched group without a kernel: descriptors and buffers by tag.

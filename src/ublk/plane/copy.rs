@@ -1,6 +1,7 @@
-//! The data plane: one thread per hardware queue, each with its own io_uring
-//! (libublk's `UblkQueue` is thread-local and not `Send`), all sharing one
-//! [`Engine`] through an `Arc`.
+//! The copying data plane — user copy (the default) and bounce buffers: one
+//! thread per hardware queue, each with its own io_uring (libublk's
+//! `UblkQueue` is thread-local and not `Send`), all sharing one [`Engine`]
+//! through an `Arc`.
 //!
 //! A queue thread turns each ublk I/O descriptor into an engine [`Request`],
 //! runs it with the transfer the device supports, and commits the result; the
@@ -17,9 +18,9 @@ use crate::engine::{Engine, IoError, Op, Request};
 
 use crate::backing::direct::DirectBacking;
 
-use super::features::IoPath;
 use super::request::{completion, request_of};
-use super::user_copy::{Bounce, UserCopy};
+use super::transfer::{Bounce, UserCopy};
+use crate::ublk::features::IoPath;
 
 fn handle(
     engine: &Engine,
