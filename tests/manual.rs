@@ -111,11 +111,16 @@ fn every_page_is_written_renders_cleanly_and_every_reference_has_its_page() {
     }
     let mut referenced = BTreeSet::new();
     for (name, path) in &pages {
-        // Every warning groff has (-ww), at the width of a terminal.
+        // Every warning groff has (-ww), at the width of a terminal, in the
+        // plainest locale (C: an ASCII device, as under `env -i` or a
+        // minimal CI), where a character with no ASCII glyph is a warning.
         let out = Command::new("man")
             .args(["--warnings=w", "-l"])
             .arg(path)
             .env("MANWIDTH", "80")
+            .env("LC_ALL", "C")
+            .env_remove("LANG")
+            .env_remove("LANGUAGE")
             .env_remove("MAN_KEEP_FORMATTING")
             .env_remove("MANPAGER")
             .env("PAGER", "cat")

@@ -195,7 +195,7 @@ fn parse_owner(text: &str) -> Result<OwnerSpec, String> {
 #[derive(Debug, Args, Clone, Copy)]
 pub struct LayoutArgs {
     /// Reserve size, or 'auto' to size it for the mode. SIZE is bytes or a
-    /// whole number with K, M, G, T (powers of 1024, also KiB … TiB) or KB,
+    /// whole number with K, M, G, T (powers of 1024; also KiB, MiB, GiB, TiB) or KB,
     /// MB, GB, TB (powers of 1000, as coreutils); it is rounded up to the
     /// alignment, and the rounding is shown.
     #[arg(long, value_name = "SIZE|auto", value_parser = parse_reserve)]
