@@ -22,24 +22,24 @@ use super::usage::usage;
 use super::{open_exclusive, print_json};
 
 pub fn add(args: &AddArgs) -> Result<ExitCode> {
-    let options = args.layout.options();
-    let context = || format!("cannot add {}", args.backing.display());
+    let options = args.target.layout.options();
+    let context = || format!("cannot add {}", args.target.backing.display());
     // A backing that is not there is the argument's fault, whatever else
     // is wrong: say so first.
-    check_backing_path(&args.backing).with_context(context)?;
+    check_backing_path(&args.target.backing).with_context(context)?;
     // Fail before touching the backing when ublk cannot work here.
     control::check_driver().with_context(context)?;
     let registry = Registry::system();
     // Before anything is written: a server that formats and then cannot
     // record its device would leave a changed backing behind a failed add.
     registry.prepare_dir().with_context(context)?;
-    let backing = open_exclusive(&args.backing, &registry)?;
+    let backing = open_exclusive(&args.target.backing, &registry)?;
     // Before anything is written, too: a path this kernel or backing cannot
     // serve is refused up front.
     let io_path = choose_io_path(args, &backing).with_context(context)?;
     let direct_io = || backing.open_direct().is_ok();
     let write_cache = features::choose_write_cache(
-        args.device.write_cache.choice(),
+        args.target.device.write_cache.choice(),
         io_path,
         match backing.kind() {
             BackingKind::Block => CacheBacking::Block {
@@ -56,15 +56,17 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
         plan_volume(&backing, &options, args.force, "device is deleted").with_context(context)?;
     let defaults = QueueConfig::default_for_host();
     let spec = ServeSpec {
-        attach: Attach::Add { id: args.device.id },
+        attach: Attach::Add {
+            id: args.target.device.id,
+        },
         backing,
         volume,
         queues: QueueConfig {
-            queues: args.device.queues.unwrap_or(defaults.queues),
-            depth: args.device.depth.unwrap_or(defaults.depth),
+            queues: args.target.device.queues.unwrap_or(defaults.queues),
+            depth: args.target.device.depth.unwrap_or(defaults.depth),
             io_path,
             write_cache,
-            affinity: args.device.affinity.affinity(),
+            affinity: args.target.device.affinity.affinity(),
         },
     };
     let how = Announce::device(args.json);
@@ -100,7 +102,7 @@ pub(super) fn check_backing_path(path: &Path) -> Result<(), BackingError> {
 fn choose_io_path(args: &AddArgs, backing: &Backing) -> Result<IoPath> {
     let mapped_only = backing.kind() == BackingKind::Dax;
     let path = features::choose(
-        args.device.io_path.choice(),
+        args.target.device.io_path.choice(),
         Features::of_kernel(),
         mapped_only,
     )?;

@@ -340,21 +340,31 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct AddArgs {
+/// `--force` of the commands that serve a backing (`add`, `map`, `serve`).
+const FORCE_TO_SERVE: &str = "Format anew (as 'format --force') when the backing holds no volume that \
+can be served: foreign data, damaged copies, a copy of another layout or a newer version's \
+volume. A volume that can be served is served";
+
+/// What `add` and `serve` both take: the backing, the layout to format it
+/// with on first use, and the device to add.
+#[derive(Debug, Args, Clone)]
+pub struct ServeTarget {
     /// /dev/pmemN, /dev/daxX.Y or an image file.
     pub backing: PathBuf,
     #[command(flatten)]
     pub layout: LayoutArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    pub target: ServeTarget,
     /// Stay attached; SIGINT/SIGTERM flush, stop and remove the device.
     #[arg(long)]
     pub foreground: bool,
-    /// Format anew (as 'format --force') when the backing holds no volume that
-    /// can be served: foreign data, damaged copies, a copy of another layout
-    /// or a newer version's volume. A volume that can be served is served.
-    #[arg(long)]
+    #[arg(long, help = FORCE_TO_SERVE)]
     pub force: bool,
     /// Print the device as a JSON object (as in 'list --json').
     #[arg(long)]
@@ -403,10 +413,7 @@ pub struct MapArgs {
     pub name: Option<MapName>,
     #[command(flatten)]
     pub layout: LayoutArgs,
-    /// Format anew (as 'format --force') when the backing holds no volume that
-    /// can be served: foreign data, damaged copies, a copy of another layout
-    /// or a newer version's volume. A volume that can be served is served.
-    #[arg(long)]
+    #[arg(long, help = FORCE_TO_SERVE)]
     pub force: bool,
     /// Print the map as a JSON object (as in 'list --json').
     #[arg(long)]
@@ -435,17 +442,11 @@ fn parse_map_name(text: &str) -> Result<MapName, String> {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// /dev/pmemN, /dev/daxX.Y or an image file.
-    pub backing: PathBuf,
+    /// The device options apply when a new device is added (a recovered one
+    /// keeps what it had).
     #[command(flatten)]
-    pub layout: LayoutArgs,
-    /// When a new device is added (a recovered one keeps what it had).
-    #[command(flatten)]
-    pub device: DeviceArgs,
-    /// Format anew (as 'format --force') when the backing holds no volume that
-    /// can be served: foreign data, damaged copies, a copy of another layout
-    /// or a newer version's volume. A volume that can be served is served.
-    #[arg(long)]
+    pub target: ServeTarget,
+    #[arg(long, help = FORCE_TO_SERVE)]
     pub force: bool,
 }
 
@@ -453,9 +454,7 @@ impl ServeArgs {
     /// The `add --foreground` this serve is when no device serves the backing.
     pub fn as_add(&self) -> AddArgs {
         AddArgs {
-            backing: self.backing.clone(),
-            layout: self.layout,
-            device: self.device,
+            target: self.target.clone(),
             foreground: true,
             force: self.force,
             json: false,

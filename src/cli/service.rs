@@ -31,11 +31,11 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
 const SUCCESSOR_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
-    let context = || format!("cannot serve {}", args.backing.display());
+    let context = || format!("cannot serve {}", args.target.backing.display());
     control::check_driver().with_context(context)?;
     let registry = Registry::system();
     // Read-only: a live server holds the backing exclusively.
-    let probe = Backing::open(&args.backing, Access::ReadOnly).with_context(context)?;
+    let probe = Backing::open(&args.target.backing, Access::ReadOnly).with_context(context)?;
     let Some(entry) = attachment(&registry, &probe) else {
         drop(probe);
         return super::add::add(&args.as_add());
@@ -45,7 +45,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
     if !daemon::process_gone(info.pid) {
         bail!(
             "{}: is already served as /dev/ublkb{} by pid {}; 'pmem-stack del {}' stops that server",
-            args.backing.display(),
+            args.target.backing.display(),
             entry.id,
             info.pid,
             entry.id
