@@ -94,6 +94,24 @@ fn references(roff: &str) -> BTreeSet<String> {
     found
 }
 
+/// `man -l PAGE` with every warning groff has (-ww), at the width of a
+/// terminal, in the plainest locale (C: an ASCII device, as under `env -i`
+/// or a minimal CI), where a character with no ASCII glyph is a warning.
+fn render(path: &std::path::Path) -> std::process::Output {
+    Command::new("man")
+        .args(["--warnings=w", "-l"])
+        .arg(path)
+        .env("MANWIDTH", "80")
+        .env("LC_ALL", "C")
+        .env_remove("LANG")
+        .env_remove("LANGUAGE")
+        .env_remove("MAN_KEEP_FORMATTING")
+        .env_remove("MANPAGER")
+        .env("PAGER", "cat")
+        .output()
+        .expect("run man")
+}
+
 #[test]
 fn every_page_is_written_renders_cleanly_and_every_reference_has_its_page() {
     require("man", "man-db");
@@ -111,21 +129,7 @@ fn every_page_is_written_renders_cleanly_and_every_reference_has_its_page() {
     }
     let mut referenced = BTreeSet::new();
     for (name, path) in &pages {
-        // Every warning groff has (-ww), at the width of a terminal, in the
-        // plainest locale (C: an ASCII device, as under `env -i` or a
-        // minimal CI), where a character with no ASCII glyph is a warning.
-        let out = Command::new("man")
-            .args(["--warnings=w", "-l"])
-            .arg(path)
-            .env("MANWIDTH", "80")
-            .env("LC_ALL", "C")
-            .env_remove("LANG")
-            .env_remove("LANGUAGE")
-            .env_remove("MAN_KEEP_FORMATTING")
-            .env_remove("MANPAGER")
-            .env("PAGER", "cat")
-            .output()
-            .expect("run man");
+        let out = render(path);
         let text = String::from_utf8_lossy(&out.stdout);
         let warnings = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{name}: man failed: {warnings}");
