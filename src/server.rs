@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::backing::direct::DirectBacking;
+use crate::backing::direct_io::DirectBacking;
 use crate::backing::{Backing, BackingError, Persistence};
 use crate::daemon::{self, Forked, Reporter, StartOutcome};
 use crate::engine::Engine;

@@ -17,7 +17,7 @@
 mod block;
 mod data_area;
 mod devdax;
-pub mod direct;
+pub mod direct_io;
 mod image;
 mod kind;
 pub mod mapping;

@@ -173,3 +173,59 @@ pub fn map_json(map: &Map, mapper: Option<&Mapper>) -> MapJson {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume() -> VolumeJson {
+        VolumeJson {
+            data_offset: Some(1 << 30),
+            data_size: Some(2 << 30),
+            reserve_offset: Some(2 << 20),
+            reserve_size: Some(512 << 20),
+            mode: Some("hypervisor".into()),
+            uuid: Some("0f2d4c1e-9a3b-4c5d-8e7f-102132435465".into()),
+        }
+    }
+
+    /// The text other tools parse: every key, in this order, the volume's
+    /// keys where they always stood (flattening the shared struct must not
+    /// move them).
+    #[test]
+    fn a_device_and_a_map_print_the_same_volume_keys_in_place() {
+        let mut device = DeviceJson::minimal(3, 42);
+        device.volume = volume();
+        let text = serde_json::to_string(&device).expect("json");
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"kind":"ublk","id":3,"device":"/dev/ublkb3","backing":null,"state":"live","#,
+                r#""pid":42,"server_running":true,"queues":0,"depth":0,"#,
+                r#""data_offset":1073741824,"data_size":2147483648,"reserve_offset":2097152,"#,
+                r#""reserve_size":536870912,"mode":"hypervisor","#,
+                r#""uuid":"0f2d4c1e-9a3b-4c5d-8e7f-102132435465","user_copy":null,"features":[],"#,
+                r#""io_path":null,"write_cache":null,"affinity":null,"log":null,"stats":null,"#,
+                r#""dax":false}"#
+            )
+        );
+        let map = MapJson {
+            kind: "dm",
+            device: "/dev/mapper/m".into(),
+            name: "m".into(),
+            dm_device: "dm-0".into(),
+            backing: Some("/dev/pmem0".into()),
+            state: "live",
+            dax: true,
+            volume: VolumeJson::default(),
+        };
+        assert_eq!(
+            serde_json::to_string(&map).expect("json"),
+            concat!(
+                r#"{"kind":"dm","device":"/dev/mapper/m","name":"m","dm_device":"dm-0","#,
+                r#""backing":"/dev/pmem0","state":"live","dax":true,"data_offset":null,"#,
+                r#""data_size":null,"reserve_offset":null,"reserve_size":null,"mode":null,"uuid":null}"#
+            )
+        );
+    }
+}

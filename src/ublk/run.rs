@@ -13,7 +13,7 @@ use libublk::ctrl::UblkCtrl;
 use libublk::io::UblkDev;
 use libublk::sys;
 
-use crate::backing::direct::DirectBacking;
+use crate::backing::direct_io::DirectBacking;
 use crate::engine::Engine;
 use crate::format::LogicalBlockSize;
 use crate::units::{PAGE_SHIFT, SECTOR_SHIFT};

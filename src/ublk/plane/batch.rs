@@ -43,7 +43,7 @@ use crate::engine::{Engine, IoError};
 use super::copy::{BatchSync, Written, prefix, write_through};
 use super::request::decode;
 use super::transfer::Bounce;
-use crate::backing::direct::DirectBacking;
+use crate::backing::direct_io::DirectBacking;
 
 /// A request's descriptor fields: `op_flags`, `start_sector`, `nr_sectors`.
 type Descriptor = (u32, u64, u32);

@@ -16,7 +16,7 @@ use libublk::{BufDesc, BufDescList, UblkIORes};
 use crate::engine::direct::DirectOp;
 use crate::engine::{Engine, IoError, Op, Request};
 
-use crate::backing::direct::DirectBacking;
+use crate::backing::direct_io::DirectBacking;
 
 use super::request::{completion, request_of};
 use super::transfer::{Bounce, UserCopy};

@@ -19,7 +19,7 @@ use io_uring::{opcode, types};
 use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
 use libublk::{BufDesc, BufDescList, UblkIORes, sys};
 
-use crate::backing::direct::DirectBacking;
+use crate::backing::direct_io::DirectBacking;
 use crate::engine::Engine;
 use crate::engine::direct::DirectOp;
 
