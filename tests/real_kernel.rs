@@ -17,6 +17,8 @@
 //! `cargo test` (it takes minutes and root): run it with
 //! `[PMEM_STACK_KERNELS=lts,current] cargo test --test real_kernel [-- NAME...]`
 //! (NAME selects scenarios by substring; the kernels default to both).
+//! `PMEM_STACK_BIN=PATH` tests that binary instead of `target/release`'s (a
+//! build in another `CARGO_TARGET_DIR`); the guests get it as theirs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -233,6 +235,17 @@ const SCENARIOS: &[Scenario] = &[
         }),
     },
     Scenario {
+        name: "recoveries",
+        what: "6 kill -9 under fio + recover in a row: after each recovery and before every I/O /dev/ublkb0 is the kernel's disk (block device, its major:minor) and the disk counts fio's writes; then del under fio leaves nothing named /dev/ublkb0",
+        boots: &[Boot::plain("tests/guest/recoveries.sh", "2G")],
+        knob: Some(Knob {
+            env: "PMEM_STACK_RECOVERIES",
+            guest: "RECOVERIES",
+            default: 6,
+            repeat_first_boot: false,
+        }),
+    },
+    Scenario {
         name: "powercycle",
         what: "10 power cuts in a row under ext4 and xfs: every acknowledged file survives, fsck clean",
         boots: &[POWER_CUT, POWER_CUT_VERIFY],
@@ -339,6 +352,24 @@ fn kernel_version(vm: &Path, series: &str) -> Result<String, String> {
         })
 }
 
+/// The binary under test: `PMEM_STACK_BIN`, else the release build.
+fn binary(repo: &Path) -> PathBuf {
+    std::env::var_os("PMEM_STACK_BIN")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| repo.join("target/release/pmem-stack"), PathBuf::from)
+}
+
+/// boot.sh's `--env PMEM_STACK_BIN=...` when `PMEM_STACK_BIN` names the
+/// binary under test (the guest's `tests/guest/lib.sh` runs that one).
+fn binary_env(repo: &Path) -> Vec<std::ffi::OsString> {
+    if std::env::var_os("PMEM_STACK_BIN").is_none_or(|v| v.is_empty()) {
+        return Vec::new();
+    }
+    let mut env = std::ffi::OsString::from("PMEM_STACK_BIN=");
+    env.push(binary(repo));
+    vec!["--env".into(), env]
+}
+
 /// Everything the suite needs, or a message saying what is missing.
 fn preflight(repo: &Path) -> Result<(), String> {
     // SAFETY-free check of the effective uid through /proc.
@@ -351,7 +382,7 @@ fn preflight(repo: &Path) -> Result<(), String> {
     if euid != "0" {
         return Err("the guest suite needs root (it runs QEMU and writes the VM cache)".into());
     }
-    let binary = repo.join("target/release/pmem-stack");
+    let binary = binary(repo);
     let built = fs::metadata(&binary)
         .and_then(|m| m.modified())
         .map_err(|_| {
@@ -421,6 +452,7 @@ fn run_boot(
     for env in boot.env.iter().copied().chain(extra_env) {
         cmd.arg("--env").arg(env);
     }
+    cmd.args(binary_env(repo));
     if let Some(marker) = boot.kill_on {
         cmd.arg("--kill-on").arg(marker);
     }
@@ -444,20 +476,7 @@ fn run_boot(
             .map_err(|e| format!("cannot run tests/vm/boot.sh: {e}"))?;
     }
     let log = fs::read_to_string(results.join("guest.log")).unwrap_or_default();
-    let mut outcome = Outcome {
-        passed: 0,
-        failures: Vec::new(),
-    };
-    for line in log.lines() {
-        if line.starts_with("PASS: ") {
-            outcome.passed += 1;
-        } else if line.starts_with("FAIL: ") {
-            outcome.failures.push(line.to_string());
-        }
-        if line.starts_with("PASS: ") || line.starts_with("FAIL: ") || line.starts_with("NOTE: ") {
-            println!("    {line}");
-        }
-    }
+    let mut outcome = checks_of(&log);
     let code = status.code().unwrap_or(-1);
     if boot.kill_on.is_some() {
         // The boot ends with the power cut; its checks are those before it.
@@ -487,6 +506,25 @@ fn run_boot(
             .push("no check passed: the scenario did not run".into());
     }
     Ok(outcome)
+}
+
+/// The PASS and FAIL lines of a guest log, printed with its NOTEs.
+fn checks_of(log: &str) -> Outcome {
+    let mut outcome = Outcome {
+        passed: 0,
+        failures: Vec::new(),
+    };
+    for line in log.lines() {
+        if line.starts_with("PASS: ") {
+            outcome.passed += 1;
+        } else if line.starts_with("FAIL: ") {
+            outcome.failures.push(line.to_string());
+        }
+        if line.starts_with("PASS: ") || line.starts_with("FAIL: ") || line.starts_with("NOTE: ") {
+            println!("    {line}");
+        }
+    }
+    outcome
 }
 
 /// Whether the boot in `results` died in the kernel before the guest
