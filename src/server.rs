@@ -174,6 +174,12 @@ pub fn spawn(spec: ServeSpec, registry: &Registry) -> Result<Spawned, ServerErro
     let attach = spec.attach;
     match daemon::fork_server().map_err(ServerError::Fork)? {
         Forked::Child(reporter) => {
+            // The parent's control ring came along with the fork: the same
+            // kernel io_uring, shared. Both would take each other's
+            // completions the moment both sent control commands (the parent
+            // does, announcing the device), so the child drops its copy
+            // and makes its own on first use.
+            control::forget_inherited_ring();
             let lifecycle = Detached {
                 reporter,
                 registry: registry.clone(),

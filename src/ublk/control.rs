@@ -376,6 +376,22 @@ fn disk_size(ctrl: &UblkCtrl) -> Result<u64, ServeError> {
         })
 }
 
+/// Drop this thread's control ring without touching the kernel object
+/// behind it: after a fork, the child's copy of the parent's ring. libublk
+/// keeps one ring per thread and would otherwise share the parent's — the
+/// same submission and completion queues in two processes, each able to
+/// reap (and so lose) the other's completions. The next control command
+/// here builds a ring of this process's own.
+pub fn forget_inherited_ring() {
+    let dropped = libublk::ctrl::ublk_init_ctrl_task_ring(|ring| {
+        *ring = None;
+        Ok(())
+    });
+    if let Err(err) = dropped {
+        log::warn!("could not drop the inherited control ring: {err}");
+    }
+}
+
 /// Whether this kernel can resize a live device (`UBLK_F_UPDATE_SIZE`,
 /// Linux 6.16+).
 pub fn kernel_can_resize() -> bool {
