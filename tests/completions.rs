@@ -19,6 +19,10 @@
 //!
 //! A shell that is not installed fails the test, naming the Debian package.
 
+mod common;
+
+use common::require;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -54,18 +58,6 @@ fn script(shell: &str, dir: &Path, name: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, &out.stdout).expect("write the script");
     path
-}
-
-/// Fail, naming the package, when `tool` is not installed.
-fn require(tool: &str, package: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is not installed: the completion tests need it ('apt-get install {package}'; scripts/setup installs it)"
-    );
 }
 
 /// Run a shell command and return its standard output's non-empty lines,

@@ -12,24 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Scratch, read_at, write_at};
+use common::{Scratch, read_at, require, write_at};
 
 const MIB: u64 = 1 << 20;
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// Fail, naming the package, when `tool` is not installed.
-fn require(tool: &str, package: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is not installed: the manual tests need it ('apt-get install {package}'; scripts/setup installs it)"
-    );
 }
 
 /// `man --dir DIR` into a directory that does not exist yet (two levels):

@@ -14,6 +14,15 @@ fn s(p: &std::path::Path) -> &str {
 }
 
 /// Run a command that must fail, and prove the image did not change.
+/// `reserve split P --owner O …`.
+fn split<'a>(p: &'a str, owners: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["reserve", "split", p];
+    for o in owners {
+        args.extend(["--owner", o]);
+    }
+    args
+}
+
 fn refused(t: &Scratch, img: &std::path::Path, args: &[&str], code: i32, fragments: &[&str]) {
     let before = digest(img);
     t.run(args).fails(code, fragments);
@@ -120,13 +129,6 @@ fn bad_owners_are_refused_with_one_line_and_no_change() {
     let img = t.image("pmem.img", 256 * MIB);
     let p = s(&img);
     t.run(["format", p, "--reserve", "32M"]).ok();
-    fn split<'a>(p: &'a str, owners: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec!["reserve", "split", p];
-        for o in owners {
-            args.extend(["--owner", o]);
-        }
-        args
-    }
     refused(
         &t,
         &img,
@@ -198,13 +200,6 @@ fn split_refuses_what_format_refuses() {
     let img = t.image("pmem.img", 256 * MIB);
     let p = s(&img);
     t.run(["format", p, "--reserve", "32M"]).ok();
-    fn split<'a>(p: &'a str, owners: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec!["reserve", "split", p];
-        for o in owners {
-            args.extend(["--owner", o]);
-        }
-        args
-    }
     refused(&t, &img, &split(p, &["xen=0"]), 2, &["has size 0"]);
     // An os owner below its page array's need (64 bytes per 4 KiB page of
     // the ~222 MiB data area: 3.5 MiB) is refused as --mode os would be.

@@ -23,7 +23,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Scratch;
+use common::{Scratch, require};
 
 const GIB: u64 = 1 << 30;
 
@@ -251,18 +251,6 @@ fn bin_dir(t: &Scratch) -> PathBuf {
     dir
 }
 
-/// Fail loudly when a tool the README's commands use is missing.
-fn require(program: &str) {
-    let found = Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{program} is required to run README.md's examples as written: apt-get install {program}"
-    );
-}
-
 /// Run one block's commands on `image`, checking each.
 fn run_block(t: &Scratch, bin: &Path, block: &Block, image: &Path, size: u64) {
     let image = image.to_str().expect("utf-8 path");
@@ -415,7 +403,7 @@ fn offline_console_blocks_run_as_written() {
             .any(|(c, _)| simple_commands(c).iter().any(|w| w[0] == "jq"))
     });
     if uses_jq {
-        require("jq");
+        require("jq", "jq");
     }
     let mut runs = 0;
     for offline in OFFLINE {

@@ -217,3 +217,16 @@ pub fn sparse_digest(path: &Path) -> (u64, u32) {
     }
     (len, crc)
 }
+
+/// Fail, naming the Debian package, when `tool` (which must answer
+/// `--version`) is not installed: a test that needs it never skips.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed: this test needs it ('apt-get install {package}'; scripts/setup installs it)"
+    );
+}
