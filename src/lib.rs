@@ -40,24 +40,39 @@
 //!      device the kernel serves itself.
 //! 8. The CLI, in the binary (`main.rs` and `cli/`): arguments, messages,
 //!    exit codes.
+//!
+//! Layers 3 to 8 and the crates they need (libublk, devicemapper, io-uring,
+//! clap, ...) are the `server` feature, on by default. Without it the crate
+//! is layers 0 to 2 alone, pure and quick to build: the fuzz targets link it
+//! that way.
 
+#[cfg(feature = "server")]
 pub mod backing;
+#[cfg(feature = "server")]
 pub mod daemon;
+#[cfg(feature = "server")]
 pub mod dm;
+#[cfg(feature = "server")]
 pub mod engine;
 pub mod format;
 pub mod layout;
+#[cfg(feature = "server")]
 pub mod metadata;
 pub mod notify;
 pub mod progress;
+#[cfg(feature = "server")]
 pub mod recovery;
+#[cfg(feature = "server")]
 pub mod registry;
 pub mod remedy;
 pub mod retry;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod size;
+#[cfg(feature = "server")]
 pub mod ublk;
 pub mod units;
+#[cfg(feature = "server")]
 pub mod volume;
 
 /// An error and every error behind it, as one line: `outer: inner: root`.
