@@ -137,7 +137,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "nvmeof",
-        what: "/dev/ublkbN exported by nvmet (loop), nvme connect: size, fio verify, ext4, an initiator flush and fsync reach pmem-stack's flush counter",
+        what: "/dev/ublkbN exported by nvmet over TCP on 127.0.0.1, nvme connect -t tcp: size, fio verify, ext4, an initiator flush and fsync reach pmem-stack's flush counter; kill -9 + recover under the initiator's fio: no error; del while connected: the initiator's I/O fails, nothing hangs, the target comes apart",
         boots: &[Boot::plain("tests/guest/nvmeof.sh", "2G")],
         knob: None,
     },
@@ -225,18 +225,18 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "crashes",
-        what: "20 kill -9 under fio + recover; kills idle, in flushes, in del; races and misuse",
+        what: "kill -9 under fio + recover, again and again; kills idle, in flushes, in del; races and misuse",
         boots: &[Boot::plain("tests/guest/crashes.sh", "2G")],
         knob: Some(Knob {
             env: "PMEM_STACK_CRASH_CYCLES",
             guest: "CRASH_CYCLES",
-            default: 20,
+            default: 6,
             repeat_first_boot: false,
         }),
     },
     Scenario {
         name: "recoveries",
-        what: "6 kill -9 under fio + recover in a row: after each recovery and before every I/O /dev/ublkb0 is the kernel's disk (block device, its major:minor) and the disk counts fio's writes; then del under fio leaves nothing named /dev/ublkb0",
+        what: "kill -9 under fio + recover, many times in a row: after each recovery and before every I/O /dev/ublkb0 is the kernel's disk (block device, its major:minor) and the disk counts fio's writes; then del under fio leaves nothing named /dev/ublkb0",
         boots: &[Boot::plain("tests/guest/recoveries.sh", "2G")],
         knob: Some(Knob {
             env: "PMEM_STACK_RECOVERIES",
@@ -247,12 +247,12 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "powercycle",
-        what: "10 power cuts in a row under ext4 and xfs: every acknowledged file survives, fsck clean",
+        what: "power cuts in a row under ext4 and xfs: every acknowledged file survives, fsck clean",
         boots: &[POWER_CUT, POWER_CUT_VERIFY],
         knob: Some(Knob {
             env: "PMEM_STACK_POWER_CUTS",
             guest: "CUTS",
-            default: 10,
+            default: 3,
             repeat_first_boot: true,
         }),
     },
@@ -545,7 +545,12 @@ struct Run {
 
 fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scenario) -> Run {
     let started = Instant::now();
-    println!("[{kernel}] {}: {}", scenario.name, scenario.what);
+    let cycles = scenario
+        .knob
+        .as_ref()
+        .map(|k| format!(" ({} cycles; {} sets it)", k.cycles(), k.env))
+        .unwrap_or_default();
+    println!("[{kernel}] {}: {}{cycles}", scenario.name, scenario.what);
     let dir = suite.join(kernel).join(scenario.name);
     let _ = fs::create_dir_all(&dir);
     let image = dir.join("pmem.img");

@@ -13,34 +13,8 @@ CYCLES=${CRASH_CYCLES:-20}
 T="timeout 60"
 
 require test -b /dev/pmem0
-# wait_bounded PID SECONDS: the process's exit status, or 124 after killing
-# it when it has not ended in time (a hang is a failure, not a stuck test).
-wait_bounded() {
-	local pid=$1 _
-	for _ in $(seq $(($2 * 20))); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			wait "$pid"
-			return $?
-		fi
-		sleep 0.05
-	done
-	kill -9 "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	return 124
-}
 
 writes() { awk '$3 == "ublkb0" { print $8 }' /proc/diskstats; }
-state() { "$P" list --json | jget "[x['state'] for x in d if x['id']==$1][0]"; }
-
-# wait_state ID STATE: up to 10 s for device ID to reach STATE.
-wait_state() {
-	local _
-	for _ in $(seq 200); do
-		[ "$(state "$1")" == "$2" ] && return 0
-		sleep 0.05
-	done
-	return 1
-}
 
 # kill_and_recover: SIGKILL the server of /dev/ublkb0, wait until the kernel
 # quiesced the device, recover it, and say whether it is live again.
@@ -50,7 +24,7 @@ kill_and_recover() {
 	kill -9 "$pid"
 	wait_state 0 quiesced || return 1
 	$T "$P" recover 0 >/dev/null || return 1
-	[ "$(state 0)" == live ]
+	[ "$(state_of 0)" == live ]
 }
 
 "$P" add /dev/pmem0 --reserve 64M >/dev/null

@@ -39,11 +39,6 @@ wait_for() {
 	for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
 	return 1
 }
-state_of() { "$P" list --json | jget "[x['state'] for x in d if x['id']==$1][0]"; }
-wait_state() {
-	for _ in $(seq 200); do [ "$(state_of "$1" 2>/dev/null)" == "$2" ] && return 0; sleep 0.05; done
-	return 1
-}
 # fio_bg NAME FILE SIZE: random writes with crc32c verify, in the background.
 fio_bg() {
 	fio --name="$1" --filename="$2" --size="$3" --rw=randwrite --bs=4k \

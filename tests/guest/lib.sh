@@ -24,6 +24,43 @@ require() {
 	fi
 }
 
+# load_module NAME: insert a module the guest's initramfs holds but does not
+# load at boot (tests/vm/init.sh: xfs, 3.5-4 s per boot under TCG), once.
+# A scenario that cannot have it fails.
+load_module() {
+	grep -q "^$1 " /proc/modules && return 0
+	require insmod "/run/pmem-stack-vm/modules/$1.ko"
+}
+
+# state_of ID: device ID's state in 'list --json' (live, quiesced, ...).
+state_of() { "$P" list --json | jget "[x['state'] for x in d if x['id']==$1][0]"; }
+
+# wait_state ID STATE: up to 10 s for device ID to reach STATE.
+wait_state() {
+	local _
+	for _ in $(seq 200); do
+		[ "$(state_of "$1" 2>/dev/null)" == "$2" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# wait_bounded PID SECONDS: the process's exit status, or 124 after killing
+# it when it has not ended in time (a hang is a failure, not a stuck test).
+wait_bounded() {
+	local pid=$1 _
+	for _ in $(seq $(($2 * 20))); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid"
+			return $?
+		fi
+		sleep 0.05
+	done
+	kill -9 "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	return 124
+}
+
 # check NAME COMMAND...: run a command, PASS if it succeeds.
 check() {
 	local name=$1

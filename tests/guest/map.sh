@@ -7,6 +7,7 @@
 # refused) and a devdax one (refused by map). Boot with --size 1G
 # --label-size 128K.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
+load_module xfs
 
 require command -v ndctl
 require command -v xfs_io

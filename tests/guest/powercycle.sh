@@ -16,6 +16,7 @@
 # is the same script. (powercut.sh holds the negative controls that prove a
 # cut here loses what was not made durable.)
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
+load_module xfs
 
 CUTS=${CUTS:?CUTS=number of cycles}
 EXT=/dev/mapper/pc-ext4

@@ -55,15 +55,6 @@ if trace_arm; then traced=true; else note "no kernel trace on this kernel (diagn
 # --- the node ----------------------------------------------------------------
 # Writes the disk completed (0 while there is no disk).
 writes() { awk '$3 == "ublkb0" { n = $8 } END { print n + 0 }' /proc/diskstats; }
-state() { "$P" list --json | jget "[x['state'] for x in d if x['id']==0][0]"; }
-wait_state() {
-	local _
-	for _ in $(seq 200); do
-		[ "$(state)" == "$1" ] && return 0
-		sleep 0.05
-	done
-	return 1
-}
 
 # node_is_the_disk: /dev/ublkb0 is a block device with the kernel's numbers.
 node_is_the_disk() {
@@ -97,20 +88,6 @@ fio_job() {
 		>"/tmp/$1.json" 2>"/tmp/$1.err" &
 }
 
-# wait_bounded PID SECONDS: the process's status, or 124 after killing it.
-wait_bounded() {
-	local pid=$1 _
-	for _ in $(seq $(($2 * 20))); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			wait "$pid"
-			return $?
-		fi
-		sleep 0.05
-	done
-	kill -9 "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	return 124
-}
 
 out=$($T "$P" add /dev/pmem0 --reserve 64M)
 expect_eq "added" "$(echo "$out" | tail -1)" /dev/ublkb0
@@ -132,7 +109,7 @@ for cycle in $(seq "$CYCLES"); do
 	old_pid=$(server_pid 0)
 	trace_mark "cycle $cycle: kill -9 $old_pid"
 	kill -9 "$old_pid"
-	wait_state quiesced || fail "$c: not quiesced 10 s after the kill (state $(state))"
+	wait_state 0 quiesced || fail "$c: not quiesced 10 s after the kill (state $(state_of 0))"
 	identity "$c: quiesced"
 	trace_mark "cycle $cycle: recover"
 	if $T "$P" recover 0 >/dev/null; then pass "$c: recover"; else fail "$c: recover failed"; fi
@@ -140,7 +117,7 @@ for cycle in $(seq "$CYCLES"); do
 	trace_mark "cycle $cycle: recovered by $new_pid"
 	identity "$c: right after recover"
 	check "$c: a new server serves it" test "$new_pid" != "$old_pid" -a -e "/proc/$new_pid"
-	expect_eq "$c: live" "$(state)" live
+	expect_eq "$c: live" "$(state_of 0)" live
 	rc=0
 	wait_bounded "$fio_pid" 120 || rc=$?
 	verdict=$(python3 -c '

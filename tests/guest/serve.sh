@@ -2,6 +2,7 @@
 # Guest scenario: serve a 2 GiB /dev/pmem0 — add, fio, ext4, xfs, del, re-add,
 # discard, and every refusal. Runs inside the QEMU guest (tests/vm/boot.sh).
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
+load_module xfs
 
 require test -b /dev/pmem0
 require test -c /dev/ublk-control

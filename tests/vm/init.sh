@@ -1,7 +1,8 @@
 #!/bin/sh
 # /init of the pmem-stack test VM (busybox ash; copied into the initramfs by setup.sh).
 #
-# 1. proc/sys/devtmpfs, load /lib/modules/*.ko in /etc/modules.order
+# 1. proc/sys/devtmpfs, load /lib/modules/*.ko in /etc/modules.order (those in
+#    /etc/modules.ondemand stay for the scripts that need them: lib.sh's load_module)
 # 2. host root (9p tag "host", read-only) at /host; /proc /sys /dev bound into it;
 #    tmpfs on /host/run and /host/tmp; results share (9p tag "work", writable) at
 #    /host/run/results
@@ -73,6 +74,11 @@ read -r REPO_PATH <"$R/repo-path"
 mkdir -p "/host$REPO_PATH" 2>/dev/null || true
 mount -t 9p -o "$O9,ro,cache=loose" repo "/host$REPO_PATH" || fatal "mount 9p repo share at $REPO_PATH"
 [ -x /host/bin/bash ] || fatal "host has no /bin/bash"
+
+# The modules a scenario loads itself when it needs them (/etc/modules.ondemand:
+# xfs), where tests/guest/lib.sh's load_module finds them.
+mkdir -p /host/run/pmem-stack-vm/modules
+mount --bind /lib/modules /host/run/pmem-stack-vm/modules || fatal "bind the initramfs modules"
 
 read -r up _ </proc/uptime
 echo "$up" >"$R/boot-to-script-seconds"

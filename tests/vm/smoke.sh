@@ -95,6 +95,8 @@ check "umount ext4" umount /tmp/mnt
 check "e2fsck -fn clean" e2fsck -fn /tmp/ext4.img
 
 # --- xfs on pmem0 itself (fsdax-capable block device; mounted without dax)
+# xfs is not loaded at boot (tests/vm/init.sh); the scenarios that use it load it.
+check "insmod xfs from the initramfs" insmod /run/pmem-stack-vm/modules/xfs.ko
 check "mkfs.xfs on /dev/pmem0" mkfs.xfs -q -f /dev/pmem0
 check "mount xfs" mount /dev/pmem0 /tmp/mnt
 check "write into xfs" dd if=/dev/zero of=/tmp/mnt/zero bs=1M count=8 conv=fsync status=none
