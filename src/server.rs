@@ -368,6 +368,10 @@ pub fn run(
             "no private mount namespace ({err}); do not let this server outlive a mount of its device"
         );
     }
+    // Before the queue threads start: they inherit the I/O flusher mark.
+    for missed in daemon::serve_under_memory_pressure() {
+        log::warn!("{missed}");
+    }
     let ServeSpec {
         attach,
         backing,

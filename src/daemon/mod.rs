@@ -16,15 +16,19 @@
 //!   deadlocks on exit, libublk-rs#51).
 //! * `process`: whether a server (any pid, not only our child) still runs,
 //!   read from `/proc`.
+//! * `memory`: what a server that the kernel's writeback goes through needs
+//!   when memory runs short (a low OOM score, `PR_SET_IO_FLUSHER`).
 //!
 //! The rest of the crate uses only the re-exports below.
 
 mod handshake;
+mod memory;
 mod mount_ns;
 mod process;
 mod report;
 
 pub use handshake::{Forked, Handshake, Reporter, fork_server};
+pub use memory::{OOM_SCORE_ADJ, serve_under_memory_pressure};
 pub use mount_ns::private_mount_namespace;
 pub use process::{process_gone, request_handover, wait_gone};
 pub use report::StartOutcome;
