@@ -14,8 +14,6 @@ T="timeout 60"
 
 require test -b /dev/pmem0
 
-writes() { awk '$3 == "ublkb0" { print $8 }' /proc/diskstats; }
-
 # kill_and_recover: SIGKILL the server of /dev/ublkb0, wait until the kernel
 # quiesced the device, recover it, and say whether it is live again.
 kill_and_recover() {
@@ -39,11 +37,7 @@ for cycle in $(seq "$CYCLES"); do
 		--verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
 		--output-format=json >/tmp/fio-c.json 2>/tmp/fio-c.err &
 	fio_pid=$!
-	start=$(writes)
-	for _ in $(seq 200); do
-		[ $(($(writes) - start)) -gt 300 ] && break
-		sleep 0.02
-	done
+	after_writes 300
 	kill_and_recover && recovered=$((recovered + 1))
 	rc=0
 	wait_bounded "$fio_pid" 60 || rc=$?

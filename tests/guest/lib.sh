@@ -32,6 +32,20 @@ load_module() {
 	require insmod "/run/pmem-stack-vm/modules/$1.ko"
 }
 
+# ublk_writes: the writes /dev/ublkb0 has completed (0 while there is no disk).
+ublk_writes() { awk '$3 == "ublkb0" { n = $8 } END { print n + 0 }' /proc/diskstats; }
+
+# after_writes N: return once /dev/ublkb0 has completed N more writes than
+# when called, or after 6 s (a kill meant to land under I/O lands anyway).
+after_writes() {
+	local start _
+	start=$(ublk_writes)
+	for _ in $(seq 300); do
+		[ $(($(ublk_writes) - start)) -gt "$1" ] && return 0
+		sleep 0.02
+	done
+}
+
 # state_of ID: device ID's state in 'list --json' (live, quiesced, ...).
 state_of() { "$P" list --json | jget "[x['state'] for x in d if x['id']==$1][0]"; }
 

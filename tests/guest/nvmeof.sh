@@ -115,18 +115,13 @@ check "the file system is intact on pmem-stack's device" e2fsck -fn /dev/ublkb0
 # fio on the initiator's namespace: random writes with crc32c, then reads
 # every block back. The kill lands once the device has taken writes; I/O
 # waits while the device is quiesced and carries on after the recovery.
-writes() { awk '$3 == "ublkb0" { n = $8 } END { print n + 0 }' /proc/diskstats; }
 # (The file system is done with: these writes go over it.)
 kill_job=(--name=kill --offset=128M --size=32M --rw=randwrite --bs=4k --iodepth=8
 	--ioengine=io_uring --direct=1 --verify=crc32c --verify_fatal=1 --verify_state_save=0)
 fio "${kill_job[@]}" --filename="$nsdev" --do_verify=1 --output-format=json \
 	>/tmp/fio-kill.json 2>/tmp/fio-kill.err &
 fio_pid=$!
-start=$(writes)
-for _ in $(seq 300); do
-	[ $(($(writes) - start)) -gt 500 ] && break
-	sleep 0.02
-done
+after_writes 500
 pid=$(server_pid 0)
 kill -9 "$pid"
 check "the device is quiesced after the kill" wait_state 0 quiesced
@@ -151,11 +146,7 @@ fio --name=del --filename="$nsdev" --offset=256M --size=64M --rw=randwrite --bs=
 	--ioengine=io_uring --direct=1 --time_based --runtime=60 \
 	--output-format=json >/tmp/fio-del.json 2>/tmp/fio-del.err &
 fio_pid=$!
-start=$(writes)
-for _ in $(seq 300); do
-	[ $(($(writes) - start)) -gt 200 ] && break
-	sleep 0.02
-done
+after_writes 200
 check "del while connected" $T "$P" del 0
 check "/dev/ublkb0 is gone" bash -c '! test -e /dev/ublkb0'
 rc=0
