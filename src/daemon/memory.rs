@@ -26,7 +26,7 @@
 //! anyway and says what it could not do.
 
 /// The server's `oom_score_adj` (the systemd unit's `OOMScoreAdjust=`).
-pub const OOM_SCORE_ADJ: i32 = -900;
+const OOM_SCORE_ADJ: i32 = -900;
 
 /// Make this process fit to serve writeback under memory pressure: lower its
 /// OOM score and mark it an I/O flusher. Call before any thread starts.

@@ -28,7 +28,7 @@ mod process;
 mod report;
 
 pub use handshake::{Forked, Handshake, Reporter, fork_server};
-pub use memory::{OOM_SCORE_ADJ, serve_under_memory_pressure};
+pub use memory::serve_under_memory_pressure;
 pub use mount_ns::private_mount_namespace;
 pub use process::{process_gone, request_handover, wait_gone};
 pub use report::StartOutcome;
