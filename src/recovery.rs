@@ -131,7 +131,7 @@ pub fn plan(id: u32, registry: &Registry) -> Result<Recovery, RecoverError> {
         .lock_device(id, DEVICE_LOCK_WAIT)
         .map_err(RecoverError::Registry)?;
     let info = control::device_info(id).map_err(RecoverError::Device)?;
-    if info.state == control::DeviceState::Live && !daemon::process_gone(info.pid) {
+    if info.state == control::DeviceState::Live && !daemon::server_gone(info.pid) {
         return Err(RecoverError::Running { id, pid: info.pid });
     }
     // Not an exclusivity check that refuses a backing attached to a device
@@ -183,7 +183,7 @@ pub fn plan(id: u32, registry: &Registry) -> Result<Recovery, RecoverError> {
 /// kernel may still be releasing what that server held for a moment after
 /// its last thread is gone, so a busy backing is tried again for
 /// [`RELEASE_WAIT`] before it is reported.
-fn open_released(path: &Path) -> Result<Backing, BackingError> {
+pub fn open_released(path: &Path) -> Result<Backing, BackingError> {
     let every = Duration::from_millis(50);
     retry::until(RELEASE_WAIT, every, |last| {
         match Backing::open(path, Access::Exclusive) {

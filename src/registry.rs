@@ -63,6 +63,12 @@ pub struct Entry {
     /// `restart` then waits for that instead of starting one itself.
     #[serde(default)]
     pub supervised: bool,
+    /// When this server recorded itself, in nanoseconds since the Unix
+    /// epoch: a successor's record differs from its predecessor's even when
+    /// it kept the pid (a supervised server hands over by re-executing
+    /// itself). 0 in records from before this field.
+    #[serde(default)]
+    pub started: u64,
     /// Where its queue threads run (records from before this field: the
     /// default).
     #[serde(default)]
@@ -375,6 +381,7 @@ mod tests {
             data_size: 1532 << 20,
             log: None,
             supervised: false,
+            started: 0,
             affinity: Affinity::Queue,
         }
     }

@@ -131,9 +131,7 @@ impl Lifecycle for Detached {
             .and_then(|log| self.reporter.log_to(&log))
         {
             Ok(()) => {
-                if std::env::var_os("RUST_LOG").is_none() {
-                    log::set_max_level(log::LevelFilter::Info);
-                }
+                log_its_life();
                 Some(path)
             }
             Err(err) => {
@@ -150,6 +148,16 @@ impl Lifecycle for Detached {
     fn failed(&mut self, reason: &str, remedy: Option<Remedy>) {
         self.reporter
             .failed(reason, remedy.map(Remedy::name).as_deref());
+    }
+}
+
+/// From the moment a server has a device, it logs its life at info level
+/// (formatted, live, recovered, stopped) — to its log file in the
+/// background, to stderr (the journal, under systemd) in the foreground —
+/// unless `RUST_LOG` chose a level. The command-line tool stays at warnings.
+pub fn log_its_life() {
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(log::LevelFilter::Info);
     }
 }
 
@@ -258,6 +266,11 @@ fn registry_entry(
         data_size: g.data_size(),
         log,
         supervised: crate::notify::enabled(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            }),
         affinity: granted.affinity,
     }
 }
@@ -363,6 +376,14 @@ pub fn run(
     registry: &Registry,
     lifecycle: Box<dyn Lifecycle>,
 ) -> Result<(), ServerError> {
+    // Under a service manager a server hands over by becoming its own
+    // successor (see run::HandOver); otherwise the caller starts one.
+    let handover = if crate::notify::enabled() {
+        daemon::remember_invocation();
+        run::HandOver::Reexec(daemon::reexec)
+    } else {
+        run::HandOver::Exit
+    };
     if let Err(err) = daemon::private_mount_namespace() {
         log::warn!(
             "no private mount namespace ({err}); do not let this server outlive a mount of its device"
@@ -411,7 +432,7 @@ pub fn run(
         }
     };
 
-    let result = run::serve(attach, queues, lbs, on_granted, on_live);
+    let result = run::serve(attach, queues, lbs, handover, on_granted, on_live);
     // A stopped server's device is gone (or going): forget it. A recovered
     // device whose new server failed to start stays quiesced and recorded.
     let forget = result.is_ok() || matches!(attach, Attach::Add { .. });

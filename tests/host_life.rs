@@ -238,6 +238,7 @@ fn udev_rule_and_helper_name_the_volume() {
             data_size: 60 * MIB,
             log: None,
             supervised: false,
+            started: 0,
             affinity: pmem_stack::ublk::affinity::Affinity::Node,
         })
         .expect("save");

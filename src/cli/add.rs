@@ -167,6 +167,7 @@ struct Printer {
 
 impl Lifecycle for Printer {
     fn added(&mut self, id: u32) -> Option<PathBuf> {
+        server::log_its_life();
         notify::status(&format!("starting /dev/ublkb{id}"));
         None
     }

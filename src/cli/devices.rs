@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
-use pmem_stack::backing::sysfs;
 use pmem_stack::daemon;
 use pmem_stack::dm;
 use pmem_stack::registry::{Entry, Registry};
@@ -169,10 +168,7 @@ fn delete_one(registry: &Registry, id: u32) -> Result<()> {
     // data; refuse while the server can still serve the unmount. (With the
     // server dead, I/O waits forever, so unmounting hangs until the device is
     // gone: then deleting is the way out.)
-    if server_running
-        && let Some(holder) = control::block_device_numbers(id)
-            .and_then(|(major, minor)| sysfs::block_holder(major, minor))
-    {
+    if server_running && let Some(holder) = control::holder(id) {
         bail!("/dev/ublkb{id} is in use ({holder}); unmount or release it first");
     }
     control::delete(id)?;

@@ -106,7 +106,7 @@ pub const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     (
         "75",
-        "Only a server's own exit status (serve, add --foreground, recover --foreground): it handed its device over to a successor (restart, grow), which the pmem-stack@.service unit brings up through recovery.",
+        "Only a server's own exit status (serve, add --foreground, recover --foreground): it handed its device over to a successor (restart or grow of a server without a service manager, or a stop while the device was in use), which the next server brings up through recovery.",
     ),
 ];
 
@@ -1090,7 +1090,7 @@ const GROW: Page = Page {
 const RESTART: Page = Page {
     command: &["restart"],
     description: &[Block::Para(
-        "Live upgrade: asks device N's server to hand over (SIGUSR1). It flushes and exits with status 75 without removing the device, which the kernel quiesces (requests it held are re-issued), and a server of the binary now installed recovers it. A server under pmem-stack@.service is brought back by systemd (RestartForceExitStatus=75) and restart waits for it; otherwise restart starts the successor. A mounted file system sees only a pause.",
+        "Live upgrade: asks device N's server to hand over (SIGUSR1). It flushes and leaves the device without removing it, which the kernel quiesces (requests it held are re-issued), and a server of the binary now installed recovers it. A server under a service manager (pmem-stack@.service, NOTIFY_SOCKET set) re-executes itself: the same pid runs the binary at its command line's path, recovers the device and sends READY=1, and systemd restarts nothing (a restart of the unit would restart the fstab mounts that require it). Any other server exits with status 75 and restart starts the successor. Either way restart waits until the device is live again, and a mounted file system sees only a pause.",
     )],
     sections: &[],
     json: Some(Json {
@@ -1109,7 +1109,7 @@ const RESTART: Page = Page {
 const SERVE: Page = Page {
     command: &["serve"],
     description: &[Block::Para(
-        "What the pmem-stack@.service unit runs: serves BACKING in the foreground, adding its device as add --foreground does, or, when a device still serves the backing but its server died (a crash, or a hand-over), recovering that device, so a mounted file system only ever sees its I/O wait. With NOTIFY_SOCKET set (Type=notify) it sends READY=1 once the device is live, STATUS= lines for systemctl status, and STOPPING=1. SIGINT and SIGTERM flush, stop and remove the device.",
+        "What the pmem-stack@.service unit runs: serves BACKING in the foreground, adding its device as add --foreground does, or, when a device still serves the backing but its server died (a crash, or a hand-over), recovering that device, so a mounted file system only ever sees its I/O wait. With NOTIFY_SOCKET set (Type=notify) it sends READY=1 once the device is live, STATUS= lines for systemctl status, and STOPPING=1. SIGINT and SIGTERM flush, stop and remove the device; while the device is in use (mounted, or held by dm or md) they flush and hand it over instead (exit status 75), leaving it quiesced for the next server (the unit's next start, recover) rather than failing its user's I/O. SIGUSR1 (restart) hands over by re-executing itself when NOTIFY_SOCKET is set.",
     )],
     sections: &[],
     json: None,
@@ -1127,7 +1127,7 @@ const SERVE: Page = Page {
     ],
     exit_status: &[(
         "75",
-        "The server handed the device over (restart, grow); the unit restarts it.",
+        "The server handed the device over: restart or grow without a service manager, or SIGTERM while the device was in use (the unit counts it a clean stop, SuccessExitStatus=75, and restarts it when the exit was not asked for).",
     )],
     files: &[UNIT, RECORD, LOCK, CONTROL],
     see_also: &[

@@ -369,14 +369,14 @@ fn grow_served(args: &GrowArgs, registry: &Registry, entry: &Entry) -> Result<Ex
     let info = control::device_info(id).with_context(context)?;
     let running = info.state == DeviceState::Live && !daemon::process_gone(info.pid);
     if running {
-        service::hand_over(id, info.pid).with_context(context)?;
+        service::hand_over(id, info.pid, entry.supervised).with_context(context)?;
     }
     let grown = grow_quiesced(&args.backing, entry);
     drop(lock);
     // Whether or not it grew, the device must not be left waiting.
     let attached = service::attach_successor(
         id,
-        info.pid,
+        entry,
         entry.supervised && running,
         Announce::Nothing,
         registry,
@@ -421,7 +421,8 @@ const RESIZE_WAIT: Duration = Duration::from_secs(10);
 
 /// The growing itself, while the device waits with no server.
 fn grow_quiesced(path: &Path, entry: &Entry) -> Result<amend::GrowPlan> {
-    let backing = Backing::open(path, Access::Exclusive)?;
+    // The old server's files close as it exits (or re-executes): wait for it.
+    let backing = pmem_stack::recovery::open_released(path)?;
     if backing.identity() != entry.identity {
         bail!(
             "{} is no longer the backing /dev/ublkb{} served",

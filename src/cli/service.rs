@@ -17,7 +17,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use pmem_stack::backing::{Access, Backing};
 use pmem_stack::daemon;
-use pmem_stack::registry::Registry;
+use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::retry;
 use pmem_stack::ublk::control::{self, DeviceState};
 
@@ -42,7 +42,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
     };
     drop(probe);
     let info = control::device_info(entry.id).with_context(context)?;
-    if !daemon::process_gone(info.pid) {
+    if !daemon::server_gone(info.pid) {
         bail!(
             "{}: is already served as /dev/ublkb{} by pid {}; 'pmem-stack del {}' stops that server",
             args.target.backing.display(),
@@ -51,11 +51,18 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
             entry.id
         );
     }
-    log::warn!(
-        "/dev/ublkb{}: its server (pid {}) is gone; recovering it",
-        entry.id,
-        info.pid
-    );
+    if i32::try_from(std::process::id()).is_ok_and(|me| me == info.pid) {
+        log::info!(
+            "/dev/ublkb{}: re-executed to hand over to itself; recovering it",
+            entry.id
+        );
+    } else {
+        log::warn!(
+            "/dev/ublkb{}: its server (pid {}) is gone; recovering it",
+            entry.id,
+            info.pid
+        );
+    }
     super::add::recover(&RecoverArgs {
         device: entry.id.to_string(),
         foreground: true,
@@ -92,21 +99,27 @@ pub fn restart(args: &RestartArgs) -> Result<ExitCode> {
             "cannot restart /dev/ublkb{id}: the kernel did not grant it user recovery, so its server cannot be replaced without removing it"
         );
     }
-    hand_over(id, info.pid).with_context(context)?;
+    hand_over(id, info.pid, entry.supervised).with_context(context)?;
     let how = Announce::device(args.json);
-    attach_successor(id, info.pid, entry.supervised, how, &registry)
+    attach_successor(id, &entry, entry.supervised, how, &registry)
 }
 
 /// Ask the server `pid` of device `id` to flush and exit without removing the
 /// device (which then waits quiesced: I/O queues in the kernel), and wait
-/// until it has.
-pub(super) fn hand_over(id: u32, pid: i32) -> Result<()> {
+/// until it has — or, under a service manager (`supervised`), re-executed
+/// itself to become its own successor (same pid, a new program).
+pub(super) fn hand_over(id: u32, pid: i32, supervised: bool) -> Result<()> {
     match daemon::request_handover(pid) {
         // It died on its own meanwhile: the device waits all the same.
         Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {}
         other => other.with_context(|| format!("signalling the server (pid {pid})"))?,
     }
-    if !daemon::wait_gone(pid, HANDOVER_TIMEOUT) {
+    let gone = if supervised {
+        daemon::wait_image_gone(pid, HANDOVER_TIMEOUT)
+    } else {
+        daemon::wait_gone(pid, HANDOVER_TIMEOUT)
+    };
+    if !gone {
         bail!(
             "its server (pid {pid}) has not exited {} s after being asked to hand over (/dev/ublkb{id} still runs on it)",
             HANDOVER_TIMEOUT.as_secs()
@@ -115,11 +128,12 @@ pub(super) fn hand_over(id: u32, pid: i32) -> Result<()> {
     Ok(())
 }
 
-/// Bring the successor of a server that handed device `id` over: the service
-/// manager's when the old server ran under one, else one started here.
+/// Bring the successor of the server recorded in `old` that handed device
+/// `id` over: under a service manager the server itself (re-executed) or the
+/// manager's, else one started here.
 pub(super) fn attach_successor(
     id: u32,
-    old: i32,
+    old: &Entry,
     supervised: bool,
     how: Announce,
     registry: &Registry,
@@ -134,9 +148,11 @@ pub(super) fn attach_successor(
     })
 }
 
-/// The old server ran under a service manager, which starts the successor
-/// (`serve` recovers the quiesced device): wait until it is live.
-fn await_successor(id: u32, old: i32, how: Announce, registry: &Registry) -> Result<ExitCode> {
+/// The old server ran under a service manager: it re-executed itself, or the
+/// manager starts the successor (`serve` recovers the quiesced device). Wait
+/// until the device is live under a server that recorded itself after the
+/// old one (the pid stays the same when it re-executed).
+fn await_successor(id: u32, old: &Entry, how: Announce, registry: &Registry) -> Result<ExitCode> {
     let what = format!("waiting for the service manager to start /dev/ublkb{id}'s new server");
     let start = Instant::now();
     let live = retry::until(SUCCESSOR_TIMEOUT, Duration::from_millis(50), |last| {
@@ -147,8 +163,10 @@ fn await_successor(id: u32, old: i32, how: Announce, registry: &Registry) -> Res
         );
         if let Ok(info) = control::device_info(id)
             && info.state == DeviceState::Live
-            && info.pid != old
             && !daemon::process_gone(info.pid)
+            && let Ok(Some(now)) = registry.load(id)
+            && now.started != old.started
+            && now.pid == info.pid
         {
             return Some(true);
         }

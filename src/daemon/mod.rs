@@ -15,7 +15,7 @@
 //!   mounts of ublk devices (a server holding a mount of its own device
 //!   deadlocks on exit, libublk-rs#51).
 //! * `process`: whether a server (any pid, not only our child) still runs,
-//!   read from `/proc`.
+//!   read from `/proc`; a supervised server re-executing itself to hand over.
 //! * `memory`: what a server that the kernel's writeback goes through needs
 //!   when memory runs short (a low OOM score, `PR_SET_IO_FLUSHER`).
 //!
@@ -30,5 +30,8 @@ mod report;
 pub use handshake::{Forked, Handshake, Reporter, fork_server};
 pub use memory::serve_under_memory_pressure;
 pub use mount_ns::private_mount_namespace;
-pub use process::{process_gone, request_handover, wait_gone};
+pub use process::{
+    process_gone, reexec, remember_invocation, request_handover, server_gone, wait_gone,
+    wait_image_gone,
+};
 pub use report::StartOutcome;

@@ -436,6 +436,34 @@ pub fn block_device_numbers(id: u32) -> Option<(u32, u32)> {
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
+/// Who holds `/dev/ublkbN` exclusively (a mount point, dm, md), if anyone
+/// the caller's mount namespace and sysfs can name: removing the device
+/// would pull it from under them.
+pub fn holder(id: u32) -> Option<String> {
+    block_device_numbers(id)
+        .and_then(|(major, minor)| crate::backing::sysfs::block_holder(major, minor))
+}
+
+/// Whether `/dev/ublkbN` is claimed exclusively — mounted in any mount
+/// namespace, or held by dm, md or another `O_EXCL` opener — and by what,
+/// as far as [`holder`] can tell. A server runs in a private mount namespace
+/// ([`crate::daemon::private_mount_namespace`]) that never sees the mounts
+/// of its own device, so this asks the kernel: an exclusive open is refused
+/// with `EBUSY` exactly while such a claim exists.
+pub fn claimed(id: u32) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(format!("/dev/ublkb{id}"));
+    match probe {
+        Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+            Some(holder(id).unwrap_or_else(|| "mounted or claimed exclusively".to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// Stop and remove device `id` (its server, if alive, flushes and exits).
 /// Does not wait for openers of `/dev/ublkbN` to close it: the kernel frees
 /// the device when the last one does.

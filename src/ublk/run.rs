@@ -92,6 +92,23 @@ pub struct DataPlane {
     pub direct: Option<Arc<DirectBacking>>,
 }
 
+/// How a server hands its device over once it has flushed (`restart`,
+/// `grow`): the device waits quiesced either way.
+#[derive(Clone, Copy, Debug)]
+pub enum HandOver {
+    /// Exit with [`HANDOVER_EXIT`]; whoever asked (or the service manager)
+    /// starts the successor.
+    Exit,
+    /// Become the successor: replace this process's program with a fresh
+    /// start of its own command line (the binary on disk, upgraded or not),
+    /// which recovers the device under the same pid. A service manager sees
+    /// no exit, so it restarts nothing (systemd would restart the units that
+    /// require the service with it: an idle file system in fstab would be
+    /// unmounted, with no server to write it back). The function returns
+    /// only when it could not; the server then exits as with `Exit`.
+    Reexec(fn() -> std::io::Error),
+}
+
 /// Serve a device until it is stopped (by `del`, or SIGINT/SIGTERM here).
 ///
 /// `prepare` runs once the kernel has granted the device, before any I/O can
@@ -103,6 +120,7 @@ pub fn serve<P, L>(
     attach: Attach,
     cfg: QueueConfig,
     lbs: LogicalBlockSize,
+    handover: HandOver,
     prepare: P,
     on_live: L,
 ) -> Result<(), ServeError>
@@ -130,7 +148,7 @@ where
     log_features(&granted);
     let size = engine.size();
 
-    let signals = StopOnSignal::install(granted.id, Arc::clone(&engine));
+    let signals = StopOnSignal::install(&granted, Arc::clone(&engine), handover);
 
     let queue_engine = Arc::clone(&engine);
     let io_path = granted.io_path();
@@ -200,14 +218,22 @@ where
 }
 
 /// Stops the device when SIGINT or SIGTERM arrives, from a helper thread;
-/// hands it over (see [`HANDOVER_SIGNAL`]) on SIGUSR1.
+/// hands it over (see [`HANDOVER_SIGNAL`]) on SIGUSR1 — and on SIGINT or
+/// SIGTERM too while the device is in use (mounted, or held by dm or md),
+/// when the kernel granted recovery: removing it would fail every later
+/// write of the file system on it, and `systemctl restart` of the unit is a
+/// SIGTERM and a new `serve` (which recovers the device) while the file
+/// system stays mounted. A plain stop of a device in use leaves it quiesced:
+/// its I/O waits for the next server (`pmem-stack recover N`, the unit's
+/// next start) instead of failing.
 struct StopOnSignal {
     handle: Option<signal_hook::iterator::Handle>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StopOnSignal {
-    fn install(id: u32, engine: Arc<Engine>) -> StopOnSignal {
+    fn install(granted: &Granted, engine: Arc<Engine>, how: HandOver) -> StopOnSignal {
+        let (id, recovery) = (granted.id, granted.recovery());
         let mut signals = match signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
@@ -226,7 +252,14 @@ impl StopOnSignal {
         let thread = std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 if signal == HANDOVER_SIGNAL {
-                    hand_over(id, &engine);
+                    hand_over(id, &engine, how);
+                } else if recovery && let Some(holder) = super::control::claimed(id) {
+                    log::warn!(
+                        "/dev/ublkb{id} is in use ({holder}): handing it over instead of removing it; the next server ('pmem-stack recover {id}', or the unit's next start) serves it, 'pmem-stack del {id}' removes it once released"
+                    );
+                    // Stopping: the service manager starts the next server
+                    // (a restart) or nobody does (a stop) — not this one.
+                    hand_over(id, &engine, HandOver::Exit);
                 }
                 log::info!("/dev/ublkb{id}: signal {signal}, stopping");
                 crate::notify::stopping(&format!("stopping /dev/ublkb{id}: flushing"));
@@ -249,15 +282,25 @@ impl StopOnSignal {
 /// process exits at once, so no destructor deletes the device. Returns only
 /// when the flush failed: then the device is stopped as on SIGTERM rather
 /// than handed over with data the successor cannot vouch for.
-fn hand_over(id: u32, engine: &Engine) {
+fn hand_over(id: u32, engine: &Engine, how: HandOver) {
     log::info!("/dev/ublkb{id}: handing over to a new server");
-    crate::notify::stopping(&format!("handing /dev/ublkb{id} over to a new server"));
+    crate::notify::status(&format!("handing /dev/ublkb{id} over to a new server"));
     match engine.shutdown_flush() {
         Ok(()) => {
-            log::info!(
-                "/dev/ublkb{id}: flushed ({}); exiting for the successor",
-                engine.stats()
-            );
+            if let HandOver::Reexec(reexec) = how {
+                log::info!(
+                    "/dev/ublkb{id}: flushed ({}); re-executing as the successor",
+                    engine.stats()
+                );
+                let err = reexec();
+                log::error!("/dev/ublkb{id}: cannot re-execute ({err}); exiting for a successor");
+            } else {
+                log::info!(
+                    "/dev/ublkb{id}: flushed ({}); exiting for the successor",
+                    engine.stats()
+                );
+            }
+            crate::notify::stopping(&format!("handed /dev/ublkb{id} over"));
             std::process::exit(HANDOVER_EXIT);
         }
         Err(err) => log::error!(
