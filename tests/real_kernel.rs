@@ -40,6 +40,10 @@ struct Boot {
     env: &'static [&'static str],
     /// Power cut: the host kills QEMU when the guest creates this file.
     kill_on: Option<&'static str>,
+    /// Boot the Debian root (systemd as PID 1) from the scenario's overlay
+    /// of it, kept across the scenario's boots, instead of the busybox
+    /// chroot into the host's root.
+    debian: bool,
 }
 
 impl Boot {
@@ -52,6 +56,22 @@ impl Boot {
             mem: None,
             env: &[],
             kill_on: None,
+            debian: false,
+        }
+    }
+
+    /// One boot of `script` in the Debian root with `env`; `kill_on` cuts
+    /// the power when the guest creates that file.
+    const fn debian(
+        script: &'static str,
+        env: &'static [&'static str],
+        kill_on: Option<&'static str>,
+    ) -> Boot {
+        Boot {
+            env,
+            kill_on,
+            debian: true,
+            ..Boot::plain(script, "2G")
         }
     }
 
@@ -167,9 +187,19 @@ const SCENARIOS: &[Scenario] = &[
         knob: None,
     },
     Scenario {
+        name: "systemd",
+        what: "Debian's systemd as PID 1: scripts/install, enable --now pmem-stack@dev-pmem0.service (status, journal), ext4 in fstab by /dev/disk/by-id with x-systemd.requires, pmem-stack restart / systemctl restart / kill -9 under fio verify on the mount, stop unmounts first, reboot mounts again in order, a power cut after fsync'd writes: journal replayed, files verify, fsck clean",
+        boots: &[
+            Boot::debian("tests/guest/systemd.sh", &["PHASE=unit"], None),
+            Boot::debian("tests/guest/systemd.sh", &["PHASE=reboot"], Some("cut-now")),
+            Boot::debian("tests/guest/systemd.sh", &["PHASE=cut"], None),
+        ],
+        knob: None,
+    },
+    Scenario {
         name: "stories",
-        what: "the README's user stories, extracted from README.md and run as shown (install, unit stand-in, fstab by stable name, restart, fio)",
-        boots: &[Boot::plain("tests/guest/stories.sh", "2G")],
+        what: "the README's user stories, extracted from README.md and run as shown in the Debian root with systemd as PID 1 (install, the unit, fstab by stable name, restart, fio)",
+        boots: &[Boot::debian("tests/guest/stories.sh", &[], None)],
         knob: None,
     },
     Scenario {
@@ -189,6 +219,7 @@ const SCENARIOS: &[Scenario] = &[
                 mem: None,
                 env: &["PHASE=cut"],
                 kill_on: Some("cut-now"),
+                debian: false,
             },
             Boot {
                 script: "tests/guest/powercut.sh",
@@ -197,6 +228,7 @@ const SCENARIOS: &[Scenario] = &[
                 mem: None,
                 env: &["PHASE=verify"],
                 kill_on: None,
+                debian: false,
             },
         ],
         knob: None,
@@ -212,6 +244,7 @@ const SCENARIOS: &[Scenario] = &[
                 mem: None,
                 env: &["PHASE=cut", "CACHE=write-back"],
                 kill_on: Some("cut-now"),
+                debian: false,
             },
             Boot {
                 script: "tests/guest/powercut.sh",
@@ -220,6 +253,7 @@ const SCENARIOS: &[Scenario] = &[
                 mem: None,
                 env: &["PHASE=verify", "CACHE=write-back"],
                 kill_on: None,
+                debian: false,
             },
         ],
         knob: None,
@@ -295,6 +329,7 @@ const POWER_CUT: Boot = Boot {
     mem: None,
     env: &["PHASE=cut"],
     kill_on: Some("cut-now"),
+    debian: false,
 };
 
 /// The boot after the last cut of `powercycle`.
@@ -459,6 +494,7 @@ fn run_boot(
     image: &Path,
 ) -> Result<Outcome, String> {
     let results = dir.join(format!("boot{index}"));
+    let root_disk = dir.join("root.qcow2");
     let mut cmd = Command::new(repo.join("tests/vm/boot.sh"));
     cmd.current_dir(repo)
         .arg("--kernel")
@@ -488,6 +524,9 @@ fn run_boot(
     cmd.args(binary_env(repo));
     if let Some(marker) = boot.kill_on {
         cmd.arg("--kill-on").arg(marker);
+    }
+    if boot.debian {
+        cmd.arg("--root-disk").arg(&root_disk);
     }
     let mut status = cmd
         .status()
@@ -588,6 +627,10 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
     let _ = fs::create_dir_all(&dir);
     let image = dir.join("pmem.img");
     let _ = fs::remove_file(&image);
+    // The Debian root's overlay (boot.sh --root-disk makes it at the first
+    // boot that names it): each run starts from the system setup built.
+    let root_disk = dir.join("root.qcow2");
+    let _ = fs::remove_file(&root_disk);
     let mut failures = Vec::new();
     let mut checks = 0;
     for (i, (boot, extra_env)) in boots_of(scenario).into_iter().enumerate() {
@@ -606,6 +649,7 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
     if failures.is_empty() {
         // The image is scratch (up to 2 GiB); a failed run keeps it for inspection.
         let _ = fs::remove_file(&image);
+        let _ = fs::remove_file(&root_disk);
         println!(
             "[{kernel}] {}: ok ({checks} checks, {:.0} s)",
             scenario.name,

@@ -25,11 +25,24 @@ require() {
 }
 
 # load_module NAME: insert a module the guest's initramfs holds but does not
-# load at boot (tests/vm/init.sh: xfs, 3.5-4 s per boot under TCG), once.
+# load at boot (tests/vm/init.sh: xfs, 3.5-4 s per boot under TCG), once;
+# in the Debian root, modprobe it.
 # A scenario that cannot have it fails.
 load_module() {
 	grep -q "^$1 " /proc/modules && return 0
-	require insmod "/run/pmem-stack-vm/modules/$1.ko"
+	if [ "${PMEM_STACK_VM_SYSTEMD:-}" = 1 ]; then
+		require modprobe "$1" # the Debian root has them in /lib/modules
+	else
+		require insmod "/run/pmem-stack-vm/modules/$1.ko"
+	fi
+}
+
+# then_reboot: in the Debian root (boot.sh --root-disk), reboot through
+# systemd once the script has finished, instead of powering off; the host's
+# next boot of the scenario finds what this one left.
+then_reboot() {
+	require test "${PMEM_STACK_VM_SYSTEMD:-}" = 1
+	echo reboot >/run/pmem-stack-vm/after
 }
 
 # ublk_writes: the writes /dev/ublkb0 has completed (0 while there is no disk).
@@ -171,6 +184,24 @@ print("ok" if j["error"]==0 and w>0 and r==w else "error=%s written=%s verified=
 	if [ "$verdict" == ok ]; then pass "$name"; else fail "$name: $verdict"; fi
 }
 
+# fio_bg NAME FILE SIZE: random writes with crc32c verify, in the background.
+fio_bg() {
+	fio --name="$1" --filename="$2" --size="$3" --rw=randwrite --bs=4k \
+		--iodepth=16 --ioengine=io_uring --direct=1 --verify=crc32c --do_verify=1 \
+		--verify_fatal=1 --verify_state_save=0 --output-format=json >"/tmp/$1.json" 2>"/tmp/$1.err" &
+	fio_pid=$!
+}
+# fio_verdict NAME SIZE_BYTES: ok when fio wrote SIZE and verified all of it.
+fio_verdict() {
+	python3 -c '
+import json,sys
+t=open("/tmp/%s.json" % sys.argv[1]).read(); d=json.loads(t[t.index("{"):]); j=d["jobs"][0]
+w=j["write"]["io_bytes"]; r=j["read"]["io_bytes"]
+print("ok" if j["error"]==0 and w==int(sys.argv[2]) and r==w else "error=%s written=%s verified=%s" % (j["error"],w,r))' "$1" "$2" 2>&1
+}
+# gone PID: the process has exited (a zombie nobody reaped counts).
+gone() { [ ! -e "/proc/$1" ] || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
 # write_files DIR N: N files of random data plus DIR/SHA256SUMS.
 write_files() {
 	local dir=$1 n=$2 i
@@ -236,6 +267,10 @@ diagnostics() {
 		done
 		echo "== pmem-stack list"
 		"$P" list 2>&1 || true
+		if [ "${PMEM_STACK_VM_SYSTEMD:-}" = 1 ]; then
+			echo "== journalctl -b"
+			journalctl -b --no-pager -o short-monotonic 2>&1 | tail -300
+		fi
 	} >"$RESULTS/diagnostics-$(basename "$0" .sh).txt" 2>&1
 }
 

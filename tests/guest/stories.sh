@@ -3,108 +3,25 @@
 # preceded by "<!-- story: NAME -->" in README.md is extracted and run with
 # bash -euo pipefail, on a blank /dev/pmem0, one story after another.
 #
-# The guest's root is the host's, read-only, and systemd is not PID 1 here,
-# so (as the README says) before the stories run: /etc is a writable copy,
-# /usr/local/sbin, /usr/local/share and /srv are tmpfs, udevd runs, and
-# `systemctl` is a stand-in: `enable --now pmem-stack@X.service` runs the
-# installed unit's ExecStart= (with %f = the unescaped path) under a
-# NOTIFY_SOCKET, restarting it on a non-zero exit as Restart=on-failure and
-# RestartForceExitStatus=75 do, and returns once READY=1 arrived; `stop`
-# sends SIGTERM and waits.
+# It runs in the Debian root (boot.sh --root-disk): systemd is PID 1, udevd
+# runs, /etc and /srv are the system's own, and the fstab story's
+# scripts/install and `systemctl enable --now` are the real thing. Before
+# that story installs it, `pmem-stack` is the one under test (last on PATH).
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
+require test "${PMEM_STACK_VM_SYSTEMD:-}" = 1
+require test "$(cat /proc/1/comm)" = systemd
 require test -b /dev/pmem0
 require command -v jq
-require test -x /lib/systemd/systemd-udevd
-require command -v systemd-escape
-
-cp -a /etc /tmp/etc && mount --bind /tmp/etc /etc
-for d in /usr/local/sbin /usr/local/share /srv; do mount -t tmpfs none "$d"; done
-mkdir -p /run/udev
-/lib/systemd/systemd-udevd --daemon
 require udevadm control --ping
+expect_eq "systemd finished booting" "$(cat "$RESULTS/system-state")" running
 
-bin=/tmp/storybin shim=/tmp/storyshim
-mkdir -p "$bin" "$shim"
-ln -s "$P" "$bin/pmem-stack"
-cat >"$shim/systemctl" <<'SHIM'
-#!/bin/bash
-# A stand-in for systemctl in the test guest (see tests/guest/stories.sh).
-set -euo pipefail
-state=/run/systemctl-shim
-mkdir -p "$state"
-unit_of() { case $1 in *.service) echo "$1" ;; *) echo "$1.service" ;; esac; }
-exec_start() { # the installed template's ExecStart with %f filled in
-	local unit=$1 template inst path
-	template=/etc/systemd/system/${unit%%@*}@.service
-	inst=${unit#*@}; inst=${inst%.service}
-	path=$(systemd-escape --unescape --path "$inst")
-	grep -m1 '^ExecStart=' "$template" | cut -d= -f2- | sed "s|%f|$path|g"
-}
-start() {
-	local unit cmd
-	unit=$(unit_of "$1")
-	cmd=$(exec_start "$unit")
-	rm -f "$state/$unit.sock" "$state/$unit.notify"
-	# Everything left running is detached from the caller's output (a story
-	# runs inside $(...), which waits for its pipe to close).
-	python3 -u -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-while True:
-    m = s.recv(4096).decode()
-    with open(sys.argv[2], "a") as f:
-        f.write(m.replace("\n", "|") + "\n")
-' "$state/$unit.sock" "$state/$unit.notify" </dev/null >/dev/null 2>&1 &
-	echo $! >"$state/$unit.listener"
-	for _ in $(seq 100); do [ -S "$state/$unit.sock" ] && break; sleep 0.05; done
-	( # Restart=on-failure, RestartForceExitStatus=75
-		for _ in 1 2 3 4 5; do
-			rc=0
-			NOTIFY_SOCKET=$state/$unit.sock $cmd >>"$state/$unit.log" 2>&1 &
-			echo $! >"$state/$unit.pid"
-			wait $! || rc=$?
-			echo "exit $rc" >>"$state/$unit.log"
-			[ "$rc" -ne 0 ] || break
-			[ ! -e "$state/$unit.stopping" ] || break
-			sleep 1
-		done
-	) </dev/null >/dev/null 2>&1 &
-	echo $! >"$state/$unit.supervisor"
-	for _ in $(seq 600); do
-		grep -q '^READY=1' "$state/$unit.notify" 2>/dev/null && return 0
-		kill -0 "$(cat "$state/$unit.supervisor")" 2>/dev/null || break
-		sleep 0.05
-	done
-	echo "systemctl (stand-in): $unit did not become ready:" >&2
-	tail -5 "$state/$unit.log" >&2
-	return 1
-}
-stop() {
-	local unit
-	unit=$(unit_of "$1")
-	touch "$state/$unit.stopping"
-	kill -TERM "$(cat "$state/$unit.pid")"
-	for _ in $(seq 600); do
-		kill -0 "$(cat "$state/$unit.supervisor")" 2>/dev/null || break
-		sleep 0.05
-	done
-	kill "$(cat "$state/$unit.listener")" 2>/dev/null || true
-	grep -q '^STOPPING=1' "$state/$unit.notify"
-}
-case ${1:-} in
-enable) [ "${2:-}" == --now ] || exit 0; start "$3" ;;
-start) start "$2" ;;
-stop) stop "$2" ;;
-daemon-reload) ;;
-*) echo "systemctl (stand-in): unsupported: $*" >&2; exit 1 ;;
-esac
-SHIM
-chmod +x "$shim/systemctl"
-# The stand-in before the real systemctl; pmem-stack after /usr/local/sbin,
-# so the installed one wins once the fstab story has run scripts/install.
-export PATH=$shim:$PATH:$bin
+bin=/tmp/storybin
+mkdir -p "$bin"
+ln -sf "$P" "$bin/pmem-stack"
+# After /usr/local/sbin: the installed one wins once the fstab story has run
+# scripts/install.
+export PATH=$PATH:$bin
 
 blank() { # wipe both super block copies: a blank namespace for each story
 	local size
@@ -139,6 +56,5 @@ for story in $stories; do
 	esac
 	expect_eq "story $story leaves no device behind" "$(ublk_count)" 0
 done
-udevadm control --exit || true
 
 finish

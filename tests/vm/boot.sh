@@ -30,6 +30,12 @@ usage: tests/vm/boot.sh --script PATH [options]
   --mem SIZE          guest RAM (default 2G)
   --smp N             vCPUs (default 2)
   --append ARGS       extra kernel command line arguments (e.g. initcall_debug)
+  --root-disk PATH    boot Debian with systemd as PID 1 instead of the busybox
+                      chroot: PATH is a qcow2 overlay of the Debian root setup.sh
+                      built (created when missing; pass the same PATH to the next
+                      boot to keep what the guest wrote); the guest script runs
+                      from pmem-stack-vm.service once the system is up, and the
+                      guest powers off or reboots (either ends this run) after it
   --follow            copy the guest's console to stderr while it runs
 Environment: PMEM_STACK_VM_CPU  QEMU's -cpu model (default max; e.g. max,-erms to
                       compare the guest's string-copy paths, see bench/README.md)
@@ -57,7 +63,7 @@ to_bytes() { # 2G, 128K, 1073741824, 1GiB -> bytes (binary units)
 }
 
 SERIES=current SCRIPT="" IMAGE="" SIZE="" LABEL_SIZE="" RESULTS="" CWD=$REPO TIMEOUT=600 KILL_ON=""
-MEM=2G SMP=2 FOLLOW=0 APPEND=""
+MEM=2G SMP=2 FOLLOW=0 APPEND="" ROOT_DISK=""
 CPU=${PMEM_STACK_VM_CPU:-max}
 ENVS=()
 while [[ $# -gt 0 ]]; do
@@ -93,6 +99,7 @@ while [[ $# -gt 0 ]]; do
         --mem) MEM=$val ;;
         --smp) SMP=$val ;;
         --append) APPEND=$val ;;
+        --root-disk) ROOT_DISK=$val ;;
         *) die "unknown option '$opt' (see --help)" ;;
     esac
     shift 2
@@ -118,6 +125,31 @@ done
 [[ $(sha256sum "$HERE/init.sh" | awk '{print $1}') == "$VM_INIT_SHA" ]] ||
     die "tests/vm/init.sh changed since the $SERIES initramfs was built: run tests/vm/setup.sh"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run tests/vm/setup.sh"
+
+# ---- the Debian root (--root-disk): an overlay of setup.sh's image that holds
+# this kernel's modules
+ROOT_ARGS=()
+if [[ -n $ROOT_DISK ]]; then
+    ROOT_IMG=$VM_DIR/debian/root.img
+    [[ -f $ROOT_IMG && -f $VM_DIR/debian/root.env ]] ||
+        die "the Debian root is not built ($ROOT_IMG missing): run tests/vm/setup.sh"
+    DEBIAN_ROOT_KERNELS=""
+    # shellcheck source=/dev/null
+    . "$VM_DIR/debian/root.env"
+    [[ " $DEBIAN_ROOT_KERNELS " == *" $VM_KERNEL_VERSION "* ]] ||
+        die "the Debian root has no modules for $VM_KERNEL_VERSION (it has: $DEBIAN_ROOT_KERNELS): run tests/vm/setup.sh"
+    [[ $ROOT_DISK == /* ]] || ROOT_DISK=$PWD/$ROOT_DISK
+    if [[ ! -e $ROOT_DISK ]]; then
+        mkdir -p "$(dirname "$ROOT_DISK")"
+        qemu-img create -q -f qcow2 -F raw -b "$ROOT_IMG" "$ROOT_DISK" ||
+            die "qemu-img create of the overlay $ROOT_DISK failed"
+    fi
+    [[ $(qemu-img info --output=json "$ROOT_DISK" 2>/dev/null) == *'"backing-filename": "'"$ROOT_IMG"'"'* ]] ||
+        die "--root-disk $ROOT_DISK is not an overlay of $ROOT_IMG; delete it"
+    # shellcheck disable=SC2054 # QEMU's commas
+    ROOT_ARGS=(-drive "file=$ROOT_DISK,if=virtio,format=qcow2,cache=writeback")
+    APPEND="pmemstack.root=/dev/vda${APPEND:+ $APPEND}"
+fi
 
 # ---- guest script and cwd (the guest sees the host root at the same paths, except
 # for /tmp, /run, /proc, /sys and /dev, which are the guest's own)
@@ -228,6 +260,7 @@ QEMU=(
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap
     -virtfs "local,path=$RESULTS,mount_tag=work,security_model=none"
     -virtfs "local,path=$REPO,mount_tag=repo,security_model=none,readonly=on,multidevs=remap"
+    "${ROOT_ARGS[@]}"
 )
 printf '%q ' "${QEMU[@]}" >"$RESULTS/qemu-cmdline"
 echo >>"$RESULTS/qemu-cmdline"

@@ -2,7 +2,9 @@
 # /init of the pmem-stack test VM (busybox ash; copied into the initramfs by setup.sh).
 #
 # 1. proc/sys/devtmpfs, load /lib/modules/*.ko in /etc/modules.order (those in
-#    /etc/modules.ondemand stay for the scripts that need them: lib.sh's load_module)
+#    /etc/modules.ondemand stay for the scripts that need them: lib.sh's load_module);
+#    with pmemstack.root=DEV on the command line, mount DEV and switch_root to
+#    its systemd instead of steps 2-4 (a Debian root: tests/vm/debian-root.sh)
 # 2. host root (9p tag "host", read-only) at /host; /proc /sys /dev bound into it;
 #    tmpfs on /host/run and /host/tmp; results share (9p tag "work", writable) at
 #    /host/run/results
@@ -46,6 +48,23 @@ done </etc/modules.order
 for b in /sys/bus/nd/devices/ndbus*; do
     [ -e "$b/wait_probe" ] && cat "$b/wait_probe" >/dev/null
 done
+
+# A Debian root on a disk (boot.sh --root-disk: "pmemstack.root=/dev/vda"):
+# systemd becomes PID 1 there, and its pmem-stack-vm.service does steps 2-4
+# (tests/vm/debian-run.sh). /proc, /sys and /dev move along; the modules
+# loaded above stay loaded.
+for arg in $(cat /proc/cmdline); do
+    case $arg in pmemstack.root=*) ROOT_DEV=${arg#pmemstack.root=} ;; esac
+done
+if [ -n "${ROOT_DEV:-}" ]; then
+    i=0
+    while [ ! -b "$ROOT_DEV" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    mkdir -p /newroot
+    mount -t ext4 -o rw "$ROOT_DEV" /newroot || fatal "mount the Debian root $ROOT_DEV"
+    [ -x /newroot/lib/systemd/systemd ] || fatal "$ROOT_DEV has no /lib/systemd/systemd"
+    for m in /dev /proc /sys; do mount --move "$m" "/newroot$m" || fatal "move $m to the Debian root"; done
+    exec switch_root /newroot /lib/systemd/systemd
+fi
 
 # 9p: msize 512000 is the largest the virtio transport accepts; cache=loose on the
 # read-only host root makes exec/reads much faster (the tree does not change during a

@@ -18,6 +18,8 @@
 #   <series>/initramfs/        staging tree of that kernel's initramfs (rebuilt when stale)
 #   <series>/initrd.gz         the initramfs
 #   <series>/kernel.env        what boot.sh --kernel <series> reads (version, paths, keys)
+#   debian/root.img            Debian 12 with systemd as PID 1, for boot.sh --root-disk
+#                              (tests/vm/debian-root.sh builds it)
 #
 # Environment:
 #   PMEM_STACK_VM_DIR                cache directory (default <repo>/target/vm)
@@ -82,7 +84,7 @@ elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 PACKAGES=(
     qemu-system-x86 busybox-static cpio fio xfsprogs dmsetup libclang-dev ndctl
     e2fsprogs btrfs-progs gdisk xz-utils util-linux procps coreutils python3
-    gzip findutils grep sed kmod
+    gzip findutils grep sed kmod mmdebstrap qemu-utils
 )
 
 APT_UPDATED=0
@@ -107,7 +109,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$VM_DIR/apt-install.log" 2>&1 ||
         { tail -n 40 "$VM_DIR/apt-install.log" >&2; die "apt-get install ${missing[*]} failed (log tail above)"; }
 fi
-for tool in qemu-system-x86_64 busybox cpio gzip xz dpkg sha256sum truncate blockdev fio ndctl mkfs.ext4 python3 depmod; do
+for tool in qemu-system-x86_64 qemu-img busybox cpio gzip xz dpkg sha256sum truncate blockdev fio ndctl mkfs.ext4 python3 depmod mmdebstrap; do
     command -v "$tool" >/dev/null || die "tool '$tool' still missing after installing packages"
 done
 [[ -x /bin/busybox ]] || die "/bin/busybox (busybox-static) missing"
@@ -306,7 +308,8 @@ prepare() { # lts|current
     # crypto-crc32c (-> crc32c_generic) and xfs needs libcrc32c; on 7.x crc32c is a
     # built-in library, only jbd2 still names crypto-crc32c (-> crc32c_cryptoapi).
     local WANTED=(netfs 9pnet 9pnet_virtio 9p libnvdimm nd_btt nd_pmem nfit ublk_drv crc16
-        mbcache jbd2 ext4 xfs dm-mod loop device_dax dax_pmem configfs nvmet nvmet-tcp nvme-tcp)
+        mbcache jbd2 ext4 xfs dm-mod loop device_dax dax_pmem configfs nvmet nvmet-tcp nvme-tcp
+        virtio_blk)
     # Loaded only by the scenarios that use them (tests/guest/lib.sh's
     # load_module): inserting xfs.ko (10 MB) takes 3.5-4 s under TCG, at every
     # boot of every scenario otherwise (measured on 7.3: 3.4-4.3 s per insmod,
@@ -327,6 +330,7 @@ prepare() { # lts|current
         [ext4]=CONFIG_EXT4_FS [xfs]=CONFIG_XFS_FS [dm_mod]=CONFIG_BLK_DEV_DM
         [loop]=CONFIG_BLK_DEV_LOOP [device_dax]=CONFIG_DEV_DAX [dax_pmem]=CONFIG_DEV_DAX_PMEM
         [configfs]=CONFIG_CONFIGFS_FS [nvmet]=CONFIG_NVME_TARGET [nvmet_tcp]=CONFIG_NVME_TARGET_TCP [nvme_tcp]=CONFIG_NVME_TCP
+        [virtio_blk]=CONFIG_VIRTIO_BLK
     )
 
     norm() { # module file or name -> canonical name in $NAME (basename, no .ko*, - -> _)
@@ -487,6 +491,7 @@ prepare() { # lts|current
         printf 'VM_KERNEL_VERSION=%q\n' "$KVER"
         printf 'VM_VMLINUZ=%q\n' "$VMLINUZ"
         printf 'VM_INITRD=%q\n' "$INITRD"
+        printf 'VM_MODROOT=%q\n' "$MODROOT"
         printf 'VM_INIT_SHA=%q\n' "$INIT_SHA"
         local at_boot=() m
         for m in "${ORDER[@]}"; do [[ " ${ON_DEMAND[*]} " == *" $m "* ]] || at_boot+=("$m"); done
@@ -510,6 +515,13 @@ EOF
 for series in "${SERIES_LIST[@]}"; do
     (prepare "$series")
 done
+# The Debian root the systemd scenarios boot (boot.sh --root-disk), with the
+# modules of every kernel set up so far.
+ROOT_SERIES=()
+for series in lts current; do
+    [[ -f $VM_DIR/$series/kernel.env ]] && ROOT_SERIES+=("$series")
+done
+"$HERE/debian-root.sh" "${ROOT_SERIES[@]}" || die "building the Debian root failed"
 cat <<EOF
 pmem-stack VM ready ($(elapsed "$T0") s): ${SERIES_LIST[*]}
   cache:     $VM_DIR
