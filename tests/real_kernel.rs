@@ -44,6 +44,8 @@ struct Boot {
     /// of it, kept across the scenario's boots, instead of the busybox
     /// chroot into the host's root.
     debian: bool,
+    /// Also CXL persistent memory of this size (boot.sh `--cxl`).
+    cxl: Option<&'static str>,
 }
 
 impl Boot {
@@ -57,6 +59,16 @@ impl Boot {
             env: &[],
             kill_on: None,
             debian: false,
+            cxl: None,
+        }
+    }
+
+    /// One boot of `script` on a `size` NVDIMM in a q35 machine that also
+    /// has `cxl` of CXL persistent memory.
+    const fn with_cxl(script: &'static str, size: &'static str, cxl: &'static str) -> Boot {
+        Boot {
+            cxl: Some(cxl),
+            ..Boot::plain(script, size)
         }
     }
 
@@ -220,6 +232,7 @@ const SCENARIOS: &[Scenario] = &[
                 env: &["PHASE=cut"],
                 kill_on: Some("cut-now"),
                 debian: false,
+                cxl: None,
             },
             Boot {
                 script: "tests/guest/powercut.sh",
@@ -229,6 +242,7 @@ const SCENARIOS: &[Scenario] = &[
                 env: &["PHASE=verify"],
                 kill_on: None,
                 debian: false,
+                cxl: None,
             },
         ],
         knob: None,
@@ -245,6 +259,7 @@ const SCENARIOS: &[Scenario] = &[
                 env: &["PHASE=cut", "CACHE=write-back"],
                 kill_on: Some("cut-now"),
                 debian: false,
+                cxl: None,
             },
             Boot {
                 script: "tests/guest/powercut.sh",
@@ -254,6 +269,7 @@ const SCENARIOS: &[Scenario] = &[
                 env: &["PHASE=verify", "CACHE=write-back"],
                 kill_on: None,
                 debian: false,
+                cxl: None,
             },
         ],
         knob: None,
@@ -274,6 +290,12 @@ const SCENARIOS: &[Scenario] = &[
         name: "reserved",
         what: "reserved vs sysfs resource on /dev/pmem0, format --owner, reserve split, refusals while served, grow of an image file (+ resize2fs)",
         boots: &[Boot::plain("tests/guest/reserved.sh", "2G")],
+        knob: None,
+    },
+    Scenario {
+        name: "cxl",
+        what: "CXL persistent memory (QEMU's cxl-type3 behind a pxb-cxl host bridge): cxl create-region -t pmem, ndctl fsdax and devdax namespaces on it, each formatted and served, reserved against the namespace's physical address inside the CXL region, ext4 + fio verify",
+        boots: &[Boot::with_cxl("tests/guest/cxl.sh", "1G", "512M")],
         knob: None,
     },
     Scenario {
@@ -330,6 +352,7 @@ const POWER_CUT: Boot = Boot {
     env: &["PHASE=cut"],
     kill_on: Some("cut-now"),
     debian: false,
+    cxl: None,
 };
 
 /// The boot after the last cut of `powercycle`.
@@ -528,6 +551,9 @@ fn run_boot(
     if boot.debian {
         cmd.arg("--root-disk").arg(&root_disk);
     }
+    if let Some(size) = boot.cxl {
+        cmd.arg("--cxl").arg(size);
+    }
     let mut status = cmd
         .status()
         .map_err(|e| format!("cannot run tests/vm/boot.sh: {e}"))?;
@@ -626,11 +652,19 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
     let dir = suite.join(kernel).join(scenario.name);
     let _ = fs::create_dir_all(&dir);
     let image = dir.join("pmem.img");
-    let _ = fs::remove_file(&image);
-    // The Debian root's overlay (boot.sh --root-disk makes it at the first
-    // boot that names it): each run starts from the system setup built.
-    let root_disk = dir.join("root.qcow2");
-    let _ = fs::remove_file(&root_disk);
+    // What the boots write besides their results, made anew by each run: the
+    // NVDIMM image, the Debian root's overlay (boot.sh --root-disk; each run
+    // starts from the system setup built) and boot.sh --cxl's memdev and
+    // label area.
+    let scratch = [
+        image.clone(),
+        dir.join("root.qcow2"),
+        dir.join("pmem.img.cxl"),
+        dir.join("pmem.img.lsa"),
+    ];
+    for file in &scratch {
+        let _ = fs::remove_file(file);
+    }
     let mut failures = Vec::new();
     let mut checks = 0;
     for (i, (boot, extra_env)) in boots_of(scenario).into_iter().enumerate() {
@@ -647,9 +681,10 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
     }
     let time = started.elapsed();
     if failures.is_empty() {
-        // The image is scratch (up to 2 GiB); a failed run keeps it for inspection.
-        let _ = fs::remove_file(&image);
-        let _ = fs::remove_file(&root_disk);
+        // Scratch (up to 2 GiB each); a failed run keeps them for inspection.
+        for file in &scratch {
+            let _ = fs::remove_file(file);
+        }
         println!(
             "[{kernel}] {}: ok ({checks} checks, {:.0} s)",
             scenario.name,

@@ -30,6 +30,12 @@ usage: tests/vm/boot.sh --script PATH [options]
   --mem SIZE          guest RAM (default 2G)
   --smp N             vCPUs (default 2)
   --append ARGS       extra kernel command line arguments (e.g. initcall_debug)
+  --cxl SIZE          also give the guest CXL persistent memory: a q35 machine with
+                      cxl=on, a pxb-cxl host bridge, a root port, a cxl-type3 device
+                      whose persistent memdev is IMAGE.cxl (SIZE, a multiple of
+                      256M) with a label area IMAGE.lsa, and a 4 GiB CXL fixed
+                      memory window (QEMU 7.2's CXL 2.0 emulation); the guest makes
+                      a region of it with cxl create-region
   --root-disk PATH    boot Debian with systemd as PID 1 instead of the busybox
                       chroot: PATH is a qcow2 overlay of the Debian root setup.sh
                       built (created when missing; pass the same PATH to the next
@@ -63,7 +69,7 @@ to_bytes() { # 2G, 128K, 1073741824, 1GiB -> bytes (binary units)
 }
 
 SERIES=current SCRIPT="" IMAGE="" SIZE="" LABEL_SIZE="" RESULTS="" CWD=$REPO TIMEOUT=600 KILL_ON=""
-MEM=2G SMP=2 FOLLOW=0 APPEND="" ROOT_DISK=""
+MEM=2G SMP=2 FOLLOW=0 APPEND="" ROOT_DISK="" CXL=""
 CPU=${PMEM_STACK_VM_CPU:-max}
 ENVS=()
 while [[ $# -gt 0 ]]; do
@@ -100,6 +106,7 @@ while [[ $# -gt 0 ]]; do
         --smp) SMP=$val ;;
         --append) APPEND=$val ;;
         --root-disk) ROOT_DISK=$val ;;
+        --cxl) CXL=$val ;;
         *) die "unknown option '$opt' (see --help)" ;;
     esac
     shift 2
@@ -196,6 +203,42 @@ NS_BYTES=$((TOTAL - LABEL_BYTES))
 exec 9<"$IMAGE"
 flock -n 9 || die "image $IMAGE is in use by another boot.sh"
 
+# ---- CXL persistent memory (--cxl): its memdev and label area beside the image
+MACHINE=pc,nvdimm=on,accel=tcg
+CXL_ARGS=()
+if [[ -n $CXL ]]; then
+    CXL_BYTES=$(to_bytes "$CXL")
+    [[ $CXL_BYTES -gt 0 && $((CXL_BYTES % (256 << 20))) -eq 0 ]] ||
+        die "--cxl $CXL: a CXL region is made of 256 MiB blocks; give a multiple of 256M"
+    for f in "$IMAGE.cxl" "$IMAGE.lsa"; do
+        [[ -e $f ]] || truncate -s "$([[ $f == *.cxl ]] && echo "$CXL_BYTES" || echo $((1 << 20)))" "$f" ||
+            die "truncate $f failed"
+    done
+    [[ $(stat -c %s "$IMAGE.cxl") -eq $CXL_BYTES ]] || die "$IMAGE.cxl is not $CXL_BYTES bytes; delete it or fix --cxl"
+    # The window (4 GiB) must hold the region; the label area: 1 MiB.
+    MACHINE=q35,nvdimm=on,cxl=on,accel=tcg,cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G
+    # QEMU 7.2's cxl-type3 has no event-log interrupts, and when the OS owns
+    # CXL error reporting (_OSC) cxl_pci fails the probe without them ("Failed
+    # to get interrupt for event Info log"). pcie_ports=compat leaves _OSC
+    # control with the firmware, which makes cxl_pci skip the event setup.
+    APPEND="pcie_ports=compat${APPEND:+ $APPEND}"
+    # The serial number: Linux 6.13+ refuses a pmem region of a memdev
+    # without one ("invalid or missing serial number"); QEMU's default is 0.
+    # Committing a CXL region makes the kernel invalidate CPU caches for the
+    # new physical range, which x86 Linux refuses to trust under a hypervisor
+    # ("Failed to synchronize CPU cache state"): hide QEMU's hypervisor CPUID
+    # bit (TCG runs wbinvd as a no-op; there is no cache to lose).
+    CPU+=,-hypervisor
+    # shellcheck disable=SC2054 # QEMU's commas
+    CXL_ARGS=(
+        -object "memory-backend-file,id=cxl-mem0,share=on,mem-path=$IMAGE.cxl,size=$CXL_BYTES"
+        -object "memory-backend-file,id=cxl-lsa0,share=on,mem-path=$IMAGE.lsa,size=$((1 << 20))"
+        -device pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1
+        -device cxl-rp,port=0,bus=cxl.1,id=cxl_rp0,chassis=0,slot=2
+        -device cxl-type3,bus=cxl_rp0,memdev=cxl-mem0,lsa=cxl-lsa0,id=cxl-pmem0,sn=0x5e1f
+    )
+fi
+
 MEM_BYTES=$(to_bytes "$MEM")
 # maxmem must hold RAM + the NVDIMM; round up to GiB and add 1 GiB.
 MAXMEM_G=$(((MEM_BYTES + TOTAL + (1 << 30) - 1) / (1 << 30) + 1))
@@ -249,7 +292,7 @@ NVDIMM=nvdimm,id=nvdimm0,memdev=nv0
 # shellcheck disable=SC2054 # the commas are QEMU's, not array separators
 QEMU=(
     qemu-system-x86_64
-    -machine pc,nvdimm=on,accel=tcg -cpu "$CPU" -smp "$SMP"
+    -machine "$MACHINE" -cpu "$CPU" -smp "$SMP"
     -m "$MEM,slots=2,maxmem=${MAXMEM_G}G"
     -object "memory-backend-file,id=nv0,share=on,mem-path=$IMAGE,size=$TOTAL"
     -device "$NVDIMM"
@@ -261,6 +304,7 @@ QEMU=(
     -virtfs "local,path=$RESULTS,mount_tag=work,security_model=none"
     -virtfs "local,path=$REPO,mount_tag=repo,security_model=none,readonly=on,multidevs=remap"
     "${ROOT_ARGS[@]}"
+    "${CXL_ARGS[@]}"
 )
 printf '%q ' "${QEMU[@]}" >"$RESULTS/qemu-cmdline"
 echo >>"$RESULTS/qemu-cmdline"

@@ -309,13 +309,14 @@ prepare() { # lts|current
     # built-in library, only jbd2 still names crypto-crc32c (-> crc32c_cryptoapi).
     local WANTED=(netfs 9pnet 9pnet_virtio 9p libnvdimm nd_btt nd_pmem nfit ublk_drv crc16
         mbcache jbd2 ext4 xfs dm-mod loop device_dax dax_pmem configfs nvmet nvmet-tcp nvme-tcp
-        virtio_blk)
+        virtio_blk cxl_pmem cxl_acpi cxl_mem cxl_pci)
     # Loaded only by the scenarios that use them (tests/guest/lib.sh's
     # load_module): inserting xfs.ko (10 MB) takes 3.5-4 s under TCG, at every
     # boot of every scenario otherwise (measured on 7.3: 3.4-4.3 s per insmod,
     # 9 ms of it its init); the NVMe/TCP target and initiator serve one
     # scenario. Only a module nothing else in WANTED depends on belongs here.
-    local ON_DEMAND=(xfs nvmet_tcp nvme_tcp)
+    # The CXL drivers likewise serve one scenario (boot.sh --cxl).
+    local ON_DEMAND=(xfs nvmet_tcp nvme_tcp cxl_pmem cxl_acpi cxl_mem cxl_pci)
     local extra=()
     read -r -a extra <<<"${PMEM_STACK_VM_EXTRA_MODULES:-}"
     WANTED+=("${extra[@]}")
@@ -330,7 +331,8 @@ prepare() { # lts|current
         [ext4]=CONFIG_EXT4_FS [xfs]=CONFIG_XFS_FS [dm_mod]=CONFIG_BLK_DEV_DM
         [loop]=CONFIG_BLK_DEV_LOOP [device_dax]=CONFIG_DEV_DAX [dax_pmem]=CONFIG_DEV_DAX_PMEM
         [configfs]=CONFIG_CONFIGFS_FS [nvmet]=CONFIG_NVME_TARGET [nvmet_tcp]=CONFIG_NVME_TARGET_TCP [nvme_tcp]=CONFIG_NVME_TCP
-        [virtio_blk]=CONFIG_VIRTIO_BLK
+        [virtio_blk]=CONFIG_VIRTIO_BLK [cxl_pmem]=CONFIG_CXL_PMEM [cxl_acpi]=CONFIG_CXL_ACPI
+        [cxl_mem]=CONFIG_CXL_MEM [cxl_pci]=CONFIG_CXL_PCI
     )
 
     norm() { # module file or name -> canonical name in $NAME (basename, no .ko*, - -> _)
