@@ -72,20 +72,27 @@ fn other_threads(pid: i32) -> usize {
 /// Wait until process `pid` is gone, at most `timeout` (reporting progress
 /// against the timeout, for a terminal).
 pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
-    let what = format!("waiting for pid {pid} to exit");
+    wait_until(&format!("waiting for pid {pid} to exit"), timeout, || {
+        process_gone(pid)
+    })
+}
+
+/// Poll `done` until it holds or `timeout` passes, reporting progress as
+/// `what`; whether it held.
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
-    let gone = crate::retry::until(timeout, Duration::from_millis(20), |last| {
-        if process_gone(pid) {
+    let held = crate::retry::until(timeout, Duration::from_millis(20), |last| {
+        if done() {
             return Some(true);
         }
         if last {
             return Some(false);
         }
-        crate::progress::update(&what, millis(start.elapsed()), millis(timeout));
+        crate::progress::update(what, millis(start.elapsed()), millis(timeout));
         None
     });
-    crate::progress::finish(&what);
-    gone
+    crate::progress::finish(what);
+    held
 }
 
 /// Wait until the program that process `pid` runs now is gone, at most
@@ -94,21 +101,14 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
 /// remains, and with them went everything it held (its files close on exec).
 pub fn wait_image_gone(pid: i32, timeout: Duration) -> bool {
     let before = thread_ids(pid);
-    let what = format!("waiting for pid {pid} to hand over");
-    let start = Instant::now();
-    let gone = crate::retry::until(timeout, Duration::from_millis(20), |last| {
-        let now = thread_ids(pid);
-        if process_gone(pid) || (!before.is_empty() && !before.iter().any(|t| now.contains(t))) {
-            return Some(true);
-        }
-        if last {
-            return Some(false);
-        }
-        crate::progress::update(&what, millis(start.elapsed()), millis(timeout));
-        None
-    });
-    crate::progress::finish(&what);
-    gone
+    wait_until(
+        &format!("waiting for pid {pid} to hand over"),
+        timeout,
+        || {
+            let now = thread_ids(pid);
+            process_gone(pid) || (!before.is_empty() && !before.iter().any(|t| now.contains(t)))
+        },
+    )
 }
 
 /// How this process was started: the program's path and the arguments.

@@ -82,22 +82,29 @@ note "nvdimm buses: $(ndctl list -BR | jq -c '[.[] | {provider, regions: [.regio
 step "ndctl create-namespace -m fsdax on it" ndctl create-namespace -r "$ndregion" -m fsdax --size 256M
 pmem=$(echo "$OUT" | jq -r '.blockdev')
 check "an fsdax namespace /dev/$pmem" test -b "/dev/$pmem"
-base=$(cat "/sys/block/$pmem/device/resource")
-check "/dev/$pmem lies in the CXL region" test $((base)) -ge $((r_start)) -a $((base)) -lt $((r_start + r_size))
-note "/dev/$pmem at $base"
+# served KIND BACKING BASE RESERVE: BACKING (physical start BASE) lies in the
+# CXL region; formatted with RESERVE, `reserved` and `info` place the reserve
+# at BASE + its offset; served as /dev/ublkb0 ($dev), fio verify on it.
+served() {
+	local kind=$1 backing=$2 base=$3 reserve=$4 info r_off r_end shown
+	check "$backing lies in the CXL region" test $((base)) -ge $((r_start)) -a $((base)) -lt $((r_start + r_size))
+	note "$backing at $base"
+	step "pmem-stack format $backing" "$P" format "$backing" --reserve "$reserve" --json
+	info=$OUT
+	r_off=$(echo "$info" | jget 'd["reserve_offset"]')
+	r_end=$((r_off + $(echo "$info" | jget 'd["reserve_size"]')))
+	claim_matches "reserved on CXL $kind" "$("$P" reserved "$backing" --json | jget 'd[0]')" "$r_off" "$r_end"
+	shown=$("$P" info "$backing" --json)
+	expect_eq "info on CXL $kind: the reserve's physical start" "$(echo "$shown" | jget 'd["reserve_phys_start"]')" "$((base + r_off))"
+	expect_eq "info on CXL $kind: the reserve's physical end" "$(echo "$shown" | jget 'd["reserve_phys_end"]')" "$((base + r_end))"
+	step "pmem-stack add $backing" "$P" add "$backing"
+	dev=$(echo "$OUT" | tail -1)
+	expect_eq "CXL $kind served as" "$dev" /dev/ublkb0
+	fio_verify "fio crc32c verify on CXL $kind" "$dev" 0 32M
+}
 
-step "pmem-stack format /dev/$pmem" "$P" format "/dev/$pmem" --reserve 32M --json
-info=$OUT
-r_off=$(echo "$info" | jget 'd["reserve_offset"]')
-r_end=$((r_off + $(echo "$info" | jget 'd["reserve_size"]')))
-claim_matches "reserved on CXL pmem" "$("$P" reserved "/dev/$pmem" --json | jget 'd[0]')" "$r_off" "$r_end"
-shown=$("$P" info "/dev/$pmem" --json)
-expect_eq "info: the reserve's physical start, in the CXL region" "$(echo "$shown" | jget 'd["reserve_phys_start"]')" "$((base + r_off))"
-expect_eq "info: the reserve's physical end" "$(echo "$shown" | jget 'd["reserve_phys_end"]')" "$((base + r_end))"
-step "pmem-stack add /dev/$pmem" "$P" add "/dev/$pmem"
-dev=$(echo "$OUT" | tail -1)
-expect_eq "served as" "$dev" /dev/ublkb0
-fio_verify "fio crc32c verify on CXL pmem" "$dev" 0 32M
+base=$(cat "/sys/block/$pmem/device/resource")
+served pmem "/dev/$pmem" "$base" 32M
 check "mkfs.ext4" mkfs.ext4 -q -F "$dev"
 mkdir -p /tmp/cxl
 check "mount" mount "$dev" /tmp/cxl
@@ -114,18 +121,8 @@ check "del" "$P" del 0
 step "ndctl create-namespace -m devdax on the rest" ndctl create-namespace -r "$ndregion" -m devdax
 dax=$(echo "$OUT" | jq -r '.daxregion.devices[0].chardev')
 check "a devdax namespace /dev/$dax" test -c "/dev/$dax"
-dbase=$(cat "/sys/bus/dax/devices/$dax/resource")
-check "/dev/$dax lies in the CXL region" test $((dbase)) -ge $((r_start)) -a $((dbase)) -lt $((r_start + r_size))
-note "/dev/$dax at $dbase"
-step "pmem-stack format /dev/$dax" "$P" format "/dev/$dax" --reserve 16M --json
-info=$OUT
-r_off=$(echo "$info" | jget 'd["reserve_offset"]')
-r_end=$((r_off + $(echo "$info" | jget 'd["reserve_size"]')))
-base=$dbase
-claim_matches "reserved on CXL devdax" "$("$P" reserved "/dev/$dax" --json | jget 'd[0]')" "$r_off" "$r_end"
-step "pmem-stack add /dev/$dax" "$P" add "/dev/$dax"
-dev=$(echo "$OUT" | tail -1)
-fio_verify "fio crc32c verify on CXL devdax" "$dev" 0 32M
+base=$(cat "/sys/bus/dax/devices/$dax/resource")
+served devdax "/dev/$dax" "$base" 16M
 check "del" "$P" del --all
 
 finish

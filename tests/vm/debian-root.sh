@@ -5,7 +5,8 @@
 # the guest kernels tests/vm/setup.sh prepared. pmem-stack is not in it: the
 # scenarios install it with scripts/install, as a user would.
 #
-# usage: tests/vm/debian-root.sh SERIES...    (called by tests/vm/setup.sh)
+# usage: PMEM_STACK_VM_DEBIAN_MIRROR=URI tests/vm/debian-root.sh SERIES...
+#        (tests/vm/setup.sh calls it so, with the host's own Debian mirror)
 #
 # Output, under ${PMEM_STACK_VM_DIR:-<repo>/target/vm}/debian/:
 #   root.img   a raw ext4 image (sparse, 2 GiB); boot.sh --root-disk boots a
@@ -64,18 +65,10 @@ for series in "$@"; do
     MODROOTS+=("$VM_MODROOT")
 done
 
-mirror() { # the Debian archive the host's apt uses (setup.sh's rule), or PMEM_STACK_VM_DEBIAN_MIRROR
-    if [[ -n ${PMEM_STACK_VM_DEBIAN_MIRROR:-} ]]; then
-        echo "${PMEM_STACK_VM_DEBIAN_MIRROR%/}"
-        return
-    fi
-    local uri
-    uri=$(apt-get indextargets --format '$(REPO_URI)' 'Origin: Debian' 'Identifier: Packages' 2>/dev/null |
-        grep -v -e '-security' | head -n 1)
-    [[ -n $uri ]] || die "no Debian archive in the host's apt sources; name one with PMEM_STACK_VM_DEBIAN_MIRROR=http://MIRROR/debian"
-    echo "${uri%/}"
-}
-MIRROR=$(mirror)
+# The Debian archive: setup.sh passes the one it fetches kernels from.
+MIRROR=${PMEM_STACK_VM_DEBIAN_MIRROR:-}
+[[ -n $MIRROR ]] || die "PMEM_STACK_VM_DEBIAN_MIRROR is not set (tests/vm/setup.sh sets it: run that)"
+MIRROR=${MIRROR%/}
 
 KEY=$({
     echo "suite=$SUITE packages=${PACKAGES[*]}"

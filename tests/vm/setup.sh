@@ -523,7 +523,9 @@ ROOT_SERIES=()
 for series in lts current; do
     [[ -f $VM_DIR/$series/kernel.env ]] && ROOT_SERIES+=("$series")
 done
-"$HERE/debian-root.sh" "${ROOT_SERIES[@]}" || die "building the Debian root failed"
+MIRROR=$(debian_mirror) || exit 1
+PMEM_STACK_VM_DEBIAN_MIRROR=$MIRROR "$HERE/debian-root.sh" "${ROOT_SERIES[@]}" ||
+    die "building the Debian root failed"
 cat <<EOF
 pmem-stack VM ready ($(elapsed "$T0") s): ${SERIES_LIST[*]}
   cache:     $VM_DIR
