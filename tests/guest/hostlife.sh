@@ -120,6 +120,17 @@ done
 check "files verify after two restarts" verify_files /tmp/mnt
 refused "restart of a device that does not exist" "does not exist" "$P" restart 5
 refused "restart of something that is not a device" "is not a device" "$P" restart /dev/pmem0
+# SIGTERM while the file system is mounted: the server hands the device over
+# instead of pulling it from under ext4, and the remedy its log names
+# ('pmem-stack recover 0') serves it again.
+pid=$(server_pid 0)
+kill -TERM "$pid"
+check "SIGTERM while mounted: the device waits quiesced" wait_state 0 quiesced
+check "SIGTERM while mounted: the server is gone" until_gone "$pid"
+check "its log says why and names the remedy" grep -q "is in use (.*'pmem-stack recover 0'" /run/pmem-stack/ublkb0.log
+check "pmem-stack recover 0, as the log says" "$P" recover 0
+expect_eq "live again" "$(state_of 0)" live
+check "files verify after SIGTERM while mounted" verify_files /tmp/mnt
 check "umount" umount /tmp/mnt
 check "fsck clean" e2fsck -fn /dev/ublkb0
 check "del" "$P" del 0

@@ -201,6 +201,12 @@ print("ok" if j["error"]==0 and w==int(sys.argv[2]) and r==w else "error=%s writ
 }
 # gone PID: the process has exited (a zombie nobody reaped counts).
 gone() { [ ! -e "/proc/$1" ] || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+# until_gone PID: gone within 10 s.
+until_gone() {
+	local _
+	for _ in $(seq 200); do gone "$1" && return 0; sleep 0.05; done
+	return 1
+}
 
 # write_files DIR N: N files of random data plus DIR/SHA256SUMS.
 write_files() {
