@@ -51,7 +51,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode> {
             entry.id
         );
     }
-    if i32::try_from(std::process::id()).is_ok_and(|me| me == info.pid) {
+    if daemon::is_this_process(info.pid) {
         log::info!(
             "/dev/ublkb{}: re-executed to hand over to itself; recovering it",
             entry.id

@@ -31,7 +31,7 @@ pub use handshake::{Forked, Handshake, Reporter, fork_server};
 pub use memory::serve_under_memory_pressure;
 pub use mount_ns::private_mount_namespace;
 pub use process::{
-    process_gone, reexec, remember_invocation, request_handover, server_gone, wait_gone,
-    wait_image_gone,
+    is_this_process, process_gone, reexec, remember_invocation, request_handover, server_gone,
+    wait_gone, wait_image_gone,
 };
 pub use report::StartOutcome;

@@ -31,7 +31,12 @@ pub fn process_gone(pid: i32) -> bool {
 /// gone, or it is this very process — a server that re-executed itself
 /// ([`reexec`]) and now recovers its own device.
 pub fn server_gone(pid: i32) -> bool {
-    i32::try_from(std::process::id()).is_ok_and(|me| me == pid) || process_gone(pid)
+    is_this_process(pid) || process_gone(pid)
+}
+
+/// Whether `pid` is this process.
+pub fn is_this_process(pid: i32) -> bool {
+    i32::try_from(std::process::id()).is_ok_and(|me| me == pid)
 }
 
 /// The threads of process `pid` other than its leader, by id.
