@@ -123,6 +123,9 @@ struct Knob {
     guest: &'static str,
     default: usize,
     repeat_first_boot: bool,
+    /// What one more cycle inside a boot may add to that boot's time limit
+    /// (a soak's 200 cycles run far past the limit a short run needs).
+    seconds_per_cycle: u64,
 }
 
 impl Knob {
@@ -135,10 +138,33 @@ impl Knob {
     }
 }
 
+/// How long one boot may take before it counts as hung. The longest boot of
+/// the test command takes under 3 minutes; a hung guest (a device left
+/// without a server under a mounted file system) must not eat the suite's
+/// time budget.
+const BOOT_TIME_LIMIT_SECONDS: u64 = 420;
+
+/// One boot as a run makes it.
+struct Planned<'a> {
+    boot: &'a Boot,
+    /// `GUEST=N`: the cycle count the guest gets, for a scenario with a knob.
+    cycles_env: Option<String>,
+    /// Seconds before boot.sh kills QEMU.
+    time_limit: u64,
+}
+
 /// The boots of `scenario`, with its cycle count applied.
-fn boots_of(scenario: &Scenario) -> Vec<(&Boot, Option<String>)> {
+fn boots_of(scenario: &Scenario) -> Vec<Planned<'_>> {
     let Some(knob) = &scenario.knob else {
-        return scenario.boots.iter().map(|b| (b, None)).collect();
+        return scenario
+            .boots
+            .iter()
+            .map(|boot| Planned {
+                boot,
+                cycles_env: None,
+                time_limit: BOOT_TIME_LIMIT_SECONDS,
+            })
+            .collect();
     };
     let n = knob.cycles();
     let env = Some(format!("{}={n}", knob.guest));
@@ -149,7 +175,13 @@ fn boots_of(scenario: &Scenario) -> Vec<(&Boot, Option<String>)> {
         } else {
             1
         };
-        boots.extend(std::iter::repeat_n((boot, env.clone()), times));
+        let time_limit =
+            BOOT_TIME_LIMIT_SECONDS.saturating_add(knob.seconds_per_cycle.saturating_mul(n as u64));
+        boots.extend((0..times).map(|_| Planned {
+            boot,
+            cycles_env: env.clone(),
+            time_limit,
+        }));
     }
     boots
 }
@@ -317,6 +349,7 @@ const SCENARIOS: &[Scenario] = &[
             guest: "CRASH_CYCLES",
             default: 6,
             repeat_first_boot: false,
+            seconds_per_cycle: 30,
         }),
     },
     Scenario {
@@ -328,6 +361,7 @@ const SCENARIOS: &[Scenario] = &[
             guest: "RECOVERIES",
             default: 6,
             repeat_first_boot: false,
+            seconds_per_cycle: 30,
         }),
     },
     Scenario {
@@ -339,6 +373,7 @@ const SCENARIOS: &[Scenario] = &[
             guest: "CUTS",
             default: 3,
             repeat_first_boot: true,
+            seconds_per_cycle: 0,
         }),
     },
 ];
@@ -512,10 +547,10 @@ fn run_boot(
     kernel: &str,
     dir: &Path,
     index: usize,
-    boot: &Boot,
-    extra_env: Option<&str>,
+    plan: &Planned,
     image: &Path,
 ) -> Result<Outcome, String> {
+    let boot = plan.boot;
     let results = dir.join(format!("boot{index}"));
     let root_disk = dir.join("root.qcow2");
     let mut cmd = Command::new(repo.join("tests/vm/boot.sh"));
@@ -530,18 +565,15 @@ fn run_boot(
         .arg(boot.size)
         .arg("--results")
         .arg(&results)
-        // The longest boot takes under 3 minutes; a hung guest (a device
-        // left without a server under a mounted file system) must not eat
-        // the suite's time budget.
         .arg("--timeout")
-        .arg("420");
+        .arg(plan.time_limit.to_string());
     if let Some(label) = boot.label_size {
         cmd.arg("--label-size").arg(label);
     }
     if let Some(mem) = boot.mem {
         cmd.arg("--mem").arg(mem);
     }
-    for env in boot.env.iter().copied().chain(extra_env) {
+    for env in boot.env.iter().copied().chain(plan.cycles_env.as_deref()) {
         cmd.arg("--env").arg(env);
     }
     cmd.args(binary_env(repo));
@@ -667,8 +699,8 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
     }
     let mut failures = Vec::new();
     let mut checks = 0;
-    for (i, (boot, extra_env)) in boots_of(scenario).into_iter().enumerate() {
-        match run_boot(repo, kernel, &dir, i, boot, extra_env.as_deref(), &image) {
+    for (i, plan) in boots_of(scenario).iter().enumerate() {
+        match run_boot(repo, kernel, &dir, i, plan, &image) {
             Ok(outcome) => {
                 checks += outcome.passed;
                 failures.extend(outcome.failures);
@@ -711,6 +743,90 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
     }
 }
 
+/// The scenarios a run names (by substring), or all but the soak's when it
+/// names none; `None` (said why) when the filters match nothing.
+fn select(filters: &[String]) -> Option<Vec<&'static Scenario>> {
+    let selected: Vec<&'static Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| {
+            if filters.is_empty() {
+                !SOAK_ONLY.contains(&s.name)
+            } else {
+                filters.iter().any(|f| s.name.contains(f.as_str()))
+            }
+        })
+        .collect();
+    if filters.is_empty() {
+        println!(
+            "real_kernel: not in a run that names no scenario: {} (scripts/soak runs them)",
+            SOAK_ONLY.join(", ")
+        );
+    }
+    if selected.is_empty() {
+        eprintln!(
+            "real_kernel: no scenario matches {filters:?} (scenarios: {})",
+            SCENARIOS
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return None;
+    }
+    Some(selected)
+}
+
+/// The results table and the verdict.
+fn report(
+    runs: &[Run],
+    kernels: &[&str],
+    versions: &[String],
+    kernel_times: &[Duration],
+) -> ExitCode {
+    println!("\nreal_kernel: results");
+    for run in runs {
+        println!(
+            "  {:<8} {:<9} {:<6} {:>4} checks {:>5.0} s",
+            run.kernel,
+            run.scenario,
+            if run.failures.is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            },
+            run.checks,
+            run.time.as_secs_f64()
+        );
+    }
+    for ((kernel, version), time) in kernels.iter().zip(versions).zip(kernel_times) {
+        let mine = runs.iter().filter(|r| r.kernel == *kernel);
+        let failed = mine.clone().filter(|r| !r.failures.is_empty()).count();
+        println!(
+            "  kernel {kernel} ({version}): {} passed, {failed} failed in {:.0} s",
+            mine.count() - failed,
+            time.as_secs_f64()
+        );
+    }
+    let failed: Vec<String> = runs
+        .iter()
+        .filter(|r| !r.failures.is_empty())
+        .map(|r| format!("{}/{}", r.kernel, r.scenario))
+        .collect();
+    if !failed.is_empty() {
+        println!("  failed: {}", failed.join(", "));
+    }
+    println!(
+        "{} passed, {} failed",
+        runs.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let repo = PathBuf::from(REPO);
     let filters: Vec<String> = std::env::args()
@@ -746,33 +862,9 @@ fn main() -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    let selected: Vec<&Scenario> = SCENARIOS
-        .iter()
-        .filter(|s| {
-            if filters.is_empty() {
-                !SOAK_ONLY.contains(&s.name)
-            } else {
-                filters.iter().any(|f| s.name.contains(f.as_str()))
-            }
-        })
-        .collect();
-    if filters.is_empty() {
-        println!(
-            "real_kernel: not in a run that names no scenario: {} (scripts/soak runs them)",
-            SOAK_ONLY.join(", ")
-        );
-    }
-    if selected.is_empty() {
-        eprintln!(
-            "real_kernel: no scenario matches {filters:?} (scenarios: {})",
-            SCENARIOS
-                .iter()
-                .map(|s| s.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+    let Some(selected) = select(&filters) else {
         return ExitCode::FAILURE;
-    }
+    };
     let suite = vm.join("suite");
     println!(
         "real_kernel: kernels {}; scenarios {}",
@@ -799,46 +891,5 @@ fn main() -> ExitCode {
         kernel_times.push(started.elapsed());
     }
 
-    println!("\nreal_kernel: results");
-    for run in &runs {
-        println!(
-            "  {:<8} {:<9} {:<6} {:>4} checks {:>5.0} s",
-            run.kernel,
-            run.scenario,
-            if run.failures.is_empty() {
-                "ok"
-            } else {
-                "FAILED"
-            },
-            run.checks,
-            run.time.as_secs_f64()
-        );
-    }
-    for ((kernel, version), time) in kernels.iter().zip(&versions).zip(&kernel_times) {
-        let mine = runs.iter().filter(|r| r.kernel == *kernel);
-        let failed = mine.clone().filter(|r| !r.failures.is_empty()).count();
-        println!(
-            "  kernel {kernel} ({version}): {} passed, {failed} failed in {:.0} s",
-            mine.count() - failed,
-            time.as_secs_f64()
-        );
-    }
-    let failed: Vec<String> = runs
-        .iter()
-        .filter(|r| !r.failures.is_empty())
-        .map(|r| format!("{}/{}", r.kernel, r.scenario))
-        .collect();
-    if !failed.is_empty() {
-        println!("  failed: {}", failed.join(", "));
-    }
-    println!(
-        "{} passed, {} failed",
-        runs.len() - failed.len(),
-        failed.len()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    report(&runs, &kernels, &versions, &kernel_times)
 }
