@@ -162,3 +162,23 @@ fn usage_errors_exit_2_and_touch_nothing() {
 fn failures_exit_1_and_touch_nothing() {
     run_table(FAILURE, 1);
 }
+
+/// A server setting from the environment that the server does not know is a
+/// usage error of every command that starts a server, found before anything
+/// is opened (here before the root check: a non-root run says the same).
+#[test]
+fn an_unknown_ring_setup_exits_2_before_anything_is_touched() {
+    let t = Scratch::new();
+    let img = t.image("blank.img", 64 * MIB);
+    let img = img.to_str().expect("utf-8");
+    let before = digest(std::path::Path::new(img));
+    for args in [vec!["add", img], vec!["serve", img], vec!["recover", "0"]] {
+        t.run_with(&[("PMEM_STACK_RING", "sqpoll")], &args)
+            .fails(2, &["PMEM_STACK_RING=sqpoll", "coop or defer"]);
+    }
+    assert_eq!(
+        digest(std::path::Path::new(img)),
+        before,
+        "the image changed"
+    );
+}

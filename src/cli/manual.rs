@@ -1287,6 +1287,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "PMEM_STACK_RUN_DIR",
         "The directory of the device records instead of /run/pmem-stack (for tests).",
     ),
+    (
+        "PMEM_STACK_RING",
+        "How a server's queue threads set up their io_uring: coop (the default: COOP_TASKRUN) or defer (SINGLE_ISSUER and DEFER_TASKRUN). For measuring one against the other (bench/README.md); any other value makes add, recover and serve fail before they touch the device.",
+    ),
 ];
 
 /// pmem-stack(8)'s FILES: every file any page names.

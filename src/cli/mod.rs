@@ -29,6 +29,7 @@ use pmem_stack::dm;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::ublk::control;
 use pmem_stack::ublk::features::{Features, IoPath};
+use pmem_stack::ublk::plane::ring::RingSetup;
 
 use args::{Cli, Command};
 
@@ -39,8 +40,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Info(a) => volume_cmds::info(&a),
         Command::Scan(a) => scan::scan(&a),
         Command::Check(a) => volume_cmds::check(&a),
-        Command::Add(a) => require_root("add").and_then(|()| add::add(&a)),
-        Command::Recover(a) => require_root("recover").and_then(|()| add::recover(&a)),
+        Command::Add(a) => server_env()
+            .and_then(|()| require_root("add"))
+            .and_then(|()| add::add(&a)),
+        Command::Recover(a) => server_env()
+            .and_then(|()| require_root("recover"))
+            .and_then(|()| add::recover(&a)),
         Command::Del(a) => require_root("del").and_then(|()| devices::del(&a)),
         Command::List(a) => devices::list(&a),
         Command::Map(a) => require_root("map").and_then(|()| map::map(&a)),
@@ -50,11 +55,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reserve(args::ReserveCommand::List(a)) => reserve_cmds::list(&a),
         Command::Grow(a) => reserve_cmds::grow(&a),
         Command::Restart(a) => require_root("restart").and_then(|()| service::restart(&a)),
-        Command::Serve(a) => require_root("serve").and_then(|()| service::serve(&a)),
+        Command::Serve(a) => server_env()
+            .and_then(|()| require_root("serve"))
+            .and_then(|()| service::serve(&a)),
         Command::Completions(a) => docs::completions(&a),
         Command::Man(a) => docs::man(&a),
         Command::UdevId(a) => devices::udev_id(&a),
     }
+}
+
+/// Refuse a command that starts a server up front when a setting the server
+/// reads from its environment (`PMEM_STACK_RING`) is wrong: the server would
+/// only find out after the device exists.
+/// A usage error (exit 2).
+fn server_env() -> Result<()> {
+    if let Err(why) = RingSetup::from_env() {
+        usage::usage!("{why}");
+    }
+    Ok(())
 }
 
 /// Refuse `command` up front unless running as root: ublk devices are made

@@ -206,6 +206,9 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Prepare(PrepareFailed),
+    /// A setting from the environment the server does not know.
+    #[error("{0}")]
+    Environment(String),
     #[error("final flush failed")]
     Flush(#[source] IoError),
 }

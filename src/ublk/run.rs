@@ -24,6 +24,7 @@ use super::control::{
 };
 use super::features::{Features, IoPath, WriteCache};
 use super::plane;
+use super::plane::ring::RingSetup;
 
 /// Largest discard / write-zeroes request: 1 GiB, in sectors.
 const MAX_ZERO_SECTORS: u32 = 1 << 21;
@@ -128,6 +129,8 @@ where
     P: FnOnce(&Granted) -> Result<DataPlane, PrepareFailed>,
     L: FnOnce(&Granted) + Send + Sync + 'static,
 {
+    // Before the device exists: a setting that is wrong costs nothing.
+    let ring = RingSetup::from_env().map_err(ServeError::Environment)?;
     let ctrl = build_control(attach, cfg)?;
     let info = ctrl.dev_info();
     let granted = Granted {
@@ -150,7 +153,9 @@ where
 
     let signals = StopOnSignal::install(&granted, Arc::clone(&engine), handover);
 
-    let queue_engine = Arc::clone(&engine);
+    if ring != RingSetup::default() {
+        log::info!("/dev/ublkb{}: queue rings: {}", granted.id, ring.name());
+    }
     let io_path = granted.io_path();
     if io_path == IoPath::Direct && direct.is_none() {
         return Err(ServeError::Prepare(PrepareFailed::invariant(
@@ -159,7 +164,13 @@ where
     }
     // Where each queue's thread and (on the direct path) io_uring workers run.
     let queue_cpus = super::affinity::queue_cpus(&ctrl, granted.queues);
-    let worker_cpus = super::affinity::io_worker_cpus(&queue_cpus, granted.affinity);
+    let queues = Queues {
+        engine: Arc::clone(&engine),
+        direct,
+        io_path,
+        ring,
+        worker_cpus: super::affinity::io_worker_cpus(&queue_cpus, granted.affinity),
+    };
     let write_cache = granted.write_cache;
     let went_live = Arc::new(AtomicBool::new(false));
     let live_flag = Arc::clone(&went_live);
@@ -168,18 +179,7 @@ where
             set_params(dev, size, lbs, write_cache);
             Ok(())
         },
-        move |qid, dev: &UblkDev| match direct.as_deref() {
-            Some(direct) if io_path == IoPath::Direct => {
-                let cpus = worker_cpus
-                    .get(usize::from(qid))
-                    .map_or(&[][..], Vec::as_slice);
-                plane::direct::serve_queue(qid, cpus, dev, &queue_engine, direct);
-            }
-            direct if io_path == IoPath::Batch => {
-                plane::batch::serve_queue(qid, dev, &queue_engine, direct);
-            }
-            direct => plane::copy::serve_queue(qid, dev, &queue_engine, io_path, direct),
-        },
+        move |qid, dev: &UblkDev| queues.serve(qid, dev),
         move |ctrl: &UblkCtrl| {
             if matches!(attach, Attach::Recover { .. })
                 && let Err(err) = match_disk_size(ctrl, granted.id, size)
@@ -215,6 +215,42 @@ where
     flushed.map_err(ServeError::Flush)?;
     log::info!("/dev/ublkb{}: stopped", granted.id);
     Ok(())
+}
+
+/// What every queue thread needs: each serves its queue with [`Queues::serve`].
+#[derive(Clone)]
+struct Queues {
+    engine: Arc<Engine>,
+    /// The backing opened `O_DIRECT` (the direct path; writing through).
+    direct: Option<Arc<DirectBacking>>,
+    io_path: IoPath,
+    ring: RingSetup,
+    /// Per queue: the CPUs of its io_uring workers (the direct path).
+    worker_cpus: Vec<Vec<usize>>,
+}
+
+impl Queues {
+    /// Serve queue `qid` on this thread until the device stops.
+    fn serve(&self, qid: u16, dev: &UblkDev) {
+        if let Err(err) = plane::ring::prepare(dev, self.ring) {
+            log::error!("queue {qid}: {} ring setup failed: {err}", self.ring.name());
+            return;
+        }
+        let engine = &self.engine;
+        match self.direct.as_deref() {
+            Some(direct) if self.io_path == IoPath::Direct => {
+                let cpus = self
+                    .worker_cpus
+                    .get(usize::from(qid))
+                    .map_or(&[][..], Vec::as_slice);
+                plane::direct::serve_queue(qid, cpus, dev, engine, direct);
+            }
+            direct if self.io_path == IoPath::Batch => {
+                plane::batch::serve_queue(qid, dev, engine, direct);
+            }
+            direct => plane::copy::serve_queue(qid, dev, engine, self.io_path, direct),
+        }
+    }
 }
 
 /// Stops the device when SIGINT or SIGTERM arrives, from a helper thread;

@@ -37,10 +37,21 @@ impl Scratch {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        self.run_with(&[], args)
+    }
+
+    /// Run pmem-stack with these arguments and these variables set.
+    pub fn run_with<I, S>(&self, vars: &[(&str, &str)], args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         let output = Command::new(env!("CARGO_BIN_EXE_pmem-stack"))
             .args(args)
             .env("PMEM_STACK_RUN_DIR", self.path("run"))
             .env_remove("RUST_LOG")
+            .env_remove("PMEM_STACK_RING")
+            .envs(vars.iter().copied())
             .output()
             .expect("run pmem-stack");
         Run(output)

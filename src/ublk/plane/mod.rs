@@ -12,12 +12,14 @@
 //!   groups, data through per-tag buffers.
 //!
 //! And what they share: [`request`] (a descriptor as an engine request, a
-//! result as a completion) and [`group_commit`] (acknowledging writes in
-//! groups, one sync for all that finished before it).
+//! result as a completion), [`group_commit`] (acknowledging writes in
+//! groups, one sync for all that finished before it) and [`ring`] (how each
+//! queue thread's io_uring is set up).
 
 pub mod batch;
 pub mod copy;
 pub mod direct;
 pub mod group_commit;
 pub mod request;
+pub mod ring;
 pub mod transfer;
