@@ -371,7 +371,7 @@ const SCENARIOS: &[Scenario] = &[
         knob: Some(Knob {
             env: "PMEM_STACK_POWER_CUTS",
             guest: "CUTS",
-            default: 3,
+            default: 2,
             repeat_first_boot: true,
             seconds_per_cycle: 0,
         }),
