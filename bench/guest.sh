@@ -11,6 +11,13 @@
 #                 through the devicemapper crate): expected equal to dm-linear
 #   rublk-null    rublk's null target: the ublk round trip and nothing else
 #   rublk-loop    rublk's loop target over /dev/pmem0 (O_DIRECT, io_uring)
+#   kublk-null    kublk's null target (the kernel's own ublk server, built
+#                 from the kernel source by bench/kublk.sh): the driver's one
+#                 copy per request and nothing else
+#   kublk-loop    kublk's loop target over /dev/pmem0
+#   kublk-...+F   the same with kublk's flag F (--F, or -F for one letter),
+#                 e.g. kublk-null+auto_zc, kublk-loop+auto_zc+per_io_tasks; a
+#                 flag the kernel does not offer is recorded as unavailable
 #   ps-<path>     pmem-stack on /dev/pmem0 with `add --io-path <path>`, for
 #                 every path in BENCH_PATHS (default: user-copy direct batch); a path
 #                 the kernel does not offer is recorded as unavailable;
@@ -20,13 +27,21 @@
 #   ps-devdax+<cache>  the same with `--write-cache <cache>`
 #   ps-...@<affinity>  any pmem-stack target with `--affinity <affinity>`
 #                 (e.g. ps-direct@queue: queue threads pinned as libublk does)
+#   ps-...%<ring> any pmem-stack target whose server runs with
+#                 PMEM_STACK_RING=<ring> (queue ring setup: coop, defer;
+#                 e.g. ps-user-copy%defer), for A/B in one boot; %<ring>
+#                 comes last (ps-direct@queue%defer)
 #
 # The NVDIMM's label area is split in two namespaces: fsdax (/dev/pmem0,
 # BENCH_PMEM_SIZE) and devdax (the rest).
 #
 # Writes to $RESULTS:
-#   fio.tsv     round target job iops bw_bytes lat_mean_ns lat_p50_ns lat_p99_ns server_minflt server_cpu_ticks
-#               (the last two are "-" without a server process)
+#   fio.tsv     round target job iops bw_bytes lat_mean_ns lat_p50_ns lat_p99_ns server_minflt server_cpu_ticks server_ios window_s
+#               (the last four are "-" without a server process): the
+#               server's page faults and CPU ticks (user + system, all its
+#               threads, io_uring workers included) from the end of fio's
+#               ramp to its exit, the reads + writes its device completed in
+#               that window (/sys/block/ublkbN/stat), and its length in seconds
 #   mem.tsv     round target pid VmRSS VmHWM RssAnon RssFile RssShmem (kB) cpu_s minflt majflt threads
 #   unavailable.tsv  target reason (a target that could not run on this kernel)
 #   meta.env    parameters and environment facts
@@ -50,6 +65,8 @@ trap 'die "unexpected error (status $?) at line $LINENO: $BASH_COMMAND"' ERR
 P=${PMEM_STACK_BIN:-$PMEM_STACK_REPO/target/release/pmem-stack}
 RUBLK=${RUBLK:-}
 RUBLK_UNAVAILABLE=${RUBLK_UNAVAILABLE:-}
+KUBLK=${KUBLK:-}
+KUBLK_UNAVAILABLE=${KUBLK_UNAVAILABLE:-}
 
 RUNTIME=${BENCH_RUNTIME:-3}   # seconds measured per job
 RAMP=${BENCH_RAMP:-1}         # seconds of ramp-up (not measured) per job
@@ -63,7 +80,7 @@ RESERVE=${BENCH_RESERVE:-512M}
 PMEM_SIZE=${BENCH_PMEM_SIZE:-2G}
 PATHS=${BENCH_PATHS:-user-copy direct batch}
 JOBS=${BENCH_JOBS:-randread4k randwrite4k randread4k-qd1 seqread128k seqwrite128k fsyncwrite4k}
-default_targets="raw dm-linear map rublk-null rublk-loop"
+default_targets="raw dm-linear map rublk-null rublk-loop kublk-null kublk-loop"
 for path in $PATHS; do default_targets+=" ps-$path"; done
 TARGETS=${BENCH_TARGETS:-$default_targets ps-devdax}
 
@@ -118,6 +135,14 @@ if [ -z "$RUBLK_UNAVAILABLE" ]; then
 	fi
 fi
 
+if [ -z "$KUBLK_UNAVAILABLE" ]; then
+	if [ -z "$KUBLK" ]; then
+		KUBLK_UNAVAILABLE="no kublk binary was given (KUBLK is empty)"
+	elif [ ! -x "$KUBLK" ]; then
+		KUBLK_UNAVAILABLE="$KUBLK is not an executable in the guest"
+	fi
+fi
+
 mkdir -p "$RESULTS/fio"
 : >"$RESULTS/fio.tsv"
 : >"$RESULTS/mem.tsv"
@@ -133,6 +158,8 @@ mkdir -p "$RESULTS/fio"
 	echo "fio=$(fio --version)"
 	echo "pmem_stack=$("$P" --version 2>/dev/null || echo unknown)"
 	echo "rublk=$([ -n "$RUBLK" ] && [ -x "$RUBLK" ] && "$RUBLK" --version 2>/dev/null || echo unavailable)"
+	echo "kublk=${KUBLK_VERSION:-unavailable}"
+	echo "clk_tck=$(getconf CLK_TCK)"
 	echo "devdax=$DAX $(cat "/sys/bus/dax/devices/${DAX#/dev/}/size") bytes"
 	echo "data_offset=$DATA_OFFSET"
 	echo "params=runtime=$RUNTIME ramp=$RAMP settle=$SETTLE offset=$OFFSET size=$SIZE rounds=$ROUNDS queues=$QUEUES depth=$DEPTH reserve=$RESERVE pmem=$PMEM_SIZE"
@@ -190,27 +217,53 @@ counters() {
 	echo "${8} $((${12} + ${13}))"
 }
 
+# now: seconds since the epoch, ns precision.
+now() { date +%s.%N; }
+
+# disk_ios DEV: the reads + writes DEV has completed (/sys/block/X/stat
+# fields 1 and 5).
+disk_ios() {
+	local stat
+	stat=$(cat "/sys/block/$(basename "$1")/stat") || die "no /sys/block stat for $1"
+	# shellcheck disable=SC2086 # split the fields on purpose
+	set -- $stat
+	echo $(($1 + $5))
+}
+
 # run_jobs ROUND TARGET DEV [SERVER_PID]
 run_jobs() {
-	local round=$1 target=$2 dev=$3 pid=${4:-} job out vals before after cost
+	local round=$1 target=$2 dev=$3 pid=${4:-} job out vals before after cost fio_pid rc t0 t1 ios0
 	# Same starting state everywhere: the region written once and flushed.
 	fio --name=prefill --filename="$dev" "${fio_common[@]}" --rw=write --bs=1M \
 		--iodepth=8 --end_fsync=1 >"$RESULTS/fio/$round-$target-prefill.json" 2>&1 ||
 		die "$target: prefill fio failed: $(tail -3 "$RESULTS/fio/$round-$target-prefill.json")"
 	for job in $JOBS; do
 		out=$RESULTS/fio/$round-$target-$job.json
-		[ -z "$pid" ] || before=$(counters "$pid")
 		# shellcheck disable=SC2046 # job_args is a word list on purpose
-		if ! fio --name="$job" --filename="$dev" "${fio_common[@]}" $(job_args "$job") \
-			--time_based --runtime="$RUNTIME" --ramp_time="$RAMP" >"$out" 2>&1; then
-			die "$target/$job: fio failed: $(tail -5 "$out" | tr '\n' ' ')"
+		fio --name="$job" --filename="$dev" "${fio_common[@]}" $(job_args "$job") \
+			--time_based --runtime="$RUNTIME" --ramp_time="$RAMP" >"$out" 2>&1 &
+		fio_pid=$!
+		# The server's counters over the measured part only: from the end
+		# of the ramp (fio's start-up makes the sample fall a little inside
+		# it) to fio's exit, against the I/Os the device completed in that
+		# same window.
+		if [ -n "$pid" ]; then
+			sleep "$RAMP"
+			before=$(counters "$pid")
+			ios0=$(disk_ios "$dev")
+			t0=$(now)
 		fi
-		# The server's page faults and CPU ticks during the job (ramp included).
-		cost="- -"
+		rc=0
+		wait "$fio_pid" || rc=$?
+		[ "$rc" -eq 0 ] || die "$target/$job: fio failed (status $rc): $(tail -5 "$out" | tr '\n' ' ')"
+		cost="- - - -"
 		if [ -n "$pid" ]; then
 			after=$(counters "$pid")
+			cost="$(($(disk_ios "$dev") - ios0))"
+			t1=$(now)
 			# shellcheck disable=SC2086
-			cost=$(set -- $before $after; echo "$(($3 - $1)) $(($4 - $2))")
+			cost="$(set -- $before $after; echo "$(($3 - $1)) $(($4 - $2))") $cost"
+			cost="$cost $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b - a}')"
 		fi
 		vals=$(fio_json "$out") || die "$target/$job: bad fio report $out: $vals"
 		echo "$round $target $job $vals $cost" >>"$RESULTS/fio.tsv"
@@ -336,6 +389,69 @@ rublk() {
 	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 }
 
+# kublk_flag_bit FLAG: the UBLK_F_* bit a kublk flag needs the kernel to
+# grant (kublk asks for it, and serves without it when the kernel strips it:
+# it never compares), or 0 for a flag that needs none.
+kublk_flag_bit() {
+	case $1 in
+	z | zero_copy) echo $((0x1)) ;;         # UBLK_F_SUPPORT_ZERO_COPY
+	g | get_data) echo $((0x4)) ;;          # UBLK_F_NEED_GET_DATA
+	u | user_copy) echo $((0x80)) ;;        # UBLK_F_USER_COPY
+	auto_zc) echo $((0x800)) ;;             # UBLK_F_AUTO_BUF_REG (6.16)
+	per_io_tasks) echo $((0x2000)) ;;       # UBLK_F_PER_IO_DAEMON (6.16)
+	b | batch) echo $((0x8000)) ;;          # UBLK_F_BATCH_IO (7.0)
+	*) echo 0 ;;
+	esac
+}
+
+# kublk ROUND TARGET: TARGET is kublk-<null|loop>[+FLAG...]. kublk forks
+# its daemon, waits for the device to be live and dumps its info like rublk
+# ("dev id N: ...", "daemon pid P ... flags 0x..."). A flag the kernel does
+# not grant is recorded as unavailable (kublk would serve without it).
+kublk() {
+	local round=$1 target=$2 spec kind flag out id pid dev flags bit rc=0 args=() wanted=() need=0
+	if [ -n "$KUBLK_UNAVAILABLE" ]; then
+		unavailable "$target" "$KUBLK_UNAVAILABLE"
+		return 0
+	fi
+	spec=${target#kublk-}
+	kind=${spec%%+*}
+	args=(-t "$kind" -q "$QUEUES" -d "$DEPTH")
+	if [ "$spec" != "$kind" ]; then
+		IFS=+ read -ra wanted <<<"${spec#*+}"
+		for flag in "${wanted[@]}"; do
+			if [ "${#flag}" -eq 1 ]; then args+=("-$flag"); else args+=("--$flag"); fi
+			need=$((need | $(kublk_flag_bit "$flag")))
+		done
+	fi
+	[ "$kind" != loop ] || args+=(/dev/pmem0)
+	out=$(timeout 60 "$KUBLK" add "${args[@]}" 2>&1) || rc=$?
+	id=$(echo "$out" | sed -n 's/^dev id \([0-9]*\):.*/\1/p' | head -1)
+	pid=$(echo "$out" | sed -n 's/.*daemon pid \([0-9]*\).*/\1/p' | head -1)
+	# kublk serves without a flag the kernel strips (checked below), so a
+	# failed add is a failure, never "unavailable".
+	if [ "$rc" -ne 0 ] || [ -z "$id" ] || [ -z "$pid" ]; then
+		die "kublk add ${args[*]} failed (status $rc): $(echo "$out" | tail -5 | tr '\n' ' ')"
+	fi
+	dev=/dev/ublkb$id
+	flags=$(echo "$out" | sed -n 's/.* flags \(0x[0-9a-fA-F]*\).*/\1/p' | head -1)
+	[ -n "$flags" ] || die "kublk add printed no flags: $(echo "$out" | tr '\n' ' ')"
+	if [ $((flags & need)) -ne "$need" ]; then
+		timeout 60 "$KUBLK" del -n "$id" >/dev/null 2>&1 || die "kublk del -n $id failed"
+		wait_gone "$dev" || die "kublk: $dev still exists after del"
+		bit=$(printf '0x%x' $((need & ~flags)))
+		unavailable "$target" "this kernel does not grant kublk ${spec#*+} (UBLK_F_* $bit missing from the device's flags $flags)"
+		return 0
+	fi
+	wait_block "$dev" || die "kublk: $dev did not appear"
+	[ "$round" -ne 1 ] || echo "$target kublk add ${args[*]}: $(echo "$out" | grep -E 'nr_hw_queues|flags' | tr -s ' \t' ' ' | tr '\n' ' ')" >>"$RESULTS/devices.txt"
+	run_jobs "$round" "$target" "$dev" "$pid"
+	mem "$round" "$target" "$pid"
+	timeout 60 "$KUBLK" del -n "$id" >/dev/null 2>&1 || die "kublk del -n $id failed"
+	wait_gone "$dev" || die "kublk: $dev still exists after del"
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+}
+
 target_rublk-null() {
 	rublk "$1" rublk-null null
 }
@@ -347,9 +463,18 @@ target_rublk-loop() {
 run_target() { # ROUND TARGET
 	local round=$1 target=$2 base t extra=()
 	echo "round $round: $target"
+	# A pmem-stack target's %RING runs its server with PMEM_STACK_RING=RING
+	# (the server inherits add's environment).
+	base=${target%\%*}
+	if [ "$base" != "$target" ]; then
+		export PMEM_STACK_RING=${target##*%}
+	else
+		unset PMEM_STACK_RING
+	fi
 	# A pmem-stack target's @AFFINITY adds `--affinity AFFINITY`.
-	base=${target%@*}
-	[ "$base" == "$target" ] || extra=(--affinity "${target##*@}")
+	t=${base%@*}
+	[ "$t" == "$base" ] || extra=(--affinity "${base##*@}")
+	base=$t
 	case $base in
 	ps-devdax) pmem_stack "$round" "$target" "$DAX" "${extra[@]}" ;;
 	ps-devdax+*) pmem_stack "$round" "$target" "$DAX" --write-cache "${base#ps-devdax+}" "${extra[@]}" ;;
@@ -359,6 +484,7 @@ run_target() { # ROUND TARGET
 		;;
 	ps-*) pmem_stack "$round" "$target" /dev/pmem0 --io-path "${base#ps-}" "${extra[@]}" ;;
 	raw | dm-linear | map | rublk-null | rublk-loop) "target_$target" "$round" ;;
+	kublk-null | kublk-null+* | kublk-loop | kublk-loop+*) kublk "$round" "$target" ;;
 	*) die "unknown target '$target'" ;;
 	esac
 }

@@ -24,6 +24,13 @@ JOB_NAMES = {
     "fsyncwrite4k": ("4k randwrite QD1 fsync=1", "IOPS"),
 }
 PEERS = ["raw", "dm-linear", "map", "rublk-null", "rublk-loop"]
+# pmem-stack's default on /dev/pmem0 (what `add` picks with no --io-path):
+# ps-auto when the run has it, else the path auto picks on every kernel.
+DEFAULT_TARGETS = ["ps-auto", "ps-user-copy"]
+
+
+def is_kublk(target):
+    return target.startswith("kublk-")
 
 
 def fail(msg):
@@ -38,14 +45,21 @@ def load(results):
             meta[k] = v
     params = dict(kv.split("=", 1) for kv in meta["params"].split())
     wall = float(params["runtime"]) + float(params["ramp"])
-    clk_tck = os.sysconf("SC_CLK_TCK")
+    clk_tck = int(meta.get("clk_tck") or os.sysconf("SC_CLK_TCK"))
     runs = collections.defaultdict(dict)  # (target, job) -> {round: record}
     for line in open(os.path.join(results, "fio.tsv")):
-        rnd, target, job, iops, bw, lat, p50, p99, minflt, ticks = line.split()
+        fields = line.split()
+        if len(fields) == 10:  # before the window was measured: ramp included
+            fields += ["-", "-"]
+        rnd, target, job, iops, bw, lat, p50, p99, minflt, ticks, dev_ios, _window = fields
         rec = {"iops": float(iops), "mib_s": int(bw) / 2**20, "lat_mean_us": float(lat) / 1e3,
                "lat_p50_us": int(p50) / 1e3, "lat_p99_us": int(p99) / 1e3}
         if minflt != "-":
-            ios = float(iops) * wall  # the counters include the ramp
+            # I/Os while the counters ran: what the device completed in the
+            # window (old results: fio's rate over ramp + runtime).
+            ios = int(dev_ios) if dev_ios != "-" else float(iops) * wall
+            if ios <= 0:
+                fail("%s/%s round %s: the device completed no I/O while measured" % (target, job, rnd))
             rec["server_faults_per_io"] = int(minflt) / ios
             rec["server_cpu_us_per_io"] = int(ticks) / clk_tck * 1e6 / ios
         runs[(target, job)][int(rnd)] = rec
@@ -73,6 +87,64 @@ def fmt(v):
     return "%.0f" % v if v >= 100 else "%.1f" % v
 
 
+def per_round(runs, a, b, j, value):
+    """Median, min, max of value(a's round) / value(b's round) over shared rounds."""
+    ratios = [value(rec) / value(runs[(b, j)][rnd]) for rnd, rec in runs[(a, j)].items()
+              if rnd in runs[(b, j)] and value(runs[(b, j)][rnd]) > 0]
+    if not ratios:
+        return None
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def bars(p, record, runs, measured, jobs):
+    """Issue 23's targets for the default path, each met or not, with its figure."""
+    default = next((t for t in DEFAULT_TARGETS if t in measured), None)
+    if default is None:
+        return
+    rows = []
+
+    def bar(what, got, op, want):
+        if got is None:
+            rows.append((what, "n/a", want, "not measured"))
+            return
+        ok = got[0] >= want if op == ">=" else got[0] <= want
+        rows.append((what, "%.2f [%.2f-%.2f]" % got, "%s %.2f" % ("≥" if op == ">=" else "≤", want),
+                     "met" if ok else "**short**"))
+
+    fig = lambda j: (lambda rec: figure(j, rec))
+    cpu = lambda rec: rec.get("server_cpu_us_per_io") or 0.0
+    for j in ("randread4k", "randwrite4k"):
+        if j in jobs and "kublk-null" in measured:
+            bar("%s: %s / kublk-null" % (JOB_NAMES[j][0], default),
+                per_round(runs, default, "kublk-null", j, fig(j)), ">=", 0.9)
+            bar("%s: CPU per I/O, %s / kublk-null" % (JOB_NAMES[j][0], default),
+                per_round(runs, default, "kublk-null", j, cpu), "<=", 1.25)
+    loops = [t for t in measured if t == "kublk-loop" or t.startswith("kublk-loop+")]
+    for j in jobs:
+        if not loops:
+            break
+        # The fastest kublk loop configuration of this job (median over rounds).
+        best = max(loops, key=lambda t: statistics.median(figure(j, r) for r in runs[(t, j)].values()))
+        bar("%s: %s / %s (the fastest kublk loop)" % (JOB_NAMES[j][0], default, best),
+            per_round(runs, default, best, j, fig(j)), ">=", 1.5 if j == "fsyncwrite4k" else 1.0)
+    for j in ("seqread128k", "seqwrite128k"):
+        if j in jobs and "raw" in measured:
+            bar("%s: %s / raw" % (JOB_NAMES[j][0], default), per_round(runs, default, "raw", j, fig(j)),
+                ">=", 0.8)
+    if "ps-devdax" in measured:
+        for j in jobs:
+            bar("%s: ps-devdax / %s" % (JOB_NAMES[j][0], default),
+                per_round(runs, "ps-devdax", default, j, fig(j)), ">=", 1.0)
+    record["bars"] = [{"what": w, "got": g, "want": t, "verdict": v} for w, g, t, v in rows]
+    p("Targets (issue 23) for the default path, median of the per-round ratios [min-max]:")
+    p("")
+    p("| target | ratio | bar | |")
+    p("|---|---:|---:|---|")
+    for row in rows:
+        p("| %s | %s | %s | %s |" % row)
+    p("")
+
+
 def main():
     results, commit = sys.argv[1], sys.argv[2]
     meta, runs, mem, unavailable = load(results)
@@ -84,7 +156,7 @@ def main():
             if not runs.get((t, j)):
                 fail("no result for %s/%s in %s" % (t, j, results))
     ours = [t for t in measured if t.startswith("ps-")]
-    peers = [t for t in PEERS if t in measured]
+    peers = [t for t in PEERS if t in measured] + [t for t in measured if is_kublk(t)]
 
     record = {"commit": commit, "meta": meta, "unavailable": unavailable, "jobs": {}, "memory": {}}
     out = []
@@ -102,7 +174,8 @@ def main():
             meta["params"],
         )
     )
-    p("rublk: %s; devdax: %s" % (meta["rublk"], meta.get("devdax", "?")))
+    p("rublk: %s; kublk: %s; devdax: %s" % (meta["rublk"], meta.get("kublk", "not in this run"),
+                                            meta.get("devdax", "?")))
     for t, why in unavailable.items():
         p("- **%s unavailable**: %s" % (t, why))
     p("")
@@ -181,14 +254,40 @@ def main():
                 "%.1f" % record["jobs"]["randread4k-qd1"]["targets"][t][k] for t in measured)))
     p("")
     servers = [t for t in measured if t in mem]
-    p("Server CPU per I/O (µs, ≈: the counters include the ramp; lower is better):")
+    old = any(len(line.split()) == 10 for line in open(os.path.join(results, "fio.tsv")))
+    p("Server CPU per I/O (µs: user + system time of all the server's threads, io_uring "
+      "workers included, %s; median over rounds; lower is better):"
+      % ("≈: the counters include the ramp" if old else "from the end of fio's ramp to its exit"))
     p("")
     p("| job | " + " | ".join(servers) + " |")
     p("|---|" + "---:|" * len(servers))
     for j in jobs:
         p("| %s | %s |" % (JOB_NAMES[j][0], " | ".join(
-            "%.0f" % record["jobs"][j]["targets"][t]["server_cpu_us_per_io"] for t in servers)))
+            "%.1f" % record["jobs"][j]["targets"][t]["server_cpu_us_per_io"] for t in servers)))
     p("")
+    cpu_peers = [t for t in servers if is_kublk(t) or t.startswith("rublk-")]
+    if cpu_peers and ours:
+        p("Server CPU per I/O, pmem-stack / peer (median of the per-round ratios, [min-max]); "
+          "< 1: pmem-stack spends less:")
+        p("")
+        p("| job | pmem-stack | " + " | ".join("/ " + t for t in cpu_peers) + " |")
+        p("|---|---|" + "---:|" * len(cpu_peers))
+        for j in jobs:
+            for o in (t for t in ours if t in servers):
+                cells = []
+                for peer in cpu_peers:
+                    ratios = [rec["server_cpu_us_per_io"] / runs[(peer, j)][rnd]["server_cpu_us_per_io"]
+                              for rnd, rec in runs[(o, j)].items()
+                              if rnd in runs[(peer, j)] and runs[(peer, j)][rnd]["server_cpu_us_per_io"] > 0]
+                    if ratios:
+                        r = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+                        record["jobs"][j]["ratios"]["cpu:%s/%s" % (o, peer)] = r
+                        cells.append("**%.2f** [%.2f-%.2f]" % (r["median"], r["min"], r["max"]))
+                    else:
+                        cells.append("n/a")
+                p("| %s | %s | %s |" % (JOB_NAMES[j][0], o, " | ".join(cells)))
+        p("")
+    bars(p, record, runs, measured, jobs)
     p("Server memory after its fio runs (/proc/PID/status, MiB, median over rounds):")
     p("")
     p("| | " + " | ".join(servers) + " |")
