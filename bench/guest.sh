@@ -157,7 +157,11 @@ mkdir -p "$RESULTS/fio"
 	echo "guest_mem_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo)"
 	echo "fio=$(fio --version)"
 	echo "pmem_stack=$("$P" --version 2>/dev/null || echo unknown)"
-	echo "rublk=$([ -n "$RUBLK" ] && [ -x "$RUBLK" ] && "$RUBLK" --version 2>/dev/null || echo unavailable)"
+	if [[ " $TARGETS " != *" rublk-"* ]]; then
+		echo "rublk=not in this run"
+	else
+		echo "rublk=$([ -n "$RUBLK" ] && [ -x "$RUBLK" ] && "$RUBLK" --version 2>/dev/null || echo unavailable)"
+	fi
 	echo "kublk=${KUBLK_VERSION:-unavailable}"
 	echo "clk_tck=$(getconf CLK_TCK)"
 	echo "devdax=$DAX $(cat "/sys/bus/dax/devices/${DAX#/dev/}/size") bytes"
