@@ -368,29 +368,48 @@ pmem_stack() {
 	wait_gone "$dev" || die "$dev still exists after del"
 }
 
-# rublk ROUND TARGET ARGS...: rublk forks a daemon, waits for the device to
-# be live and dumps its info ("dev id N: ...", "daemon pid P ...").
+# rublk and kublk fork a daemon, wait for the device to be live and dump its
+# info the same way ("dev id N: ...", "daemon pid P ... flags 0x..."):
+# peer_add NAME BIN ARGS... adds one and sets peer_out, peer_id, peer_pid.
+peer_add() {
+	local name=$1 bin=$2 rc=0
+	shift 2
+	peer_out=$(timeout 60 "$bin" add "$@" 2>&1) || rc=$?
+	peer_id=$(echo "$peer_out" | sed -n 's/^dev id \([0-9]*\):.*/\1/p' | head -1)
+	peer_pid=$(echo "$peer_out" | sed -n 's/.*daemon pid \([0-9]*\).*/\1/p' | head -1)
+	if [ "$rc" -ne 0 ] || [ -z "$peer_id" ] || [ -z "$peer_pid" ]; then
+		die "$name add $* failed (status $rc): $(echo "$peer_out" | tail -5 | tr '\n' ' ')"
+	fi
+}
+
+# peer_del NAME BIN ID: remove a peer's device and wait until it is gone.
+peer_del() {
+	timeout 60 "$2" del -n "$3" >/dev/null 2>&1 || die "$1 del -n $3 failed"
+	wait_gone "/dev/ublkb$3" || die "$1: /dev/ublkb$3 still exists after del"
+}
+
+# peer_measure ROUND TARGET NAME BIN WHAT: measure the device peer_add made
+# (WHAT: how it was made, for devices.txt), then remove it.
+peer_measure() {
+	local round=$1 target=$2 name=$3 bin=$4 what=$5 dev=/dev/ublkb$peer_id pid=$peer_pid
+	wait_block "$dev" || die "$name: $dev did not appear"
+	[ "$round" -ne 1 ] || echo "$target $what: $(echo "$peer_out" | grep -E 'nr_hw_queues|flags' | tr -s ' \t' ' ' | tr '\n' ' ')" >>"$RESULTS/devices.txt"
+	run_jobs "$round" "$target" "$dev" "$pid"
+	mem "$round" "$target" "$pid"
+	peer_del "$name" "$bin" "$peer_id"
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+}
+
+# rublk ROUND TARGET ARGS...
 rublk() {
-	local round=$1 target=$2 out id pid dev rc=0
+	local round=$1 target=$2
 	shift 2
 	if [ -n "$RUBLK_UNAVAILABLE" ]; then
 		unavailable "$target" "$RUBLK_UNAVAILABLE"
 		return 0
 	fi
-	out=$(timeout 60 "$RUBLK" add "$@" -q "$QUEUES" -d "$DEPTH" 2>&1) || rc=$?
-	id=$(echo "$out" | sed -n 's/^dev id \([0-9]*\):.*/\1/p' | head -1)
-	pid=$(echo "$out" | sed -n 's/.*daemon pid \([0-9]*\).*/\1/p' | head -1)
-	if [ "$rc" -ne 0 ] || [ -z "$id" ] || [ -z "$pid" ]; then
-		die "rublk add $* failed (status $rc): $(echo "$out" | tail -5 | tr '\n' ' ')"
-	fi
-	dev=/dev/ublkb$id
-	wait_block "$dev" || die "rublk: $dev did not appear"
-	[ "$round" -ne 1 ] || echo "$target $(echo "$out" | grep -E 'nr_hw_queues|flags' | tr -s ' \t' ' ' | tr '\n' ' ')" >>"$RESULTS/devices.txt"
-	run_jobs "$round" "$target" "$dev" "$pid"
-	mem "$round" "$target" "$pid"
-	"$RUBLK" del -n "$id" >/dev/null 2>&1 || die "rublk del -n $id failed"
-	wait_gone "$dev" || die "rublk: $dev still exists after del"
-	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	peer_add rublk "$RUBLK" "$@" -q "$QUEUES" -d "$DEPTH"
+	peer_measure "$round" "$target" rublk "$RUBLK" "rublk add $*"
 }
 
 # kublk_flag_bit FLAG: the UBLK_F_* bit a kublk flag needs the kernel to
@@ -413,7 +432,7 @@ kublk_flag_bit() {
 # ("dev id N: ...", "daemon pid P ... flags 0x..."). A flag the kernel does
 # not grant is recorded as unavailable (kublk would serve without it).
 kublk() {
-	local round=$1 target=$2 spec kind flag out id pid dev flags bit rc=0 args=() wanted=() need=0
+	local round=$1 target=$2 spec kind flag flags bit args=() wanted=() need=0
 	if [ -n "$KUBLK_UNAVAILABLE" ]; then
 		unavailable "$target" "$KUBLK_UNAVAILABLE"
 		return 0
@@ -429,31 +448,18 @@ kublk() {
 		done
 	fi
 	[ "$kind" != loop ] || args+=(/dev/pmem0)
-	out=$(timeout 60 "$KUBLK" add "${args[@]}" 2>&1) || rc=$?
-	id=$(echo "$out" | sed -n 's/^dev id \([0-9]*\):.*/\1/p' | head -1)
-	pid=$(echo "$out" | sed -n 's/.*daemon pid \([0-9]*\).*/\1/p' | head -1)
 	# kublk serves without a flag the kernel strips (checked below), so a
 	# failed add is a failure, never "unavailable".
-	if [ "$rc" -ne 0 ] || [ -z "$id" ] || [ -z "$pid" ]; then
-		die "kublk add ${args[*]} failed (status $rc): $(echo "$out" | tail -5 | tr '\n' ' ')"
-	fi
-	dev=/dev/ublkb$id
-	flags=$(echo "$out" | sed -n 's/.* flags \(0x[0-9a-fA-F]*\).*/\1/p' | head -1)
-	[ -n "$flags" ] || die "kublk add printed no flags: $(echo "$out" | tr '\n' ' ')"
+	peer_add kublk "$KUBLK" "${args[@]}"
+	flags=$(echo "$peer_out" | sed -n 's/.* flags \(0x[0-9a-fA-F]*\).*/\1/p' | head -1)
+	[ -n "$flags" ] || die "kublk add printed no flags: $(echo "$peer_out" | tr '\n' ' ')"
 	if [ $((flags & need)) -ne "$need" ]; then
-		timeout 60 "$KUBLK" del -n "$id" >/dev/null 2>&1 || die "kublk del -n $id failed"
-		wait_gone "$dev" || die "kublk: $dev still exists after del"
+		peer_del kublk "$KUBLK" "$peer_id"
 		bit=$(printf '0x%x' $((need & ~flags)))
 		unavailable "$target" "this kernel does not grant kublk ${spec#*+} (UBLK_F_* $bit missing from the device's flags $flags)"
 		return 0
 	fi
-	wait_block "$dev" || die "kublk: $dev did not appear"
-	[ "$round" -ne 1 ] || echo "$target kublk add ${args[*]}: $(echo "$out" | grep -E 'nr_hw_queues|flags' | tr -s ' \t' ' ' | tr '\n' ' ')" >>"$RESULTS/devices.txt"
-	run_jobs "$round" "$target" "$dev" "$pid"
-	mem "$round" "$target" "$pid"
-	timeout 60 "$KUBLK" del -n "$id" >/dev/null 2>&1 || die "kublk del -n $id failed"
-	wait_gone "$dev" || die "kublk: $dev still exists after del"
-	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	peer_measure "$round" "$target" kublk "$KUBLK" "kublk add ${args[*]}"
 }
 
 target_rublk-null() {

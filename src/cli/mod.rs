@@ -66,8 +66,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Refuse a command that starts a server up front when a setting the server
 /// reads from its environment (`PMEM_STACK_RING`) is wrong: the server would
-/// only find out after the device exists.
-/// A usage error (exit 2).
+/// only find out after the device exists. A usage error (exit 2).
 fn server_env() -> Result<()> {
     if let Err(why) = RingSetup::from_env() {
         usage::usage!("{why}");
