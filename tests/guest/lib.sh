@@ -11,8 +11,18 @@ P=${PMEM_STACK_BIN:-$PMEM_STACK_REPO/target/release/pmem-stack}
 FAILS=0
 CHECKS=0
 
-pass() { CHECKS=$((CHECKS + 1)); echo "PASS: $*"; }
-fail() { CHECKS=$((CHECKS + 1)); FAILS=$((FAILS + 1)); echo "FAIL: $*"; }
+# Each check's time since the one before (or the script's start) goes to
+# RESULTS/check-seconds.tsv, the slowest steps of a scenario found by
+# `sort -rn` on it; bash's clock, so no process is started for it.
+CHECK_CLOCK=${EPOCHREALTIME/./}
+check_time() {
+	local now=${EPOCHREALTIME/./}
+	printf '%d.%d\t%s\n' $(((now - CHECK_CLOCK) / 1000000)) $(((now - CHECK_CLOCK) / 100000 % 10)) "$*" \
+		>>"${RESULTS:-/dev/null}/check-seconds.tsv" 2>/dev/null || true
+	CHECK_CLOCK=$now
+}
+pass() { CHECKS=$((CHECKS + 1)); echo "PASS: $*"; check_time "$*"; }
+fail() { CHECKS=$((CHECKS + 1)); FAILS=$((FAILS + 1)); echo "FAIL: $*"; check_time "$*"; }
 note() { echo "NOTE: $*"; }
 
 # require CONDITION-COMMAND... : abort the scenario (as a failure) if false.
