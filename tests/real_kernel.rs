@@ -542,17 +542,17 @@ struct Outcome {
     failures: Vec<String>,
 }
 
-fn run_boot(
+/// boot.sh's command line for one boot of `plan`, its results in `results`.
+fn boot_command(
     repo: &Path,
     kernel: &str,
-    dir: &Path,
-    index: usize,
     plan: &Planned,
-    image: &Path,
-) -> Result<Outcome, String> {
+    results: &Path,
+    scratch: &Path,
+) -> Command {
     let boot = plan.boot;
-    let results = dir.join(format!("boot{index}"));
-    let root_disk = dir.join("root.qcow2");
+    let image = scratch.join("pmem.img");
+    let root_disk = scratch.join("root.qcow2");
     let mut cmd = Command::new(repo.join("tests/vm/boot.sh"));
     cmd.current_dir(repo)
         .arg("--kernel")
@@ -560,11 +560,11 @@ fn run_boot(
         .arg("--script")
         .arg(boot.script)
         .arg("--image")
-        .arg(image)
+        .arg(&image)
         .arg("--size")
         .arg(boot.size)
         .arg("--results")
-        .arg(&results)
+        .arg(results)
         .arg("--timeout")
         .arg(plan.time_limit.to_string());
     if let Some(label) = boot.label_size {
@@ -586,6 +586,22 @@ fn run_boot(
     if let Some(size) = boot.cxl {
         cmd.arg("--cxl").arg(size);
     }
+    cmd
+}
+
+/// Boot `plan` once: results in `dir`/boot`index`, the NVDIMM image and the
+/// Debian overlay in `scratch`.
+fn run_boot(
+    repo: &Path,
+    kernel: &str,
+    dir: &Path,
+    index: usize,
+    plan: &Planned,
+    scratch: &Path,
+) -> Result<Outcome, String> {
+    let boot = plan.boot;
+    let results = dir.join(format!("boot{index}"));
+    let mut cmd = boot_command(repo, kernel, plan, &results, scratch);
     let mut status = cmd
         .status()
         .map_err(|e| format!("cannot run tests/vm/boot.sh: {e}"))?;
@@ -673,7 +689,81 @@ struct Run {
     time: Duration,
 }
 
-fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scenario) -> Run {
+/// Where the boots' scratch files go: the NVDIMM image, the Debian root's
+/// overlay, the CXL memdev and label area.
+///
+/// In memory when the host has room (`/dev/shm`, a tmpfs with at least
+/// [`SCRATCH_IN_MEMORY_MIN`] free): the guest's first touch of each 2 MiB of
+/// a fresh image on the host's ext4 took 20–30 ms (a large folio allocated,
+/// at times after compaction), and a blank namespace's super block search
+/// touches every 2 MiB of it — 20 s of every first `add` on 2 GiB, in every
+/// scenario; on tmpfs it is under a second. `PMEM_STACK_SCRATCH=DIR` puts
+/// them in DIR instead; without room in memory they stay beside the results.
+struct ScratchRoot {
+    dir: PathBuf,
+    /// In memory: the scratch of a failed scenario is kept for inspection
+    /// until the next run starts (which clears it), not for good.
+    in_memory: bool,
+}
+
+/// The least free space `/dev/shm` must have to hold the scratch files: the
+/// largest scenario's (2 GiB NVDIMM, 512 MiB CXL, the Debian overlay) and
+/// what failed scenarios of this run leave there, with room to spare.
+const SCRATCH_IN_MEMORY_MIN: u64 = 8 << 30;
+
+impl ScratchRoot {
+    fn choose(suite: &Path) -> ScratchRoot {
+        if let Some(dir) = std::env::var_os("PMEM_STACK_SCRATCH") {
+            return ScratchRoot {
+                dir: PathBuf::from(dir),
+                in_memory: false,
+            };
+        }
+        let shm = Path::new("/dev/shm");
+        if free_tmpfs_bytes(shm).is_some_and(|free| free >= SCRATCH_IN_MEMORY_MIN) {
+            let dir = shm.join("pmem-stack-suite");
+            // What failed scenarios of an earlier run kept: gone now.
+            let _ = fs::remove_dir_all(&dir);
+            return ScratchRoot {
+                dir,
+                in_memory: true,
+            };
+        }
+        println!(
+            "real_kernel: /dev/shm has no {} GiB free: NVDIMM images beside the results (slower)",
+            SCRATCH_IN_MEMORY_MIN >> 30
+        );
+        ScratchRoot {
+            dir: suite.to_path_buf(),
+            in_memory: false,
+        }
+    }
+}
+
+/// The bytes free on `dir` if it is a tmpfs (`stat -f`), else `None`.
+fn free_tmpfs_bytes(dir: &Path) -> Option<u64> {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%T %a %S"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut fields = text.split_whitespace();
+    if fields.next()? != "tmpfs" {
+        return None;
+    }
+    let blocks: u64 = fields.next()?.parse().ok()?;
+    let size: u64 = fields.next()?.parse().ok()?;
+    blocks.checked_mul(size)
+}
+
+fn run_scenario(
+    repo: &Path,
+    suite: &Path,
+    scratch_root: &ScratchRoot,
+    kernel: &'static str,
+    scenario: &Scenario,
+) -> Run {
     let started = Instant::now();
     let cycles = scenario
         .knob
@@ -683,16 +773,18 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
     println!("[{kernel}] {}: {}{cycles}", scenario.name, scenario.what);
     let dir = suite.join(kernel).join(scenario.name);
     let _ = fs::create_dir_all(&dir);
-    let image = dir.join("pmem.img");
+    let scratch_dir = scratch_root.dir.join(kernel).join(scenario.name);
+    let _ = fs::create_dir_all(&scratch_dir);
+    let image = scratch_dir.join("pmem.img");
     // What the boots write besides their results, made anew by each run: the
     // NVDIMM image, the Debian root's overlay (boot.sh --root-disk; each run
     // starts from the system setup built) and boot.sh --cxl's memdev and
     // label area.
     let scratch = [
         image.clone(),
-        dir.join("root.qcow2"),
-        dir.join("pmem.img.cxl"),
-        dir.join("pmem.img.lsa"),
+        scratch_dir.join("root.qcow2"),
+        scratch_dir.join("pmem.img.cxl"),
+        scratch_dir.join("pmem.img.lsa"),
     ];
     for file in &scratch {
         let _ = fs::remove_file(file);
@@ -700,7 +792,7 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
     let mut failures = Vec::new();
     let mut checks = 0;
     for (i, plan) in boots_of(scenario).iter().enumerate() {
-        match run_boot(repo, kernel, &dir, i, plan, &image) {
+        match run_boot(repo, kernel, &dir, i, plan, &scratch_dir) {
             Ok(outcome) => {
                 checks += outcome.passed;
                 failures.extend(outcome.failures);
@@ -724,11 +816,17 @@ fn run_scenario(repo: &Path, suite: &Path, kernel: &'static str, scenario: &Scen
         );
     } else {
         println!(
-            "[{kernel}] {}: FAILED ({} failures, {:.0} s; results in {})",
+            "[{kernel}] {}: FAILED ({} failures, {:.0} s; results in {}, images in {}{})",
             scenario.name,
             failures.len(),
             time.as_secs_f64(),
-            dir.display()
+            dir.display(),
+            scratch_dir.display(),
+            if scratch_root.in_memory {
+                " until the next run"
+            } else {
+                ""
+            }
         );
         for f in &failures {
             println!("    {f}");
@@ -866,6 +964,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let suite = vm.join("suite");
+    let scratch_root = ScratchRoot::choose(&suite);
     println!(
         "real_kernel: kernels {}; scenarios {}",
         kernels
@@ -886,7 +985,7 @@ fn main() -> ExitCode {
         println!("\n== kernel {kernel}: {version}");
         let started = Instant::now();
         for scenario in &selected {
-            runs.push(run_scenario(&repo, &suite, kernel, scenario));
+            runs.push(run_scenario(&repo, &suite, &scratch_root, kernel, scenario));
         }
         kernel_times.push(started.elapsed());
     }
