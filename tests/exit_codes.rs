@@ -167,7 +167,7 @@ fn failures_exit_1_and_touch_nothing() {
 /// usage error of every command that starts a server, found before anything
 /// is opened (here before the root check: a non-root run says the same).
 #[test]
-fn an_unknown_ring_setup_exits_2_before_anything_is_touched() {
+fn an_unknown_server_setting_exits_2_before_anything_is_touched() {
     let t = Scratch::new();
     let img = t.image("blank.img", 64 * MIB);
     let img = img.to_str().expect("utf-8");
@@ -175,6 +175,8 @@ fn an_unknown_ring_setup_exits_2_before_anything_is_touched() {
     for args in [vec!["add", img], vec!["serve", img], vec!["recover", "0"]] {
         t.run_with(&[("PMEM_STACK_RING", "sqpoll")], &args)
             .fails(2, &["PMEM_STACK_RING=sqpoll", "coop or defer"]);
+        t.run_with(&[("PMEM_STACK_IO_THREADS", "0")], &args)
+            .fails(2, &["PMEM_STACK_IO_THREADS=0", "1 to 16"]);
     }
     assert_eq!(
         digest(std::path::Path::new(img)),

@@ -1291,6 +1291,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "PMEM_STACK_RING",
         "How a server's queue threads set up their io_uring: coop (the default: COOP_TASKRUN) or defer (SINGLE_ISSUER and DEFER_TASKRUN). For measuring one against the other (bench/README.md); any other value makes add, recover and serve fail before they touch the device.",
     ),
+    (
+        "PMEM_STACK_IO_THREADS",
+        "How many threads serve each hardware queue, each an interleaved share of its tags (per-I/O daemons, UBLK_F_PER_IO_DAEMON, Linux 6.16+): 1, the default, to 16. For measuring (bench/README.md); extra threads keep the queue's own CPUs. A value out of range, or above 1 on a kernel without per-I/O daemons, makes add, recover and serve fail before they touch the device.",
+    ),
 ];
 
 /// pmem-stack(8)'s FILES: every file any page names.

@@ -29,7 +29,7 @@ use pmem_stack::dm;
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::ublk::control;
 use pmem_stack::ublk::features::{Features, IoPath};
-use pmem_stack::ublk::plane::ring::RingSetup;
+use pmem_stack::ublk::tuning::Tuning;
 
 use args::{Cli, Command};
 
@@ -65,10 +65,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Refuse a command that starts a server up front when a setting the server
-/// reads from its environment (`PMEM_STACK_RING`) is wrong: the server would
+/// reads from its environment (`PMEM_STACK_RING`, `PMEM_STACK_IO_THREADS`)
+/// is wrong, or asks for what this kernel does not offer: the server would
 /// only find out after the device exists. A usage error (exit 2).
 fn server_env() -> Result<()> {
-    if let Err(why) = RingSetup::from_env() {
+    let why = match Tuning::from_env() {
+        Err(why) => Some(why),
+        Ok(tuning) => Features::of_kernel().and_then(|kernel| tuning.refusal(kernel)),
+    };
+    if let Some(why) = why {
         usage::usage!("{why}");
     }
     Ok(())

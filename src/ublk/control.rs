@@ -486,16 +486,22 @@ pub fn stop(id: u32) -> Result<(), ServeError> {
     checked("STOP_DEV", ctrl.kill_dev()).map(|_| ())
 }
 
-pub(super) fn build_control(attach: Attach, cfg: QueueConfig) -> Result<UblkCtrl, ServeError> {
+/// The control object of the device a server is to serve, whose queues each
+/// get `io_threads` threads (more than one needs `UBLK_F_PER_IO_DAEMON`).
+pub(super) fn build_control(
+    attach: Attach,
+    cfg: QueueConfig,
+    io_threads: u16,
+) -> Result<UblkCtrl, ServeError> {
     check_driver()?;
     match attach {
-        Attach::Add { id } => add_control(id, cfg),
-        Attach::Recover { id } => recover_control(id),
+        Attach::Add { id } => add_control(id, cfg, io_threads),
+        Attach::Recover { id } => recover_control(id, io_threads),
     }
 }
 
 /// A control object for a new device (with `id`, or the next free one).
-fn add_control(id: Option<u32>, cfg: QueueConfig) -> Result<UblkCtrl, ServeError> {
+fn add_control(id: Option<u32>, cfg: QueueConfig, io_threads: u16) -> Result<UblkCtrl, ServeError> {
     let signed = match id {
         Some(id) => i32::try_from(id).map_err(|_| ServeError::IdTaken(id))?,
         None => -1,
@@ -513,6 +519,7 @@ fn add_control(id: Option<u32>, cfg: QueueConfig) -> Result<UblkCtrl, ServeError
         .io_buf_bytes(IO_BUF_BYTES)
         .ctrl_flags(RECOVERY_FLAGS | cfg.io_path.flag())
         .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+        .io_threads_per_queue(io_threads)
         .build()
         .map_err(|err| match (err, id) {
             (UblkError::OtherError(e) | UblkError::UringIOError(e), Some(id))
@@ -543,7 +550,7 @@ fn add_control(id: Option<u32>, cfg: QueueConfig) -> Result<UblkCtrl, ServeError
 }
 
 /// A control object re-attached to device `id`, whose server died.
-fn recover_control(id: u32) -> Result<UblkCtrl, ServeError> {
+fn recover_control(id: u32, io_threads: u16) -> Result<UblkCtrl, ServeError> {
     let old = open_existing(id)?;
     let info = old.dev_info();
     let state = DeviceState::from_raw(info.state);
@@ -573,6 +580,7 @@ fn recover_control(id: u32) -> Result<UblkCtrl, ServeError> {
         .io_buf_bytes(info.max_io_buf_bytes)
         .ctrl_flags(recovery_flags(info.flags))
         .dev_flags(UblkFlags::UBLK_DEV_F_RECOVER_DEV)
+        .io_threads_per_queue(io_threads)
         .build()
         .map_err(ublk_error("recovery attach"))
 }

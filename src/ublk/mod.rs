@@ -9,9 +9,12 @@
 //!   batch I/O (`batch`, 7.0+), and what they share.
 //! * [`features`]: what the kernel offers and a device was granted, by name.
 //! * [`affinity`]: which CPUs the queue threads run on.
+//! * [`tuning`]: how the queues run, from the server's environment (for
+//!   measurements: ring setup, threads per queue).
 
 pub mod affinity;
 pub mod control;
 pub mod features;
 pub mod plane;
 pub mod run;
+pub mod tuning;

@@ -25,6 +25,7 @@ use super::control::{
 use super::features::{Features, IoPath, WriteCache};
 use super::plane;
 use super::plane::ring::RingSetup;
+use super::tuning::Tuning;
 
 /// Largest discard / write-zeroes request: 1 GiB, in sectors.
 const MAX_ZERO_SECTORS: u32 = 1 << 21;
@@ -130,8 +131,11 @@ where
     L: FnOnce(&Granted) + Send + Sync + 'static,
 {
     // Before the device exists: a setting that is wrong costs nothing.
-    let ring = RingSetup::from_env().map_err(ServeError::Environment)?;
-    let ctrl = build_control(attach, cfg)?;
+    let tuning = Tuning::from_env().map_err(ServeError::Environment)?;
+    if let Some(why) = Features::of_kernel().and_then(|kernel| tuning.refusal(kernel)) {
+        return Err(ServeError::Environment(why));
+    }
+    let ctrl = build_control(attach, cfg, tuning.io_threads)?;
     let info = ctrl.dev_info();
     let granted = Granted {
         id: info.dev_id,
@@ -153,8 +157,8 @@ where
 
     let signals = StopOnSignal::install(&granted, Arc::clone(&engine), handover);
 
-    if ring != RingSetup::default() {
-        log::info!("/dev/ublkb{}: queue rings: {}", granted.id, ring.name());
+    if let Some(tuned) = tuning.describe() {
+        log::info!("/dev/ublkb{}: {tuned}", granted.id);
     }
     let io_path = granted.io_path();
     if io_path == IoPath::Direct && direct.is_none() {
@@ -168,7 +172,7 @@ where
         engine: Arc::clone(&engine),
         direct,
         io_path,
-        ring,
+        ring: tuning.ring,
         worker_cpus: super::affinity::io_worker_cpus(&queue_cpus, granted.affinity),
     };
     let write_cache = granted.write_cache;

@@ -51,6 +51,7 @@ impl Scratch {
             .env("PMEM_STACK_RUN_DIR", self.path("run"))
             .env_remove("RUST_LOG")
             .env_remove("PMEM_STACK_RING")
+            .env_remove("PMEM_STACK_IO_THREADS")
             .envs(vars.iter().copied())
             .output()
             .expect("run pmem-stack");

@@ -14,17 +14,14 @@
 //!
 //! Which one serves pmem-stack better is measured, not assumed: the setup is
 //! chosen per server by `PMEM_STACK_RING` (`coop`, libublk's own, or
-//! `defer`), so one benchmark boot can run both side by side
-//! (bench/README.md, "Ring setup").
+//! `defer`; read by [`crate::ublk::tuning`]), so one benchmark boot can run
+//! both side by side (bench/README.md, "Ring setup").
 
 use std::cell::RefCell;
 
 use io_uring::IoUring;
 use libublk::io::UblkDev;
 use libublk::{UblkError, ublk_init_task_ring};
-
-/// The variable that chooses the setup, for A/B measurements.
-pub const RING_ENV: &str = "PMEM_STACK_RING";
 
 /// A queue ring's task-work mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,21 +34,13 @@ pub enum RingSetup {
 }
 
 impl RingSetup {
-    /// The setup `PMEM_STACK_RING` names (`coop` or `defer`), or the
-    /// default; `Err` names a value it does not know.
-    pub fn from_env() -> Result<RingSetup, String> {
-        match std::env::var(RING_ENV) {
-            Err(_) => Ok(RingSetup::default()),
-            Ok(value) => RingSetup::parse(&value),
-        }
-    }
-
-    fn parse(value: &str) -> Result<RingSetup, String> {
+    /// The setup `PMEM_STACK_RING=value` names; `Err` says what is wrong.
+    pub fn parse(value: &str) -> Result<RingSetup, String> {
         match value {
             "" | "coop" => Ok(RingSetup::Coop),
             "defer" => Ok(RingSetup::Defer),
             other => Err(format!(
-                "{RING_ENV}={other} is not a ring setup (coop or defer)"
+                "PMEM_STACK_RING={other} is not a ring setup (coop or defer)"
             )),
         }
     }

@@ -1,0 +1,139 @@
+//! The settings a server reads from its environment, for measuring one way
+//! of serving against another in the same boot (bench/README.md, "Ring
+//! setup" and "Per-I/O daemons"): they change how the queues run, never
+//! what they serve, so they are no command-line options a user must learn.
+//!
+//! * `PMEM_STACK_RING`: each queue thread's io_uring task-work mode
+//!   ([`RingSetup`]).
+//! * `PMEM_STACK_IO_THREADS`: threads per hardware queue, each serving an
+//!   interleaved share of the queue's tags (`UBLK_F_PER_IO_DAEMON`, Linux
+//!   6.16+). One, the default, is a thread per queue as on every kernel.
+//!
+//! Both are read once, before the device exists: a value that is wrong is
+//! refused (`add`, `recover` and `serve` exit 2) without touching anything.
+
+use super::features::Features;
+use super::plane::ring::RingSetup;
+
+/// The variable that chooses the queue rings' setup.
+pub const RING_ENV: &str = "PMEM_STACK_RING";
+
+/// The variable that chooses the threads per hardware queue.
+pub const IO_THREADS_ENV: &str = "PMEM_STACK_IO_THREADS";
+
+/// The most threads a queue may have (more than a guest has CPUs is
+/// already more than helps; the queue depth is the hard limit).
+pub const MAX_IO_THREADS: u16 = 16;
+
+/// How a server runs its queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    pub ring: RingSetup,
+    /// Threads per hardware queue (1: the classic thread per queue).
+    pub io_threads: u16,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            ring: RingSetup::default(),
+            io_threads: 1,
+        }
+    }
+}
+
+impl Tuning {
+    /// The tuning this process's environment asks for; `Err` names the
+    /// variable and value it cannot use.
+    pub fn from_env() -> Result<Tuning, String> {
+        let var = |name| std::env::var(name).ok();
+        Tuning::parse(var(RING_ENV).as_deref(), var(IO_THREADS_ENV).as_deref())
+    }
+
+    fn parse(ring: Option<&str>, io_threads: Option<&str>) -> Result<Tuning, String> {
+        let ring = ring.map_or(Ok(RingSetup::default()), RingSetup::parse)?;
+        let io_threads = match io_threads {
+            None | Some("") => 1,
+            Some(value) => value
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (1..=MAX_IO_THREADS).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "{IO_THREADS_ENV}={value} is not a number of threads per queue (1 to {MAX_IO_THREADS})"
+                    )
+                })?,
+        };
+        Ok(Tuning { ring, io_threads })
+    }
+
+    /// Why this tuning cannot serve on a kernel that offers `kernel`, if it
+    /// cannot.
+    pub fn refusal(self, kernel: Features) -> Option<String> {
+        let per_io = kernel.has(libublk::sys::UBLK_F_PER_IO_DAEMON);
+        (self.io_threads > 1 && !per_io).then(|| {
+            format!(
+                "{IO_THREADS_ENV}={} needs per-I/O daemons (UBLK_F_PER_IO_DAEMON, Linux 6.16+), which this kernel does not offer; unset it",
+                self.io_threads
+            )
+        })
+    }
+
+    /// Whether anything differs from the default, for the server's log.
+    pub fn describe(self) -> Option<String> {
+        (self != Tuning::default()).then(|| {
+            format!(
+                "queue rings: {}, {} thread(s) per queue",
+                self.ring.name(),
+                self.io_threads
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_is_the_default() {
+        assert_eq!(Tuning::parse(None, None), Ok(Tuning::default()));
+        assert_eq!(Tuning::parse(Some(""), Some("")), Ok(Tuning::default()));
+        assert_eq!(Tuning::default().describe(), None);
+    }
+
+    #[test]
+    fn values_parse_and_strangers_are_refused() {
+        let t = Tuning::parse(Some("defer"), Some("2")).expect("valid");
+        assert_eq!(t.ring, RingSetup::Defer);
+        assert_eq!(t.io_threads, 2);
+        assert!(t.describe().is_some_and(|d| d.contains("defer, 2 thread")));
+        for bad in ["0", "17", "two", "-1"] {
+            let err = Tuning::parse(None, Some(bad)).expect_err(bad);
+            assert!(
+                err.starts_with(&format!("{IO_THREADS_ENV}={bad} ")),
+                "{err}"
+            );
+        }
+        let err = Tuning::parse(Some("sqpoll"), None).expect_err("ring");
+        assert!(err.contains("PMEM_STACK_RING=sqpoll"), "{err}");
+    }
+
+    #[test]
+    fn threads_per_queue_need_the_kernel_to_offer_them() {
+        let two = Tuning {
+            io_threads: 2,
+            ..Tuning::default()
+        };
+        let per_io = Features(u64::from(libublk::sys::UBLK_F_PER_IO_DAEMON));
+        assert_eq!(two.refusal(per_io), None);
+        let err = two
+            .refusal(Features(0))
+            .expect("6.12 has no per-I/O daemons");
+        assert!(
+            err.contains("PMEM_STACK_IO_THREADS=2") && err.contains("6.16"),
+            "{err}"
+        );
+        assert_eq!(Tuning::default().refusal(Features(0)), None);
+    }
+}
