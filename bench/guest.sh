@@ -31,6 +31,10 @@
 #                 PMEM_STACK_RING=<ring> (queue ring setup: coop, defer;
 #                 e.g. ps-user-copy%defer), for A/B in one boot; %<ring>
 #                 comes last (ps-direct@queue%defer)
+#   ps-...^<n>    any pmem-stack target whose server runs n threads per
+#                 queue (PMEM_STACK_IO_THREADS=n: per-I/O daemons, 6.16+;
+#                 refused, so recorded unavailable, on an older kernel),
+#                 e.g. ps-direct^2, ps-direct^2%defer
 #
 # The NVDIMM's label area is split in two namespaces: fsdax (/dev/pmem0,
 # BENCH_PMEM_SIZE) and devdax (the rest).
@@ -44,6 +48,10 @@
 #               that window (/sys/block/ublkbN/stat), and its length in seconds
 #   mem.tsv     round target pid VmRSS VmHWM RssAnon RssFile RssShmem (kB) cpu_s minflt majflt threads
 #   unavailable.tsv  target reason (a target that could not run on this kernel)
+#   profile/    with BENCH_PROFILE=HZ: per server target and job, perf's
+#               flat and inclusive reports of the server's threads (see
+#               profile() below); every figure of such a run is disturbed
+#               by the sampling
 #   meta.env    parameters and environment facts
 #   fio/*.json  every fio report, untouched
 # Exit: 0 everything in BENCH_TARGETS measured or recorded as unavailable
@@ -75,6 +83,7 @@ SIZE=${BENCH_SIZE:-256M}
 ROUNDS=${BENCH_ROUNDS:-5}
 SETTLE=${BENCH_SETTLE:-2}     # idle seconds before reading a server's memory
 QUEUES=${BENCH_QUEUES:-2}
+PROFILE=${BENCH_PROFILE:-}    # Hz: also sample each server with perf (figures disturbed)
 DEPTH=${BENCH_DEPTH:-128}
 RESERVE=${BENCH_RESERVE:-512M}
 PMEM_SIZE=${BENCH_PMEM_SIZE:-2G}
@@ -89,7 +98,7 @@ cd /tmp # fio may drop state files into its cwd; the repo is read-only here
 
 # ---- prerequisites: refuse to run rather than measure the wrong thing
 [ -c /dev/ublk-control ] || die "/dev/ublk-control missing (ublk_drv not loaded?)"
-for tool in fio python3 ndctl dmsetup; do
+for tool in fio python3 ndctl dmsetup ${PROFILE:+perf}; do
 	command -v "$tool" >/dev/null || die "$tool not found in the guest's PATH"
 done
 [ -x "$P" ] || die "$P is not an executable (cargo build --release on the host)"
@@ -256,6 +265,7 @@ run_jobs() {
 			before=$(counters "$pid")
 			ios0=$(disk_ios "$dev")
 			t0=$(now)
+			[ -z "$PROFILE" ] || profile "$round-$target-$job" "$pid"
 		fi
 		rc=0
 		wait "$fio_pid" || rc=$?
@@ -273,6 +283,25 @@ run_jobs() {
 		echo "$round $target $job $vals $cost" >>"$RESULTS/fio.tsv"
 		echo "  $target $job: $vals $cost"
 	done
+}
+
+# profile NAME PID: sample the server's threads (all of them, io_uring
+# workers included: perf follows every thread of the process) with the
+# kernel's software clock, the one event a TCG guest has, for most of the
+# measured window; perf.data and two reports go to $RESULTS/profile/:
+# NAME.flat.txt (where the samples land: self time by module and symbol) and
+# NAME.tree.txt (inclusive time: which calls the time is under).
+profile() {
+	local name=$1 pid=$2 dir=$RESULTS/profile secs
+	secs=$((RUNTIME > 2 ? RUNTIME - 1 : 1))
+	mkdir -p "$dir"
+	perf record -q -e cpu-clock -F "$PROFILE" -g -p "$pid" -o "/tmp/$name.data" -- sleep "$secs" \
+		>"$dir/$name.record.txt" 2>&1 || die "perf record -p $pid failed: $(tail -3 "$dir/$name.record.txt")"
+	perf report -i "/tmp/$name.data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.5 \
+		>"$dir/$name.flat.txt" 2>/dev/null || die "perf report (flat) of $name failed"
+	perf report -i "/tmp/$name.data" --stdio --children --sort sym -g none --percent-limit 3 \
+		>"$dir/$name.tree.txt" 2>/dev/null || die "perf report (inclusive) of $name failed"
+	rm -f "/tmp/$name.data"
 }
 
 # mem ROUND TARGET PID: the server's memory (all threads share one mm), CPU
@@ -348,7 +377,7 @@ pmem_stack() {
 	local round=$1 target=$2 backing=$3 out dev id pid entry
 	shift 3
 	if ! out=$("$P" add "$backing" --queues "$QUEUES" --depth "$DEPTH" "$@" --json 2>&1); then
-		if echo "$out" | grep -q "not offered by this kernel"; then
+		if echo "$out" | grep -qE "not offered by this kernel|which this kernel does not offer"; then
 			unavailable "$target" "$(echo "$out" | tail -1)"
 			return 0
 		fi
@@ -480,6 +509,13 @@ run_target() { # ROUND TARGET
 		export PMEM_STACK_RING=${target##*%}
 	else
 		unset PMEM_STACK_RING
+	fi
+	# ^N: N threads per queue (PMEM_STACK_IO_THREADS, per-I/O daemons).
+	if [[ $base =~ \^([0-9]+) ]]; then
+		export PMEM_STACK_IO_THREADS=${BASH_REMATCH[1]}
+		base=${base/"${BASH_REMATCH[0]}"/}
+	else
+		unset PMEM_STACK_IO_THREADS
 	fi
 	# A pmem-stack target's @AFFINITY adds `--affinity AFFINITY`.
 	t=${base%@*}
