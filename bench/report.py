@@ -12,6 +12,7 @@ those per-round ratios is shown as min-max).
 import collections
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -142,6 +143,40 @@ def bars(p, record, runs, measured, jobs):
     p("|---|---:|---:|---|")
     for row in rows:
         p("| %s | %s | %s | %s |" % row)
+    p("")
+
+
+def lever_base(target):
+    """The target a pmem-stack lever target is measured against: the name
+    without its %ring, ^threads and @affinity suffixes (ps-auto%defer ->
+    ps-auto), or None for a target that is no lever."""
+    if not target.startswith("ps-"):
+        return None
+    base = re.sub(r"(%[a-z]+|\^[0-9]+|@[a-z-]+)", "", target)
+    return base if base != target else None
+
+
+def levers(p, record, runs, measured, jobs):
+    """Each lever target against its base target, round by round."""
+    pairs = [(t, lever_base(t)) for t in measured if lever_base(t) in measured]
+    if not pairs:
+        return
+    cpu = lambda rec: rec.get("server_cpu_us_per_io") or 0.0
+    p("Levers against their base target in the same rounds (median of the per-round ratios, "
+      "[min-max]; figure > 1 and CPU per I/O < 1 favour the lever):")
+    p("")
+    p("| job | " + " | ".join("%s / %s | CPU per I/O" % pair for pair in pairs) + " |")
+    p("|---|" + "---:|---:|" * len(pairs))
+    for j in jobs:
+        cells = []
+        for lever, base in pairs:
+            for what, value in (("", lambda rec: figure(j, rec)), ("cpu:", cpu)):
+                got = per_round(runs, lever, base, j, value)
+                if got is not None:
+                    record["jobs"][j]["ratios"]["%s%s/%s" % (what, lever, base)] = {
+                        "median": got[0], "min": got[1], "max": got[2]}
+                cells.append("%.2f [%.2f-%.2f]" % got if got else "–")
+        p("| %s | %s |" % (JOB_NAMES[j][0], " | ".join(cells)))
     p("")
 
 
@@ -288,6 +323,7 @@ def main():
                 p("| %s | %s | %s |" % (JOB_NAMES[j][0], o, " | ".join(cells)))
         p("")
     bars(p, record, runs, measured, jobs)
+    levers(p, record, runs, measured, jobs)
     p("Server memory after its fio runs (/proc/PID/status, MiB, median over rounds):")
     p("")
     p("| | " + " | ".join(servers) + " |")
