@@ -71,7 +71,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn server_env() -> Result<()> {
     let why = match Tuning::from_env() {
         Err(why) => Some(why),
-        Ok(tuning) => Features::of_kernel().and_then(|kernel| tuning.refusal(kernel)),
+        Ok(tuning) => tuning.refusal_here(),
     };
     if let Some(why) = why {
         usage::usage!("{why}");

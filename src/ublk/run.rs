@@ -132,7 +132,7 @@ where
 {
     // Before the device exists: a setting that is wrong costs nothing.
     let tuning = Tuning::from_env().map_err(ServeError::Environment)?;
-    if let Some(why) = Features::of_kernel().and_then(|kernel| tuning.refusal(kernel)) {
+    if let Some(why) = tuning.refusal_here() {
         return Err(ServeError::Environment(why));
     }
     let ctrl = build_control(attach, cfg, tuning.io_threads)?;

@@ -12,6 +12,7 @@
 //! Both are read once, before the device exists: a value that is wrong is
 //! refused (`add`, `recover` and `serve` exit 2) without touching anything.
 
+use super::control::CONTROL_PATH;
 use super::features::Features;
 use super::plane::ring::RingSetup;
 
@@ -77,6 +78,17 @@ impl Tuning {
                 self.io_threads
             )
         })
+    }
+
+    /// Why this tuning cannot serve on the running kernel, if it cannot.
+    /// Asks the driver only when that matters (more than one thread per
+    /// queue) and it is there: without it, the command's own check of the
+    /// driver says so, and libublk would print a line of its own first.
+    pub fn refusal_here(self) -> Option<String> {
+        if self.io_threads <= 1 || !std::path::Path::new(CONTROL_PATH).exists() {
+            return None;
+        }
+        Features::of_kernel().and_then(|kernel| self.refusal(kernel))
     }
 
     /// Whether anything differs from the default, for the server's log.
