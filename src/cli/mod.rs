@@ -69,11 +69,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 /// is wrong, or asks for what this kernel does not offer: the server would
 /// only find out after the device exists. A usage error (exit 2).
 fn server_env() -> Result<()> {
-    let why = match Tuning::from_env() {
-        Err(why) => Some(why),
-        Ok(tuning) => tuning.refusal_here(),
-    };
-    if let Some(why) = why {
+    if let Err(why) = Tuning::for_this_kernel() {
         usage::usage!("{why}");
     }
     Ok(())

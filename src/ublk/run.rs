@@ -131,10 +131,7 @@ where
     L: FnOnce(&Granted) + Send + Sync + 'static,
 {
     // Before the device exists: a setting that is wrong costs nothing.
-    let tuning = Tuning::from_env().map_err(ServeError::Environment)?;
-    if let Some(why) = tuning.refusal_here() {
-        return Err(ServeError::Environment(why));
-    }
+    let tuning = Tuning::for_this_kernel().map_err(ServeError::Environment)?;
     let ctrl = build_control(attach, cfg, tuning.io_threads)?;
     let info = ctrl.dev_info();
     let granted = Granted {

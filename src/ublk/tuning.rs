@@ -80,15 +80,20 @@ impl Tuning {
         })
     }
 
-    /// Why this tuning cannot serve on the running kernel, if it cannot.
-    /// Asks the driver only when that matters (more than one thread per
-    /// queue) and it is there: without it, the command's own check of the
-    /// driver says so, and libublk would print a line of its own first.
-    pub fn refusal_here(self) -> Option<String> {
-        if self.io_threads <= 1 || !std::path::Path::new(CONTROL_PATH).exists() {
-            return None;
+    /// The tuning this process's environment asks for, if the running
+    /// kernel can serve it; `Err` says what is wrong. Asks the driver only
+    /// when that matters (more than one thread per queue) and it is there:
+    /// without it, the command's own check of the driver says so, and
+    /// libublk would print a line of its own first.
+    pub fn for_this_kernel() -> Result<Tuning, String> {
+        let tuning = Tuning::from_env()?;
+        if tuning.io_threads <= 1 || !std::path::Path::new(CONTROL_PATH).exists() {
+            return Ok(tuning);
         }
-        Features::of_kernel().and_then(|kernel| self.refusal(kernel))
+        match Features::of_kernel().and_then(|kernel| tuning.refusal(kernel)) {
+            Some(why) => Err(why),
+            None => Ok(tuning),
+        }
     }
 
     /// Whether anything differs from the default, for the server's log.
