@@ -273,9 +273,10 @@ mod tests {
         assert!(process_gone(pid));
     }
 
-    /// Lines as 7.3 shows them: a queue thread's server asleep in
-    /// `io_uring_enter`, the same after `kill -9` (SIGKILL pending), its
-    /// leader in `do_exit`, and a zombie leader.
+    /// Lines in proc(5)'s format for: a server asleep (its flags those of a
+    /// forked, randomized task), the same after `kill -9` (SIGKILL pending
+    /// for the thread or the group), its leader in `do_exit` (`PF_EXITING`),
+    /// and a zombie leader with and without threads left.
     #[test]
     fn a_killed_process_is_exiting_not_running() {
         let stat = |state: &str, flags: u32| {
