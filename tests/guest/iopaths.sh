@@ -7,7 +7,8 @@
 # volatile cache, as the kernel sees it), also after recovery;
 # --write-cache write-back, and write-through where it cannot be, are
 # checked too. The direct path's io_uring workers are pinned, one per CPU at
-# most, also after recovery.
+# most, also after recovery. Two threads per queue (PMEM_STACK_IO_THREADS)
+# serve on 6.16+ and are refused before.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
 require test -b /dev/pmem0
@@ -135,6 +136,34 @@ check "$first: marker written on $prev reads back" bash -c \
 check "del" "$P" del 0
 for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
 check "metadata healthy after every path" "$P" check /dev/pmem0
+
+# Threads per queue (PMEM_STACK_IO_THREADS, for measuring): on 6.16+ each
+# queue gets that many threads, each serving its share of the tags, and
+# the bytes are the same; before 6.16 (no per-I/O daemons) add refuses up
+# front, changing nothing.
+# queue_threads: the server's threads, io_uring's workers left out.
+queue_threads() { grep -L '^iou-' /proc/"$(server_pid 0)"/task/*/comm | wc -l; }
+if kernel_at_least 6 16; then
+	dev=$("$P" add /dev/pmem0 | tail -1)
+	expect_eq "1 thread per queue: added" "$dev" /dev/ublkb0
+	one=$(queue_threads)
+	queues=$("$P" list --json | jget 'd[0]["queues"]')
+	check "1 thread per queue: del" "$P" del 0
+	for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
+	dev=$(PMEM_STACK_IO_THREADS=2 "$P" add /dev/pmem0 | tail -1)
+	expect_eq "2 threads per queue: added" "$dev" /dev/ublkb0
+	expect_eq "2 threads per queue: one more thread for each of the $queues queues" \
+		"$(($(queue_threads) - one))" "$queues"
+	fio_verify "2 threads per queue: fio verify 4k" /dev/ublkb0 600M 16M
+	fio_verify "2 threads per queue: fio verify 128k, QD64" /dev/ublkb0 640M 16M --bs=128k --iodepth=64
+	check "2 threads per queue: del" "$P" del 0
+	for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
+else
+	before=$(meta_digest /dev/pmem0)
+	refused "2 threads per queue on a kernel without per-I/O daemons" "which this kernel does not offer" \
+		env PMEM_STACK_IO_THREADS=2 "$P" add /dev/pmem0
+	expect_eq "the refusal of 2 threads per queue changed nothing" "$(meta_digest /dev/pmem0)" "$before"
+fi
 
 # Write-through needs user copy or the direct path (without them every
 # write would be an msync): refused on bounce buffers, changing nothing.
