@@ -551,8 +551,8 @@ fn boot_command(
     scratch: &Path,
 ) -> Command {
     let boot = plan.boot;
-    let image = scratch.join("pmem.img");
-    let root_disk = scratch.join("root.qcow2");
+    let image = scratch.join(IMAGE);
+    let root_disk = scratch.join(ROOT_DISK);
     let mut cmd = Command::new(repo.join("tests/vm/boot.sh"));
     cmd.current_dir(repo)
         .arg("--kernel")
@@ -706,6 +706,12 @@ struct ScratchRoot {
     in_memory: bool,
 }
 
+/// A scenario's NVDIMM image in its scratch directory (boot.sh `--cxl` puts
+/// the CXL memdev and label area beside it, as `IMAGE.cxl` and `IMAGE.lsa`).
+const IMAGE: &str = "pmem.img";
+/// The Debian root's overlay in a scenario's scratch directory.
+const ROOT_DISK: &str = "root.qcow2";
+
 /// The least free space `/dev/shm` must have to hold the scratch files: the
 /// largest scenario's (2 GiB NVDIMM, 512 MiB CXL, the Debian overlay) and
 /// what failed scenarios of this run leave there, with room to spare.
@@ -775,16 +781,15 @@ fn run_scenario(
     let _ = fs::create_dir_all(&dir);
     let scratch_dir = scratch_root.dir.join(kernel).join(scenario.name);
     let _ = fs::create_dir_all(&scratch_dir);
-    let image = scratch_dir.join("pmem.img");
     // What the boots write besides their results, made anew by each run: the
     // NVDIMM image, the Debian root's overlay (boot.sh --root-disk; each run
     // starts from the system setup built) and boot.sh --cxl's memdev and
     // label area.
     let scratch = [
-        image.clone(),
-        scratch_dir.join("root.qcow2"),
-        scratch_dir.join("pmem.img.cxl"),
-        scratch_dir.join("pmem.img.lsa"),
+        scratch_dir.join(IMAGE),
+        scratch_dir.join(ROOT_DISK),
+        scratch_dir.join(format!("{IMAGE}.cxl")),
+        scratch_dir.join(format!("{IMAGE}.lsa")),
     ];
     for file in &scratch {
         let _ = fs::remove_file(file);
