@@ -35,6 +35,9 @@
 #                 queue (PMEM_STACK_IO_THREADS=n: per-I/O daemons, 6.16+;
 #                 refused, so recorded unavailable, on an older kernel),
 #                 e.g. ps-direct^2, ps-direct^2%defer
+#   ps-...~<src>  any pmem-stack target whose server reads from <src>
+#                 (PMEM_STACK_READS=<src>: mapping, direct; user copy writing
+#                 through only), e.g. ps-user-copy~direct
 #
 # The NVDIMM's label area is split in two namespaces: fsdax (/dev/pmem0,
 # BENCH_PMEM_SIZE) and devdax (the rest).
@@ -516,6 +519,13 @@ run_target() { # ROUND TARGET
 		base=${base/"${BASH_REMATCH[0]}"/}
 	else
 		unset PMEM_STACK_IO_THREADS
+	fi
+	# ~SRC: where user-copy reads come from (PMEM_STACK_READS).
+	if [[ $base =~ ~([a-z]+) ]]; then
+		export PMEM_STACK_READS=${BASH_REMATCH[1]}
+		base=${base/"${BASH_REMATCH[0]}"/}
+	else
+		unset PMEM_STACK_READS
 	fi
 	# A pmem-stack target's @AFFINITY adds `--affinity AFFINITY`.
 	t=${base%@*}

@@ -148,11 +148,11 @@ def bars(p, record, runs, measured, jobs):
 
 def lever_base(target):
     """The target a pmem-stack lever target is measured against: the name
-    without its %ring, ^threads and @affinity suffixes (ps-auto%defer ->
-    ps-auto), or None for a target that is no lever."""
+    without its %ring, ^threads, ~reads and @affinity suffixes
+    (ps-auto%defer -> ps-auto), or None for a target that is no lever."""
     if not target.startswith("ps-"):
         return None
-    base = re.sub(r"(%[a-z]+|\^[0-9]+|@[a-z-]+)", "", target)
+    base = re.sub(r"(%[a-z]+|\^[0-9]+|~[a-z]+|@[a-z-]+)", "", target)
     return base if base != target else None
 
 

@@ -177,6 +177,8 @@ fn an_unknown_server_setting_exits_2_before_anything_is_touched() {
             .fails(2, &["PMEM_STACK_RING=sqpoll", "coop or defer"]);
         t.run_with(&[("PMEM_STACK_IO_THREADS", "0")], &args)
             .fails(2, &["PMEM_STACK_IO_THREADS=0", "1 to 16"]);
+        t.run_with(&[("PMEM_STACK_READS", "cache")], &args)
+            .fails(2, &["PMEM_STACK_READS=cache", "mapping or direct"]);
     }
     assert_eq!(
         digest(std::path::Path::new(img)),

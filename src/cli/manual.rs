@@ -1295,6 +1295,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "PMEM_STACK_IO_THREADS",
         "How many threads serve each hardware queue, each an interleaved share of its tags (per-I/O daemons, UBLK_F_PER_IO_DAEMON, Linux 6.16+): 1, the default, to 16. For measuring (bench/README.md); extra threads keep the queue's own CPUs. A value out of range, or above 1 on a kernel without per-I/O daemons, makes add, recover and serve fail before they touch the device.",
     ),
+    (
+        "PMEM_STACK_READS",
+        "Where a device on the user-copy I/O path that writes through (the default over /dev/pmemN) reads from: direct, the default (the namespace opened O_DIRECT, through the queue's staging buffer: no page cache), or mapping (the block device's page cache, filled by page faults). For measuring (bench/README.md). Any other value makes add, recover and serve fail before they touch the device.",
+    ),
 ];
 
 /// pmem-stack(8)'s FILES: every file any page names.

@@ -75,8 +75,9 @@ impl Features {
 pub enum IoPath {
     /// `UBLK_F_USER_COPY`: `pread`/`pwrite` on `/dev/ublkcN` straight
     /// between the request's pages and the mapping (one copy; Linux 6.5+).
-    /// Writing through, a WRITE goes from a staging buffer to the backing
-    /// opened `O_DIRECT` instead (`ublk::plane::copy`).
+    /// Writing through, the request's data goes between a staging buffer
+    /// and the backing opened `O_DIRECT` instead, both ways: two copies, no
+    /// page cache (`ublk::plane::copy`, `ublk::tuning::ReadSource`).
     UserCopy,
     /// The kernel copies through a per-request bounce buffer, and the server
     /// copies again between it and the mapping (older kernels).

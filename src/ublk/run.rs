@@ -25,7 +25,7 @@ use super::control::{
 use super::features::{Features, IoPath, WriteCache};
 use super::plane;
 use super::plane::ring::RingSetup;
-use super::tuning::Tuning;
+use super::tuning::{ReadSource, Tuning};
 
 /// Largest discard / write-zeroes request: 1 GiB, in sectors.
 const MAX_ZERO_SECTORS: u32 = 1 << 21;
@@ -170,6 +170,7 @@ where
         direct,
         io_path,
         ring: tuning.ring,
+        reads: tuning.reads,
         worker_cpus: super::affinity::io_worker_cpus(&queue_cpus, granted.affinity),
     };
     let write_cache = granted.write_cache;
@@ -226,6 +227,8 @@ struct Queues {
     direct: Option<Arc<DirectBacking>>,
     io_path: IoPath,
     ring: RingSetup,
+    /// Where a writing-through user-copy queue reads from.
+    reads: ReadSource,
     /// Per queue: the CPUs of its io_uring workers (the direct path).
     worker_cpus: Vec<Vec<usize>>,
 }
@@ -249,7 +252,7 @@ impl Queues {
             direct if self.io_path == IoPath::Batch => {
                 plane::batch::serve_queue(qid, dev, engine, direct);
             }
-            direct => plane::copy::serve_queue(qid, dev, engine, self.io_path, direct),
+            direct => plane::copy::serve_queue(qid, dev, engine, self.io_path, direct, self.reads),
         }
     }
 }

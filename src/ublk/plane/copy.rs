@@ -21,6 +21,7 @@ use crate::backing::direct_io::DirectBacking;
 use super::request::{completion, request_of};
 use super::transfer::{Bounce, UserCopy};
 use crate::ublk::features::IoPath;
+use crate::ublk::tuning::ReadSource;
 
 fn handle(
     engine: &Engine,
@@ -37,11 +38,14 @@ fn handle(
 ///
 /// Write-back: every request goes to the engine, which copies between the
 /// request and the mapping. Write-through over the page cache (the server
-/// gives this queue the backing opened `O_DIRECT`): READs still come from
-/// the mapping, but a WRITE's data is fetched into a page-aligned staging
-/// buffer and written from there to the namespace `O_DIRECT`, in this
-/// thread (the pmem driver copies in the caller's context: no worker hop),
-/// and acknowledged only once durable, so FLUSH never reaches this server.
+/// gives this queue the backing opened `O_DIRECT`): a READ is read from the
+/// backing `O_DIRECT` into a page-aligned staging buffer and copied from
+/// there into the request ([`ReadSource::Direct`], the default: why, there;
+/// [`ReadSource::Mapping`] reads the mapping instead), and a WRITE's data
+/// is fetched into the staging buffer and written from there to the
+/// namespace `O_DIRECT`; both in this thread (the pmem driver copies in
+/// the caller's context: no worker hop). A WRITE is acknowledged only once
+/// durable, so FLUSH never reaches this server.
 /// The writes of one batch of completions go out plain and are made durable
 /// together by one `fdatasync` at the batch's end (each `RWF_DSYNC` write
 /// would cost a flush of its own); a write alone in its batch goes out
@@ -55,12 +59,14 @@ struct UserCopyQueue<'a> {
     qid: u16,
     cdev: RawFd,
     engine: &'a Engine,
-    /// Write-through: the backing opened `O_DIRECT`, and where a WRITE's
-    /// data passes on its way there.
+    /// Write-through: the backing opened `O_DIRECT`, and where a request's
+    /// data passes on its way to or from there.
     direct: Option<(&'a DirectBacking, IoBuf<u8>)>,
     /// Write-through: writes of this batch written without `RWF_DSYNC`,
     /// waiting for the batch's one sync.
     unsynced: BatchSync,
+    /// Write-through: where READs come from.
+    reads: ReadSource,
 }
 
 /// A write-through request's fate.
@@ -78,6 +84,7 @@ impl<'a> UserCopyQueue<'a> {
         dev: &UblkDev,
         engine: &'a Engine,
         direct: Option<&'a DirectBacking>,
+        reads: ReadSource,
     ) -> UserCopyQueue<'a> {
         UserCopyQueue {
             qid,
@@ -86,6 +93,7 @@ impl<'a> UserCopyQueue<'a> {
             direct: direct
                 .map(|direct| (direct, IoBuf::new(dev.dev_info.max_io_buf_bytes as usize))),
             unsynced: BatchSync::default(),
+            reads,
         }
     }
 
@@ -97,22 +105,13 @@ impl<'a> UserCopyQueue<'a> {
         // The last request of a batch with no write before it is alone:
         // it carries its own barrier instead of waiting for a sync.
         let alone = ctx.is_last_cqe() && self.unsynced.is_empty();
-        let result =
-            request_of(q, tag, self.engine.size()).and_then(|req| match &mut self.direct {
-                Some((direct, staging)) if req.op != Op::Read => {
-                    write_through(self.engine, direct, &req, alone, |len, is_write| {
-                        // A READ here would need its data delivered after
-                        // the backing filled the buffer: refuse, not lie.
-                        if !is_write {
-                            return Err(IoError::Transfer(std::io::Error::from_raw_os_error(
-                                libc::EINVAL,
-                            )));
-                        }
-                        fetch_staged(staging, &mut xfer, len)
-                    })
-                }
-                _ => self.engine.execute(&req, &mut xfer).map(Written::Done),
-            });
+        let through = self
+            .direct
+            .as_mut()
+            .map(|(direct, staging)| (&**direct, staging));
+        let result = request_of(q, tag, self.engine.size()).and_then(|req| {
+            serve_request(self.engine, through, self.reads, &mut xfer, &req, alone)
+        });
         let qid = self.qid;
         self.unsynced
             .settle(tag, result, |tag, res| commit(q, qid, tag, res));
@@ -123,6 +122,49 @@ impl<'a> UserCopyQueue<'a> {
                 commit(q, qid, tag, res)
             });
         }
+    }
+}
+
+/// One request on the user-copy path, moving its data with `xfer`.
+/// `through`: writing through, the backing opened `O_DIRECT` and the
+/// queue's staging buffer; `alone`: no other request of its batch waits
+/// for the batch's sync (see [`UserCopyQueue`]).
+fn serve_request(
+    engine: &Engine,
+    through: Option<(&DirectBacking, &mut IoBuf<u8>)>,
+    reads: ReadSource,
+    xfer: &mut UserCopy,
+    req: &Request,
+    alone: bool,
+) -> Result<Written, IoError> {
+    match through {
+        Some((direct, staging)) if req.op != Op::Read => {
+            write_through(engine, direct, req, alone, |len, is_write| {
+                // A READ here would need its data delivered after the
+                // backing filled the buffer: refuse, not lie.
+                if !is_write {
+                    return Err(IoError::Transfer(std::io::Error::from_raw_os_error(
+                        libc::EINVAL,
+                    )));
+                }
+                fetch_staged(staging, xfer, len)
+            })
+        }
+        Some((direct, staging)) if reads == ReadSource::Direct => {
+            let read = write_through(engine, direct, req, alone, |len, _| {
+                prefix(staging.as_mut_slice(), len)
+            })?;
+            if let Written::Done(bytes) = read {
+                let len = usize::try_from(bytes).map_err(|_| IoError::TooLarge {
+                    len: bytes,
+                    max: staging.len(),
+                })?;
+                xfer.write_from(prefix(staging.as_mut_slice(), len)?)
+                    .map_err(IoError::Transfer)?;
+            }
+            Ok(read)
+        }
+        _ => engine.execute(req, xfer).map(Written::Done),
     }
 }
 
@@ -252,6 +294,7 @@ pub fn serve_queue(
     engine: &Engine,
     path: IoPath,
     direct: Option<&DirectBacking>,
+    reads: ReadSource,
 ) {
     let queue = match UblkQueue::new(qid, dev) {
         Ok(queue) => queue,
@@ -268,7 +311,7 @@ pub fn serve_queue(
                 return;
             }
         };
-        let mut state = UserCopyQueue::new(qid, dev, engine, direct);
+        let mut state = UserCopyQueue::new(qid, dev, engine, direct, reads);
         queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
             state.handle(q, tag, ctx);
         });
@@ -436,6 +479,30 @@ mod tests {
                 })
             }
 
+            /// READ `len` bytes at `offset` as request tag 3 of queue 0,
+            /// from where `reads` says: what lands in the request.
+            fn read(&mut self, reads: ReadSource, offset: u64, len: u64) -> Vec<u8> {
+                let pos = UblkIOCtx::ublk_user_copy_pos(0, 3, 0);
+                let request = self.cdev.as_file();
+                request.set_len(0).expect("empty the request");
+                let mut xfer = UserCopy::new(request.as_raw_fd(), 0, 3);
+                let req = Request {
+                    op: Op::Read,
+                    offset,
+                    len,
+                };
+                let through = Some((self.backing.direct(), &mut self.staging));
+                let read =
+                    serve_request(&self.backing.engine, through, reads, &mut xfer, &req, true)
+                        .expect("read");
+                assert!(matches!(read, Written::Done(n) if n == len), "{read:?}");
+                let mut data = vec![0; usize::try_from(len).expect("small")];
+                request
+                    .read_exact_at(&mut data, pos)
+                    .expect("the request's data");
+                data
+            }
+
             fn mapped(&self, offset: u64, len: u64) -> Vec<u8> {
                 let mut sink = Sink(Vec::new());
                 let req = Request {
@@ -466,6 +533,37 @@ mod tests {
                     .load(std::sync::atomic::Ordering::Relaxed),
                 1
             );
+        }
+
+        #[test]
+        fn reads_from_either_source_see_every_write() {
+            let mut f = fixture();
+            for reads in [ReadSource::Mapping, ReadSource::Direct] {
+                assert_eq!(f.read(reads, 8192, 8192), vec![0xEE; 8192], "{reads:?}");
+            }
+            f.serve(Op::Write { fua: false }, 8192, 4096, &[0x5A; 4096])
+                .expect("write");
+            for reads in [ReadSource::Direct, ReadSource::Mapping] {
+                let data = f.read(reads, 8192, 8192);
+                assert_eq!(data[..4096], [0x5A; 4096], "{reads:?}");
+                assert_eq!(data[4096..], [0xEE; 4096], "{reads:?}");
+            }
+            let stats = f.engine.stats().snapshot();
+            assert_eq!((stats.reads, stats.writes), (4, 1));
+            let err = serve_request(
+                &f.backing.engine,
+                Some((f.backing.direct(), &mut IoBuf::new(4096))),
+                ReadSource::Direct,
+                &mut UserCopy::new(f.cdev.as_raw_fd(), 0, 3),
+                &Request {
+                    op: Op::Read,
+                    offset: 0,
+                    len: 8192,
+                },
+                true,
+            )
+            .expect_err("larger than the staging buffer");
+            assert!(matches!(err, IoError::TooLarge { .. }), "{err}");
         }
 
         #[test]

@@ -103,20 +103,38 @@ impl UserCopy {
     }
 }
 
-impl Transfer for UserCopy {
-    fn deliver(&mut self, src: &MediaRange<'_>) -> io::Result<()> {
-        transfer_all(src.len(), |done| {
-            // SAFETY: `src.as_ptr() + done .. src.as_ptr() + src.len()` lies in
-            // the live mapping `src` borrows; the kernel only reads from it.
+impl UserCopy {
+    /// Copy `buf` into the request's first `buf.len()` bytes (a READ's
+    /// data, read by the queue itself from the backing).
+    pub fn write_from(&mut self, buf: &[u8]) -> io::Result<()> {
+        // SAFETY: `buf` is a live slice of `buf.len()` bytes.
+        unsafe { self.write_request(buf.as_ptr(), buf.len()) }
+    }
+
+    /// `pwrite` `len` bytes from `src` into the request.
+    ///
+    /// # Safety
+    /// `src .. src + len` must be valid for reads for the whole call.
+    unsafe fn write_request(&self, src: *const u8, len: usize) -> io::Result<()> {
+        transfer_all(len, |done| {
+            // SAFETY: `src + done .. src + len` is readable (the caller's
+            // contract), and the kernel only reads from it.
             unsafe {
                 libc::pwrite(
                     self.cdev,
-                    src.as_ptr().add(done).cast::<libc::c_void>(),
-                    src.len() - done,
+                    src.add(done).cast::<libc::c_void>(),
+                    len - done,
                     self.position(done),
                 )
             }
         })
+    }
+}
+
+impl Transfer for UserCopy {
+    fn deliver(&mut self, src: &MediaRange<'_>) -> io::Result<()> {
+        // SAFETY: `src` borrows `src.len()` bytes of the live mapping.
+        unsafe { self.write_request(src.as_ptr(), src.len()) }
     }
 
     fn fetch(&mut self, dst: &MediaRange<'_>) -> io::Result<()> {
