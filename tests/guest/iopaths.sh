@@ -8,7 +8,8 @@
 # --write-cache write-back, and write-through where it cannot be, are
 # checked too. The direct path's io_uring workers are pinned, one per CPU at
 # most, also after recovery. Two threads per queue (PMEM_STACK_IO_THREADS)
-# serve on 6.16+ and are refused before.
+# serve on 6.16+ and are refused before. User copy reads O_DIRECT, keeping
+# no page cache of the namespace; PMEM_STACK_READS=mapping reads through it.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
 require test -b /dev/pmem0
@@ -164,6 +165,31 @@ else
 		env PMEM_STACK_IO_THREADS=2 "$P" add /dev/pmem0
 	expect_eq "the refusal of 2 threads per queue changed nothing" "$(meta_digest /dev/pmem0)" "$before"
 fi
+
+# Where user-copy reads come from (PMEM_STACK_READS, for measuring): by
+# default the namespace opened O_DIRECT, so reading through the device
+# leaves nothing of /dev/pmem0 in the server's memory; =mapping reads
+# through the block device's page cache, which shows in the server's
+# resident file pages. The same bytes either way.
+rss_file_kib() { awk '/^RssFile:/ {print $2}' /proc/"$(server_pid 0)"/status; }
+for reads in "" mapping; do
+	name="reads from the ${reads:-default (direct)}"
+	dev=$(PMEM_STACK_READS=$reads "$P" add /dev/pmem0 --io-path user-copy | tail -1)
+	expect_eq "$name: added" "$dev" /dev/ublkb0
+	fio_verify "$name: fio verify 4k" /dev/ublkb0 600M 16M
+	before=$(rss_file_kib)
+	dd if=/dev/ublkb0 of=/dev/null bs=1M skip=1024 count=128 iflag=direct status=none
+	grown=$(($(rss_file_kib) - before))
+	if [ -z "$reads" ]; then
+		[ "$grown" -lt 8192 ] && pass "$name: 128 MiB read, the server's file pages grew ${grown} KiB" ||
+			fail "$name: 128 MiB read grew the server's file pages by ${grown} KiB (page cache?)"
+	else
+		[ "$grown" -ge 65536 ] && pass "$name: 128 MiB read, the server's file pages grew ${grown} KiB" ||
+			fail "$name: 128 MiB read through the mapping grew the server's file pages by only ${grown} KiB"
+	fi
+	check "$name: del" "$P" del 0
+	for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
+done
 
 # Write-through needs user copy or the direct path (without them every
 # write would be an msync): refused on bounce buffers, changing nothing.
