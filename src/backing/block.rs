@@ -14,10 +14,14 @@ use std::path::PathBuf;
 
 use rustix::fs::FallocateFlags;
 
-use super::kind::Kind;
+use super::kind::{Kind, LockWait};
 use super::sysfs;
 use super::{BackingKind, Identity};
 use crate::format::Uuid;
+
+/// How long a writer waits for udev's probe of a block device to end (see
+/// [`Kind::lock_wait`]); the error names this many seconds.
+const UDEV_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A block device.
 #[derive(Debug)]
@@ -54,6 +58,19 @@ impl Kind for BlockDevice {
 
     fn holder(&self) -> Option<String> {
         sysfs::block_holder(libc::major(self.rdev), libc::minor(self.rdev))
+    }
+
+    /// udev holds a shared `flock` on a block device while it probes it:
+    /// at boot's add event, and after every writer closes it (systemd's
+    /// "Locking Block Device Access"), for milliseconds. Another pmem-stack
+    /// is never the holder here (`O_EXCL` refused it already), so the lock
+    /// is waited for: taking it at once failed a unit's start at boot while
+    /// udev was still probing `/dev/pmem0`.
+    fn lock_wait(&self) -> LockWait {
+        LockWait {
+            wait: UDEV_PROBE_WAIT,
+            holder: "locked for more than 5 s by another program: not udev's probe, perhaps a partitioning or formatting tool",
+        }
     }
 
     /// The end of the device (all I/O here is positional, so moving the

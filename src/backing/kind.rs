@@ -46,6 +46,15 @@ impl Handle {
     }
 }
 
+/// See [`Kind::lock_wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LockWait {
+    /// At most this long.
+    pub wait: std::time::Duration,
+    /// The holder, for the error when the lock stays taken.
+    pub holder: &'static str,
+}
+
 /// One kind of backing. See the module docs.
 pub(crate) trait Kind: fmt::Debug + Send + Sync {
     /// Which kind this is (for output only: nothing branches on it).
@@ -62,6 +71,15 @@ pub(crate) trait Kind: fmt::Debug + Send + Sync {
     /// Who holds the backing when an exclusive open is refused with `EBUSY`.
     fn holder(&self) -> Option<String> {
         None
+    }
+
+    /// How long a writer waits for another process's `flock` on the backing
+    /// to go, and who that process is when it does not.
+    fn lock_wait(&self) -> LockWait {
+        LockWait {
+            wait: std::time::Duration::ZERO,
+            holder: "locked by another process: a pmem-stack serving or formatting it",
+        }
     }
 
     /// Its size in bytes.

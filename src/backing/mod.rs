@@ -195,13 +195,20 @@ fn probe_kind(path: &Path, meta: &Metadata) -> Result<Box<dyn Kind>, BackingErro
     }
 }
 
-/// Take the advisory lock every pmem-stack writer holds; `false` when another
-/// process has it.
-fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
-    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(true),
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
-        Err(err) => Err(err.into()),
+/// Take the advisory lock every pmem-stack writer holds, waiting at most
+/// `wait` for another process to let go of it; `false` when it did not.
+fn lock_exclusive(file: &std::fs::File, wait: std::time::Duration) -> io::Result<bool> {
+    let start = std::time::Instant::now();
+    loop {
+        match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
+        }
     }
 }
 
@@ -229,13 +236,13 @@ impl Backing {
                 open_error(path, "open")(source)
             }
         })?;
+        let lock = kind.lock_wait();
         if access == Access::Exclusive
-            && !try_lock_exclusive(&file).map_err(open_error(path, "flock"))?
+            && !lock_exclusive(&file, lock.wait).map_err(open_error(path, "flock"))?
         {
             return Err(BackingError::Busy {
                 path: path.to_path_buf(),
-                holder: "locked by another process: a pmem-stack serving or formatting it"
-                    .to_string(),
+                holder: lock.holder.to_string(),
             });
         }
         let size = kind
@@ -497,6 +504,39 @@ mod tests {
         let file = tempfile::NamedTempFile::new().expect("tempfile");
         file.as_file().set_len(size).expect("set_len");
         file
+    }
+
+    #[test]
+    fn a_brief_lock_is_waited_out_and_a_held_one_is_not() {
+        use std::time::{Duration, Instant};
+        let img = image(4096);
+        let open = || std::fs::File::open(img.path()).expect("open");
+        let shared = rustix::fs::FlockOperation::NonBlockingLockShared;
+        // A probe's shared lock, let go of after 200 ms.
+        let prober = open();
+        rustix::fs::flock(&prober, shared).expect("shared lock");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(prober);
+        });
+        let writer = open();
+        assert!(
+            !lock_exclusive(&writer, Duration::ZERO).expect("flock"),
+            "taken at once"
+        );
+        let start = Instant::now();
+        assert!(lock_exclusive(&writer, Duration::from_secs(5)).expect("flock"));
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+        release.join().expect("released");
+        // A holder that stays: given up after the wait, not before.
+        let other = open();
+        let start = Instant::now();
+        assert!(!lock_exclusive(&other, Duration::from_millis(300)).expect("flock"));
+        assert!(start.elapsed() >= Duration::from_millis(300));
     }
 
     #[test]

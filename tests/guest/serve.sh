@@ -157,7 +157,25 @@ refused "add with a disagreeing --reserve" "disagrees" "$P" add /dev/pmem0 --res
 refused "add with a disagreeing --mode" "disagrees" "$P" add /dev/pmem0 --mode os
 expect_eq "disagreeing add changed nothing" "$(meta_digest /dev/pmem0)" "$before"
 expect_eq "no device left by the refused adds" "$(ublk_count)" 1
+# udev holds a shared flock on a block device while it probes it (at boot,
+# after a writer closes it): add waits that out, up to 5 s, and names a
+# holder that stays longer. flock(1) stands in for udev.
+flock --shared --close /dev/pmem0 sleep 60 &
+holder=$!
+sleep 0.2
+t0=$(date +%s%N)
+refused "add while another program holds /dev/pmem0's lock" "locked for more than 5 s by another program" \
+	"$P" add /dev/pmem0
+waited=$((($(date +%s%N) - t0) / 1000000))
+[ "$waited" -ge 5000 ] && pass "... after waiting it out for 5 s (${waited} ms)" ||
+	fail "... refused after ${waited} ms, not 5 s"
+kill "$holder"
+wait "$holder" 2>/dev/null || true # killed: 143
+expect_eq "the refused add changed nothing" "$(meta_digest /dev/pmem0)" "$before"
+flock --shared /dev/pmem0 sleep 1 &
+sleep 0.2
 out=$("$P" add /dev/pmem0)
+wait
 dev=$(echo "$out" | tail -1)
 expect_eq "re-add gives a device" "$(test -b "$dev" && echo yes)" yes
 info=$("$P" info /dev/pmem0 --json)
