@@ -12,7 +12,10 @@
 //! Exclusivity is enforced twice: `O_EXCL` on block devices (the kernel
 //! refuses it while the device is mounted or claimed by dm/md or another
 //! `O_EXCL` opener) and an `flock` on every kind (two pmem-stack processes
-//! never serve the same image file or devdax device).
+//! never serve the same image file or devdax device). On a block device the
+//! `flock` also keeps udev from probing media that is being written, and
+//! udev's own brief shared lock while it probes is waited out
+//! ([`kind::Kind::lock_wait`]), not taken for another pmem-stack.
 
 mod block;
 mod data_area;
