@@ -96,3 +96,16 @@ impl Kind for BlockDevice {
         Some(FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_error_names_the_wait_it_gave_up_after() {
+        let lock = BlockDevice::new(libc::makedev(259, 0)).lock_wait();
+        assert_eq!(lock.wait, UDEV_PROBE_WAIT);
+        let said = format!("more than {} s", UDEV_PROBE_WAIT.as_secs());
+        assert!(lock.holder.contains(&said), "{}", lock.holder);
+    }
+}
