@@ -58,14 +58,13 @@ pub enum ReadSource {
 impl ReadSource {
     /// The source `PMEM_STACK_READS=value` names; `Err` says what is wrong.
     pub fn parse(value: &str) -> Result<ReadSource, String> {
-        match value {
-            "" => Ok(ReadSource::default()),
-            "mapping" => Ok(ReadSource::Mapping),
-            "direct" => Ok(ReadSource::Direct),
-            other => Err(format!(
-                "{READS_ENV}={other} is not a read source (mapping or direct)"
-            )),
+        if value.is_empty() {
+            return Ok(ReadSource::default());
         }
+        [ReadSource::Mapping, ReadSource::Direct]
+            .into_iter()
+            .find(|source| source.name() == value)
+            .ok_or_else(|| format!("{READS_ENV}={value} is not a read source (mapping or direct)"))
     }
 
     /// Its name, as `PMEM_STACK_READS` spells it.

@@ -155,10 +155,8 @@ fn serve_request(
                 prefix(staging.as_mut_slice(), len)
             })?;
             if let Written::Done(bytes) = read {
-                let len = usize::try_from(bytes).map_err(|_| IoError::TooLarge {
-                    len: bytes,
-                    max: staging.len(),
-                })?;
+                // More than fits a usize is more than the buffer: TooLarge.
+                let len = usize::try_from(bytes).unwrap_or(usize::MAX);
                 xfer.write_from(prefix(staging.as_mut_slice(), len)?)
                     .map_err(IoError::Transfer)?;
             }
