@@ -98,17 +98,28 @@ apt_update() {
 }
 
 mkdir -p "$VM_DIR"
-missing=()
-for p in "${PACKAGES[@]}"; do
-    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [[ $status == installed ]] || missing+=("$p")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
+missing_packages() {
+    missing=()
+    for p in "${PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+        [[ $status == installed ]] || missing+=("$p")
+    done
+}
+# Twice: installing one package can remove another that was there. A machine
+# that came with a newer qemu-utils (bookworm-backports' 10.0) loses it to
+# qemu-system-x86 7.2, which breaks it; the second round installs the
+# matching qemu-utils (and with it qemu-img).
+for round in 1 2; do
+    missing_packages
+    [[ ${#missing[@]} -gt 0 ]] || break
     apt_update
     log "apt-get install ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$VM_DIR/apt-install.log" 2>&1 ||
         { tail -n 40 "$VM_DIR/apt-install.log" >&2; die "apt-get install ${missing[*]} failed (log tail above)"; }
-fi
+done
+missing_packages
+[[ ${#missing[@]} -eq 0 ]] ||
+    die "still not installed after two rounds of apt-get install: ${missing[*]} (log: $VM_DIR/apt-install.log)"
 for tool in qemu-system-x86_64 qemu-img busybox cpio gzip xz dpkg sha256sum truncate blockdev fio ndctl mkfs.ext4 python3 depmod mmdebstrap; do
     command -v "$tool" >/dev/null || die "tool '$tool' still missing after installing packages"
 done
