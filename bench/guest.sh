@@ -288,22 +288,33 @@ run_jobs() {
 	done
 }
 
-# profile NAME PID: sample the server's threads (all of them, io_uring
-# workers included: perf follows every thread of the process) with the
-# kernel's software clock, the one event a TCG guest has, for most of the
-# measured window; perf.data and two reports go to $RESULTS/profile/:
-# NAME.flat.txt (where the samples land: self time by module and symbol) and
+# profile NAME PID: sample every CPU with the kernel's software clock, the
+# one event a TCG guest has, for most of the measured window. The server
+# runs in a mount namespace of its own, and Debian 12's perf 6.1 trips on
+# it ("assertion failed at util/namespaces.c:301"): `perf record -p PID`
+# then samples none of its queue threads, and `-a` files them under ids
+# that neither --pid nor --tid matches, and sometimes under no name. So the
+# reports cover the whole guest, sorted by thread name first (the server's:
+# pmem-stack, pmem-stack's io_uring workers iou-wrk-TID, stats; fio's; the
+# idle "swapper"), with the server's pid and thread names in the header.
+# perf.data and two reports go to $RESULTS/profile/: NAME.flat.txt (where
+# the samples land: self time by thread, module and symbol) and
 # NAME.tree.txt (inclusive time: which calls the time is under).
 profile() {
-	local name=$1 pid=$2 dir=$RESULTS/profile secs
+	local name=$1 pid=$2 dir=$RESULTS/profile secs comms
 	secs=$((RUNTIME > 2 ? RUNTIME - 1 : 1))
 	mkdir -p "$dir"
-	perf record -q -e cpu-clock -F "$PROFILE" -g -p "$pid" -o "/tmp/$name.data" -- sleep "$secs" \
-		>"$dir/$name.record.txt" 2>&1 || die "perf record -p $pid failed: $(tail -3 "$dir/$name.record.txt")"
-	perf report -i "/tmp/$name.data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.5 \
-		>"$dir/$name.flat.txt" 2>/dev/null || die "perf report (flat) of $name failed"
-	perf report -i "/tmp/$name.data" --stdio --children --sort sym -g none --percent-limit 3 \
-		>"$dir/$name.tree.txt" 2>/dev/null || die "perf report (inclusive) of $name failed"
+	comms=$(sort -u /proc/"$pid"/task/*/comm | paste -sd,) || die "no threads listed for server pid $pid"
+	perf record -q -e cpu-clock -F "$PROFILE" -g -a -o "/tmp/$name.data" -- sleep "$secs" \
+		>"$dir/$name.record.txt" 2>&1 || die "perf record -a failed: $(tail -3 "$dir/$name.record.txt")"
+	{
+		echo "# server pid $pid, threads: $comms"
+		perf report -i "/tmp/$name.data" --stdio --no-children --sort comm,dso,sym -g none --percent-limit 0.5
+	} >"$dir/$name.flat.txt" 2>/dev/null || die "perf report (flat) of $name failed"
+	{
+		echo "# server pid $pid, threads: $comms"
+		perf report -i "/tmp/$name.data" --stdio --children --sort comm,sym -g none --percent-limit 3
+	} >"$dir/$name.tree.txt" 2>/dev/null || die "perf report (inclusive) of $name failed"
 	rm -f "/tmp/$name.data"
 }
 
