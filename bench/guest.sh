@@ -52,9 +52,9 @@
 #   mem.tsv     round target pid VmRSS VmHWM RssAnon RssFile RssShmem (kB) cpu_s minflt majflt threads
 #   unavailable.tsv  target reason (a target that could not run on this kernel)
 #   profile/    with BENCH_PROFILE=HZ: per server target and job, perf's
-#               flat and inclusive reports of the server's threads (see
-#               profile() below); every figure of such a run is disturbed
-#               by the sampling
+#               reports of the whole guest by thread and of the server's
+#               threads alone (see profile_start() below); every figure of
+#               such a run is disturbed by the sampling
 #   meta.env    parameters and environment facts
 #   fio/*.json  every fio report, untouched
 # Exit: 0 everything in BENCH_TARGETS measured or recorded as unavailable
@@ -248,7 +248,7 @@ disk_ios() {
 
 # run_jobs ROUND TARGET DEV [SERVER_PID]
 run_jobs() {
-	local round=$1 target=$2 dev=$3 pid=${4:-} job out vals before after cost fio_pid rc t0 t1 ios0
+	local round=$1 target=$2 dev=$3 pid=${4:-} job out vals before after cost fio_pid rc t0 t1 ios0 prof
 	# Same starting state everywhere: the region written once and flushed.
 	fio --name=prefill --filename="$dev" "${fio_common[@]}" --rw=write --bs=1M \
 		--iodepth=8 --end_fsync=1 >"$RESULTS/fio/$round-$target-prefill.json" 2>&1 ||
@@ -263,15 +263,25 @@ run_jobs() {
 		# of the ramp (fio's start-up makes the sample fall a little inside
 		# it) to fio's exit, against the I/Os the device completed in that
 		# same window.
+		prof=
 		if [ -n "$pid" ]; then
+			# perf -a takes a while to start under TCG: from fio's start,
+			# so that it samples the job and not the idle guest after it.
+			if [ -n "$PROFILE" ]; then
+				profile_start "$round-$target-$job" &
+				prof=$!
+			fi
 			sleep "$RAMP"
 			before=$(counters "$pid")
 			ios0=$(disk_ios "$dev")
 			t0=$(now)
-			[ -z "$PROFILE" ] || profile "$round-$target-$job" "$pid"
 		fi
 		rc=0
 		wait "$fio_pid" || rc=$?
+		if [ -n "$prof" ]; then
+			wait "$prof" || die "perf record -a failed: $(tail -3 "$RESULTS/profile/$round-$target-$job.record.txt")"
+			profile_report "$round-$target-$job" "$pid"
+		fi
 		[ "$rc" -eq 0 ] || die "$target/$job: fio failed (status $rc): $(tail -5 "$out" | tr '\n' ' ')"
 		cost="- - - -"
 		if [ -n "$pid" ]; then
@@ -288,33 +298,45 @@ run_jobs() {
 	done
 }
 
-# profile NAME PID: sample every CPU with the kernel's software clock, the
-# one event a TCG guest has, for most of the measured window. The server
-# runs in a mount namespace of its own, and Debian 12's perf 6.1 trips on
-# it ("assertion failed at util/namespaces.c:301"): `perf record -p PID`
-# then samples none of its queue threads, and `-a` files them under ids
-# that neither --pid nor --tid matches, and sometimes under no name. So the
-# reports cover the whole guest, sorted by thread name first (the server's:
-# pmem-stack, pmem-stack's io_uring workers iou-wrk-TID, stats; fio's; the
-# idle "swapper"), with the server's pid and thread names in the header.
-# perf.data and two reports go to $RESULTS/profile/: NAME.flat.txt (where
-# the samples land: self time by thread, module and symbol) and
-# NAME.tree.txt (inclusive time: which calls the time is under).
-profile() {
-	local name=$1 pid=$2 dir=$RESULTS/profile secs comms
-	secs=$((RUNTIME > 2 ? RUNTIME - 1 : 1))
+# profile_start NAME: sample every CPU with the kernel's software clock, the
+# one event a TCG guest has, for the job's ramp and all but the last second
+# of its run (started with fio: perf -a's start-up under TCG would otherwise
+# eat the window), into /tmp/NAME.data.
+profile_start() {
+	local name=$1 dir=$RESULTS/profile
 	mkdir -p "$dir"
-	comms=$(sort -u /proc/"$pid"/task/*/comm | paste -sd,) || die "no threads listed for server pid $pid"
-	perf record -q -e cpu-clock -F "$PROFILE" -g -a -o "/tmp/$name.data" -- sleep "$secs" \
-		>"$dir/$name.record.txt" 2>&1 || die "perf record -a failed: $(tail -3 "$dir/$name.record.txt")"
-	{
-		echo "# server pid $pid, threads: $comms"
-		perf report -i "/tmp/$name.data" --stdio --no-children --sort comm,dso,sym -g none --percent-limit 0.5
-	} >"$dir/$name.flat.txt" 2>/dev/null || die "perf report (flat) of $name failed"
-	{
-		echo "# server pid $pid, threads: $comms"
-		perf report -i "/tmp/$name.data" --stdio --children --sort comm,sym -g none --percent-limit 3
-	} >"$dir/$name.tree.txt" 2>/dev/null || die "perf report (inclusive) of $name failed"
+	perf record -q -e cpu-clock -F "$PROFILE" -g -a -o "/tmp/$name.data" -- sleep "$((RAMP + RUNTIME - 1))" \
+		>"$dir/$name.record.txt" 2>&1
+}
+
+# profile_report NAME PID: what profile_start sampled, as four reports in
+# $RESULTS/profile/, each headed by the server's pid and thread names:
+# NAME.flat.txt and NAME.tree.txt, the whole guest by thread name, module
+# and symbol (self time) and by thread name and call (inclusive time), and
+# NAME.server.txt and NAME.server-tree.txt, the same for the server's
+# threads alone, as shares of their own samples. Why the whole guest: the
+# server runs in a mount namespace of its own, and Debian 12's perf 6.1
+# trips on it ("assertion failed at util/namespaces.c:301"): `perf record
+# -p PID` then samples none of its queue threads, and `-a` files them under
+# ids that neither --pid nor --tid matches, and at times under no name; the
+# whole-guest reports keep every sample and say whose it is, the server's
+# are filtered by thread name (pmem-stack, iou-wrk-TID, stats).
+profile_report() {
+	local name=$1 pid=$2 dir=$RESULTS/profile comms head
+	# Threads come and go (io_uring workers): whatever could be read.
+	comms=$({ cat /proc/"$pid"/task/*/comm 2>/dev/null || true; } | sort -u | paste -sd,)
+	[ -n "$comms" ] || die "no threads listed for server pid $pid"
+	head="# server pid $pid, threads: $comms"
+	report() { # OUT ARGS...: one perf report of the samples, headed
+		local out=$1
+		shift
+		{ echo "$head"; perf report -i "/tmp/$name.data" --stdio -g none "$@"; } >"$dir/$name.$out.txt" 2>/dev/null ||
+			die "perf report ($out) of $name failed"
+	}
+	report flat --no-children --sort comm,dso,sym --percent-limit 0.05
+	report tree --children --sort comm,sym --percent-limit 0.5
+	report server --comms "$comms" --percentage relative --no-children --sort comm,dso,sym --percent-limit 0.5
+	report server-tree --comms "$comms" --percentage relative --children --sort comm,sym --percent-limit 3
 	rm -f "/tmp/$name.data"
 }
 

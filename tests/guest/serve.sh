@@ -172,7 +172,7 @@ waited=$((($(date +%s%N) - t0) / 1000000))
 # flock(1) runs sleep as its child and waits for it: ending the child ends
 # flock too (killing flock alone would leave the sleep's 60 s to outlive
 # the test).
-pkill -P "$holder" sleep || fail "no sleep under the lock holder $holder"
+pkill -P "$holder" sleep || { fail "no sleep under the lock holder $holder"; kill "$holder"; }
 wait "$holder" 2>/dev/null || true # its child killed: non-zero
 expect_eq "the refused add changed nothing" "$(meta_digest /dev/pmem0)" "$before"
 flock --shared /dev/pmem0 sleep 1 &

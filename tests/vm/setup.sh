@@ -109,17 +109,21 @@ missing_packages() {
 # that came with a newer qemu-utils (bookworm-backports' 10.0) loses it to
 # qemu-system-x86 7.2, which breaks it; the second round installs the
 # matching qemu-utils (and with it qemu-img).
+rm -f "$VM_DIR"/apt-install.*log
 for round in 1 2; do
     missing_packages
     [[ ${#missing[@]} -gt 0 ]] || break
     apt_update
-    log "apt-get install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$VM_DIR/apt-install.log" 2>&1 ||
-        { tail -n 40 "$VM_DIR/apt-install.log" >&2; die "apt-get install ${missing[*]} failed (log tail above)"; }
+    apt_log=$VM_DIR/apt-install.$round.log
+    log "apt-get install (round $round): ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$apt_log" 2>&1 ||
+        { tail -n 40 "$apt_log" >&2; die "apt-get install ${missing[*]} failed (log tail above)"; }
+    removed=$(sed -n 's/^Removing \([^ ]*\) .*/\1/p' "$apt_log" | paste -sd' ')
+    [[ -z $removed ]] || log "apt-get removed to make room: $removed"
 done
 missing_packages
 [[ ${#missing[@]} -eq 0 ]] ||
-    die "still not installed after two rounds of apt-get install: ${missing[*]} (log: $VM_DIR/apt-install.log)"
+    die "still not installed after two rounds of apt-get install: ${missing[*]} (logs: $VM_DIR/apt-install.*.log)"
 for tool in qemu-system-x86_64 qemu-img busybox cpio gzip xz dpkg sha256sum truncate blockdev fio ndctl mkfs.ext4 python3 depmod mmdebstrap; do
     command -v "$tool" >/dev/null || die "tool '$tool' still missing after installing packages"
 done
