@@ -40,7 +40,8 @@ use libublk::{UblkError, sys};
 
 use crate::engine::{Engine, IoError};
 
-use super::copy::{BatchSync, Written, prefix, write_through};
+use super::copy::{prefix, write_through};
+use super::group_commit::{BatchSync, Written};
 use super::request::decode;
 use super::transfer::Bounce;
 use crate::backing::direct_io::DirectBacking;

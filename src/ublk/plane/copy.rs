@@ -18,6 +18,7 @@ use crate::engine::{Engine, IoError, Op, Request};
 
 use crate::backing::direct_io::DirectBacking;
 
+use super::group_commit::{BatchSync, Written};
 use super::request::{completion, request_of};
 use super::transfer::{Bounce, UserCopy};
 use crate::ublk::features::IoPath;
@@ -67,15 +68,6 @@ struct UserCopyQueue<'a> {
     unsynced: BatchSync,
     /// Write-through: where READs come from.
     reads: ReadSource,
-}
-
-/// A write-through request's fate.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Written {
-    /// Complete it with this byte count.
-    Done(u64),
-    /// Written, not yet durable: complete it after the batch's sync.
-    Unsynced(DirectOp, i32),
 }
 
 impl<'a> UserCopyQueue<'a> {
@@ -172,61 +164,6 @@ fn commit(q: &UblkQueue, qid: u16, tag: u16, res: i32) {
         q.complete_io_cmd_unified(tag, BufDesc::Slice(&[]), Ok(UblkIORes::Result(res)))
     {
         log::error!("queue {qid} tag {tag}: commit failed: {err}");
-    }
-}
-
-/// Write-through writes of one batch, written plain and waiting for the
-/// batch's one sync: (tag, what was written, result). Shared by the
-/// user-copy and batch queues, so the rule "nothing is acknowledged before
-/// it is durable" lives in one place.
-#[derive(Debug, Default)]
-pub(super) struct BatchSync(Vec<(u16, DirectOp, i32)>);
-
-impl BatchSync {
-    /// Whether no write waits.
-    pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// A served request: a write left for the sync waits here; anything
-    /// else is `answer`ed now (bytes done, or a negative errno).
-    pub(super) fn settle(
-        &mut self,
-        tag: u16,
-        result: Result<Written, IoError>,
-        mut answer: impl FnMut(u16, i32),
-    ) {
-        match result {
-            Ok(Written::Unsynced(op, res)) => self.0.push((tag, op, res)),
-            Ok(Written::Done(bytes)) => answer(tag, completion(Ok(bytes))),
-            Err(err) => answer(tag, completion(Err(err))),
-        }
-    }
-
-    /// End of a batch: one `fdatasync` makes every waiting write durable
-    /// (each was complete on the backing before it started); then each is
-    /// `answer`ed, or fails with the sync.
-    pub(super) fn sync(
-        &mut self,
-        qid: u16,
-        engine: &Engine,
-        direct: &DirectBacking,
-        mut answer: impl FnMut(u16, i32),
-    ) {
-        if self.0.is_empty() {
-            return;
-        }
-        let synced = direct.file.sync_data();
-        if let Err(err) = &synced {
-            log::error!("queue {qid}: sync of a batch of writes failed: {err}");
-        }
-        let failed = synced.err().map(|e| -e.raw_os_error().unwrap_or(libc::EIO));
-        for (tag, op, res) in std::mem::take(&mut self.0) {
-            answer(
-                tag,
-                completion(engine.direct_done(op, failed.unwrap_or(res))),
-            );
-        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! opened `O_DIRECT`. The backing's driver (for `/dev/pmemN`, the pmem
 //! driver's `memcpy_flushcache`) makes the one copy; no page of the media
 //! is cached in DRAM, nothing faults, and a FLUSH is an `fdatasync` with no
-//! dirty pages behind it, submitted like any other request so it never
-//! stalls the queue.
+//! dirty pages behind it, submitted like any other request. Writing
+//! through, the writes that finish in one batch of completions are made
+//! durable together by one `fdatasync` in this thread at the batch's end
+//! ([`super::group_commit`]).
 //!
 //! The engine still decides every request ([`Engine::plan_direct`]) and
 //! hears every outcome ([`Engine::direct_done`]); this module only submits
@@ -23,7 +25,7 @@ use crate::backing::direct_io::DirectBacking;
 use crate::engine::Engine;
 use crate::engine::direct::DirectOp;
 
-use super::group_commit::{GroupCommit, group_sync_sqe, is_group_sync};
+use super::group_commit::BatchSync;
 use super::request::{completion, request_of};
 
 /// A request whose backing I/O is in flight.
@@ -36,23 +38,34 @@ struct InFlight {
 
 /// One queue's requests on the direct path.
 struct DirectQueue<'a> {
+    qid: u16,
     engine: &'a Engine,
     backing: &'a DirectBacking,
     inflight: Vec<Option<InFlight>>,
     /// Writes submitted to the backing and not finished there.
     writes: u32,
-    /// Write-through: plain writes waiting for durability (see
-    /// [`super::group_commit`]; a write alone on its queue goes
-    /// `RWF_DSYNC` instead and needs no group: one worker hop, not two).
-    group: GroupCommit<DirectOp>,
+    /// Write-through: plain writes finished in this batch of completions,
+    /// waiting for its sync (a write alone on its queue goes `RWF_DSYNC`
+    /// instead and waits for nothing).
+    unsynced: BatchSync,
 }
 
 impl DirectQueue<'_> {
     fn handle(&mut self, q: &UblkQueue, tag: u16, ctx: &UblkIOCtx) {
-        if ctx.is_tgt_io() && is_group_sync(ctx.user_data()) {
-            self.finish_group_sync(q, ctx.result());
-            return;
+        self.serve(q, tag, ctx);
+        if ctx.is_last_cqe() {
+            let qid = self.qid;
+            self.unsynced
+                .sync(qid, self.engine, self.backing, |tag, res| {
+                    commit(q, tag, res)
+                });
         }
+    }
+
+    /// One completion: a new request (submitted to the backing, or answered
+    /// at once) or its backing I/O's (continued, answered, or left for the
+    /// batch's sync).
+    fn serve(&mut self, q: &UblkQueue, tag: u16, ctx: &UblkIOCtx) {
         let res = if ctx.is_tgt_io() {
             let Some(mut io) = self
                 .inflight
@@ -71,9 +84,7 @@ impl DirectQueue<'_> {
                     if let DirectOp::Write { fua, .. } = io.op {
                         self.writes = self.writes.saturating_sub(1);
                         if self.engine.write_through() && !fua && res >= 0 {
-                            if self.group.write_done(tag, io.op, res) {
-                                self.submit_group_sync(q);
-                            }
+                            self.unsynced.wait(tag, io.op, res);
                             return;
                         }
                     }
@@ -123,27 +134,6 @@ impl DirectQueue<'_> {
                     completion(self.engine.direct_done(io.op, -libc::EIO)),
                 );
             }
-        }
-    }
-
-    fn submit_group_sync(&mut self, q: &UblkQueue) {
-        let sqe = group_sync_sqe(self.backing.file.as_raw_fd());
-        if let Err(err) = q.ublk_submit_sqe_sync(sqe) {
-            log::error!("cannot submit a group sync: {err:?}");
-            // Its writes fail; any waiting since get a sync of their own.
-            self.finish_group_sync(q, -libc::EIO);
-        }
-    }
-
-    /// The group sync ended with `res`: acknowledge the writes it covered,
-    /// and cover those waiting since with the next.
-    fn finish_group_sync(&mut self, q: &UblkQueue, res: i32) {
-        let engine = self.engine;
-        let again = self.group.sync_done(res, |tag, op, res| {
-            commit(q, tag, completion(engine.direct_done(op, res)));
-        });
-        if again {
-            self.submit_group_sync(q);
         }
     }
 }
@@ -198,11 +188,12 @@ pub fn serve_queue(
     // Every request hops to an io_uring worker.
     crate::ublk::affinity::pin_io_workers(qid, worker_cpus);
     let mut state = DirectQueue {
+        qid,
         engine,
         backing,
         inflight: vec![None; regs.len()],
         writes: 0,
-        group: GroupCommit::default(),
+        unsynced: BatchSync::default(),
     };
     queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
         state.handle(q, tag, ctx);
@@ -310,17 +301,6 @@ mod tests {
         assert_eq!(progress(&mut io, 4096), Progress::More);
         assert_eq!(io.done, 4096);
         assert_eq!(progress(&mut io, 4096), Progress::Finished(8192));
-    }
-
-    #[test]
-    fn a_group_sync_is_not_a_request_completion() {
-        assert!(!is_group_sync(user_data(0, DirectOp::Sync)));
-        let write = DirectOp::Write {
-            at: 0,
-            len: 4096,
-            fua: false,
-        };
-        assert!(!is_group_sync(user_data(7, write)));
     }
 
     #[test]
