@@ -704,6 +704,8 @@ struct ScratchRoot {
     /// In memory: the scratch of a failed scenario is kept for inspection
     /// until the next run starts (which clears it), not for good.
     in_memory: bool,
+    /// This run's hold on its results and its scratch (see [`RunLock`]).
+    _locks: Vec<RunLock>,
 }
 
 /// A scenario's NVDIMM image in its scratch directory (boot.sh `--cxl` puts
@@ -718,31 +720,121 @@ const ROOT_DISK: &str = "root.qcow2";
 const SCRATCH_IN_MEMORY_MIN: u64 = 8 << 30;
 
 impl ScratchRoot {
-    fn choose(suite: &Path) -> ScratchRoot {
-        if let Some(dir) = std::env::var_os("PMEM_STACK_SCRATCH") {
-            return ScratchRoot {
-                dir: PathBuf::from(dir),
-                in_memory: false,
-            };
-        }
+    /// Where this run's scratch goes, with the results (`suite`) and the
+    /// scratch locked for it; `Err`: another run holds one of them.
+    fn choose(suite: &Path) -> Result<ScratchRoot, String> {
+        let mut locks = vec![RunLock::take(suite, "")?];
         let shm = Path::new("/dev/shm");
-        if free_tmpfs_bytes(shm).is_some_and(|free| free >= SCRATCH_IN_MEMORY_MIN) {
-            let dir = shm.join("pmem-stack-suite");
+        let (dir, in_memory) = if let Some(dir) = std::env::var_os("PMEM_STACK_SCRATCH") {
+            (PathBuf::from(dir), false)
+        } else if free_tmpfs_bytes(shm).is_some_and(|free| free >= SCRATCH_IN_MEMORY_MIN) {
+            (shm.join("pmem-stack-suite"), true)
+        } else {
+            println!(
+                "real_kernel: /dev/shm has no {} GiB free: NVDIMM images beside the results (slower)",
+                SCRATCH_IN_MEMORY_MIN >> 30
+            );
+            (suite.to_path_buf(), false)
+        };
+        if dir != suite {
+            let or = ", or give this run scratch of its own: PMEM_STACK_SCRATCH=DIR";
+            locks.push(RunLock::take(&dir, or)?);
+        }
+        if in_memory {
             // What failed scenarios of an earlier run kept: gone now.
             let _ = fs::remove_dir_all(&dir);
-            return ScratchRoot {
-                dir,
-                in_memory: true,
-            };
         }
-        println!(
-            "real_kernel: /dev/shm has no {} GiB free: NVDIMM images beside the results (slower)",
-            SCRATCH_IN_MEMORY_MIN >> 30
-        );
-        ScratchRoot {
-            dir: suite.to_path_buf(),
-            in_memory: false,
+        Ok(ScratchRoot {
+            dir,
+            in_memory,
+            _locks: locks,
+        })
+    }
+}
+
+/// A directory one suite run owns while it runs: `DIR.lock` holds the
+/// owner's pid, made with `create_new` so two runs starting at once cannot
+/// both take it. Two runs at once (a `scripts/fresh-check` and a developer's
+/// `cargo test --test real_kernel`, say) would otherwise share
+/// `/dev/shm/pmem-stack-suite/` — each clears it when it starts and writes
+/// NVDIMM images under the same names — and a checkout's results, and fail
+/// or pass on each other's files. A lock left by a run that was killed
+/// (its pid gone, or now another program's) is taken over. Released on drop.
+struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Own `dir` (its lock is `dir` + `.lock`, beside it), or say who does
+    /// and, after "wait for it to end", `or` what else to do.
+    fn take(dir: &Path, or: &str) -> Result<RunLock, String> {
+        let mut name = dir.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        if let Some(parent) = path.parent() {
+            let _ = fs::create_dir_all(parent);
         }
+        let me = std::process::id();
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    use std::io::Write;
+                    file.write_all(format!("{me}\n").as_bytes())
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    let holder = holder.trim();
+                    if suite_alive(holder) {
+                        return Err(format!(
+                            "another guest suite run (pid {holder}) is using {}; wait for it to \
+                             end (one guest at a time on this machine){or}",
+                            dir.display()
+                        ));
+                    }
+                    // Its run was killed: the lock is stale.
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+            }
+        }
+        Err(format!(
+            "cannot take {}: it came back after removing a stale one; is another run starting?",
+            path.display()
+        ))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `pid` (a lock's text) is a running suite: alive, and this test
+/// binary (a pid reused by another program since is no holder).
+fn suite_alive(pid: &str) -> bool {
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let mine = fs::read_link("/proc/self/exe").ok();
+    let theirs = fs::read_link(format!("/proc/{pid}/exe")).ok();
+    match (mine, theirs) {
+        (_, None) => false,
+        // Same binary, or one of another checkout's builds of this suite.
+        (Some(mine), Some(theirs)) => {
+            theirs == mine
+                || theirs
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("real_kernel"))
+        }
+        (None, Some(_)) => true,
     }
 }
 
@@ -969,7 +1061,13 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let suite = vm.join("suite");
-    let scratch_root = ScratchRoot::choose(&suite);
+    let scratch_root = match ScratchRoot::choose(&suite) {
+        Ok(root) => root,
+        Err(why) => {
+            eprintln!("real_kernel: cannot run: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
     println!(
         "real_kernel: kernels {}; scenarios {}",
         kernels
