@@ -86,8 +86,12 @@ pub enum IoPath {
     /// request's pages as an io_uring fixed buffer, and the server reads or
     /// writes them against the backing opened `O_DIRECT`. The backing's
     /// driver makes the only copy; nothing of the media is cached in DRAM and
-    /// a FLUSH has no dirty pages to write back. Block devices and image
-    /// files only (a devdax namespace has no read/write path).
+    /// a FLUSH has no dirty pages to write back. Writing through, requests
+    /// under 64 KiB are copied by the queue thread as on user copy instead
+    /// (an io_uring worker hop costs more than a small copy;
+    /// `ublk::plane::direct`), so the path asks for user copy too. Block
+    /// devices and image files only (a devdax namespace has no read/write
+    /// path).
     Direct,
     /// `UBLK_F_BATCH_IO` (Linux 7.0+): the kernel copies each request
     /// through a per-tag buffer as on bounce buffers, but hands requests
@@ -129,7 +133,9 @@ impl IoPath {
         match self {
             IoPath::UserCopy => sys::UBLK_F_USER_COPY as u64,
             IoPath::BounceBuffer => 0,
-            IoPath::Direct => sys::UBLK_F_AUTO_BUF_REG as u64,
+            // User copy too, for the requests its queues copy themselves
+            // (`ublk::plane::direct::REGISTERED_FROM`).
+            IoPath::Direct => (sys::UBLK_F_AUTO_BUF_REG | sys::UBLK_F_USER_COPY) as u64,
             IoPath::Batch => sys::UBLK_F_BATCH_IO as u64,
         }
     }

@@ -7,7 +7,8 @@
 # volatile cache, as the kernel sees it), also after recovery;
 # --write-cache write-back, and write-through where it cannot be, are
 # checked too. The direct path's io_uring workers are pinned, one per CPU at
-# most, also after recovery. Two threads per queue (PMEM_STACK_IO_THREADS)
+# most, also after recovery; writing through, its requests under 64 KiB are
+# copied by the queue thread and make none. Two threads per queue (PMEM_STACK_IO_THREADS)
 # serve on 6.16+ and are refused before. User copy reads O_DIRECT, keeping
 # no page cache of the namespace; PMEM_STACK_READS=mapping reads through it.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
@@ -113,7 +114,13 @@ for path in $paths; do
 		expect_eq "$path: still write-through after recovery" "$("$P" list --json | jget 'd[0]["write_cache"]')" write_through
 		expect_eq "$path: the kernel still sees no volatile cache" "$(cat /sys/block/ublkb0/queue/write_cache)" "write through"
 		fio_verify "$path: fio verify after recovery" /dev/ublkb0 600M 16M
-		[ "$path" != direct ] || direct_workers "$path, recovered"
+		if [ "$path" == direct ]; then
+			# Writing through, the queue thread copies requests under
+			# 64 KiB itself: the new server's 4 KiB I/O made no worker.
+			expect_eq "direct, recovered: 4 KiB requests hop to no io_uring worker" "$(io_workers "$(server_pid 0)")" "0 0"
+			fio_verify "$path: fio verify 128k after recovery" /dev/ublkb0 640M 16M --bs=128k
+			direct_workers "$path, recovered"
+		fi
 	fi
 	# A marker at a known place: the next path must read these very bytes.
 	head -c 1048576 /dev/urandom >/tmp/marker

@@ -121,7 +121,7 @@ impl<'a> UserCopyQueue<'a> {
 /// `through`: writing through, the backing opened `O_DIRECT` and the
 /// queue's staging buffer; `alone`: no other request of its batch waits
 /// for the batch's sync (see [`UserCopyQueue`]).
-fn serve_request(
+pub(super) fn serve_request(
     engine: &Engine,
     through: Option<(&DirectBacking, &mut IoBuf<u8>)>,
     reads: ReadSource,

@@ -10,23 +10,51 @@
 //! durable together by one `fdatasync` in this thread at the batch's end
 //! ([`super::group_commit`]).
 //!
+//! But the pmem driver takes no I/O that must not block (`REQ_NOWAIT`), so
+//! io_uring hands every such read or write to a worker thread: a hop that
+//! costs more than a 4 KiB copy. So, writing through, a READ or WRITE under
+//! [`REGISTERED_FROM`] is served as on the user-copy path instead, in this
+//! thread (`UBLK_F_USER_COPY`, asked for beside `UBLK_F_AUTO_BUF_REG`):
+//! between the request and a staging buffer, and between that and the
+//! backing opened `O_DIRECT` — two copies, no hop. Its writes share the
+//! batch's sync with the others.
+//!
 //! The engine still decides every request ([`Engine::plan_direct`]) and
 //! hears every outcome ([`Engine::direct_done`]); this module only submits
 //! and completes. A short transfer (which the pmem driver does not make,
 //! but a file system may) is continued from where it stopped.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{opcode, types};
+use libublk::helpers::IoBuf;
 use libublk::io::{UblkDev, UblkIOCtx, UblkQueue};
 use libublk::{BufDesc, BufDescList, UblkIORes, sys};
 
 use crate::backing::direct_io::DirectBacking;
-use crate::engine::Engine;
 use crate::engine::direct::DirectOp;
+use crate::engine::{Engine, Op, Request};
+use crate::ublk::tuning::ReadSource;
 
+use super::copy::serve_request;
 use super::group_commit::BatchSync;
 use super::request::{completion, request_of};
+use super::transfer::UserCopy;
+
+/// Writing through, a READ or WRITE shorter than this is copied by the
+/// queue thread itself, as on the user-copy path; from this size up the
+/// backing's driver copies into the registered pages on an io_uring worker.
+/// Measured (bench/README.md, "Large requests through registered pages"):
+/// at 4 KiB the worker hop costs more than the second copy saves, at
+/// 128 KiB the one copy wins; sizes between are not measured.
+pub const REGISTERED_FROM: u64 = 64 << 10;
+
+/// What a queue needs to copy a small request itself: the char device (for
+/// user copy) and a staging buffer between it and the backing.
+struct Copier {
+    cdev: RawFd,
+    staging: IoBuf<u8>,
+}
 
 /// A request whose backing I/O is in flight.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +76,8 @@ struct DirectQueue<'a> {
     /// waiting for its sync (a write alone on its queue goes `RWF_DSYNC`
     /// instead and waits for nothing).
     unsynced: BatchSync,
+    /// Writing through: small requests' way (see [`REGISTERED_FROM`]).
+    copier: Option<Copier>,
 }
 
 impl DirectQueue<'_> {
@@ -92,8 +122,29 @@ impl DirectQueue<'_> {
                 }
             }
         } else {
-            let planned = request_of(q, tag, self.engine.size())
-                .and_then(|req| self.engine.plan_direct(&req));
+            let req = match request_of(q, tag, self.engine.size()) {
+                Ok(req) => req,
+                Err(err) => return commit(q, tag, completion(Err(err))),
+            };
+            if let Some(copier) = self.copier.as_mut().filter(|_| is_small(&req)) {
+                // The last request of a batch with no write waiting before
+                // it is alone: it carries its own barrier.
+                let alone = ctx.is_last_cqe() && self.unsynced.is_empty();
+                let mut xfer = UserCopy::new(copier.cdev, self.qid, tag);
+                let through = Some((self.backing, &mut copier.staging));
+                let result = serve_request(
+                    self.engine,
+                    through,
+                    ReadSource::Direct,
+                    &mut xfer,
+                    &req,
+                    alone,
+                );
+                self.unsynced
+                    .settle(tag, result, |tag, res| commit(q, tag, res));
+                return;
+            }
+            let planned = self.engine.plan_direct(&req);
             match planned {
                 Ok(DirectOp::Done(bytes)) => completion(Ok(bytes)),
                 Ok(mut op) => {
@@ -136,6 +187,11 @@ impl DirectQueue<'_> {
             }
         }
     }
+}
+
+/// Whether `req` is a READ or WRITE the queue thread copies itself.
+fn is_small(req: &Request) -> bool {
+    matches!(req.op, Op::Read | Op::Write { .. }) && req.len < REGISTERED_FROM
 }
 
 /// Acknowledge request `tag` with `res` and fetch its next.
@@ -194,6 +250,12 @@ pub fn serve_queue(
         inflight: vec![None; regs.len()],
         writes: 0,
         unsynced: BatchSync::default(),
+        copier: engine.write_through().then(|| Copier {
+            cdev: dev.tgt.fds[0],
+            staging: IoBuf::new(
+                usize::try_from(REGISTERED_FROM).expect("invariant: 64 KiB fits usize"),
+            ),
+        }),
     };
     queue.wait_and_handle_io(|q: &UblkQueue, tag: u16, ctx: &UblkIOCtx| {
         state.handle(q, tag, ctx);
