@@ -1,23 +1,19 @@
 //! The guest suite's run lock (`tests/run_lock`), on the host: a second run
-//! is refused with the holder's pid and what to do; a lock whose run is gone
-//! is taken over; a lock is released when its run ends.
+//! is refused with the holder's pid and what to do; a lock is free again
+//! when its holder ends, however it ends.
 
 mod run_lock;
 
-use run_lock::RunLock;
+use std::process::{Command, Stdio};
 
-fn lock_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut name = dir.as_os_str().to_owned();
-    name.push(".lock");
-    name.into()
-}
+use run_lock::{RunLock, lock_path};
 
 #[test]
 fn a_second_run_is_refused_naming_the_first() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("suite");
     let first = RunLock::take(&dir, "").expect("the first run takes it");
-    let text = std::fs::read_to_string(lock_file(&dir)).expect("lock file");
+    let text = std::fs::read_to_string(lock_path(&dir)).expect("lock file");
     assert_eq!(text.trim(), std::process::id().to_string());
     let err = match RunLock::take(&dir, ", or do X") {
         Ok(_) => panic!("a second run while the first holds it"),
@@ -29,32 +25,56 @@ fn a_second_run_is_refused_naming_the_first() {
     );
     assert!(err.ends_with(", or do X"), "{err}");
     drop(first);
-    assert!(!lock_file(&dir).exists(), "released when the run ends");
-    let _again = RunLock::take(&dir, "").expect("free again");
+    let _again = RunLock::take(&dir, "").expect("free again once the first is dropped");
 }
 
 #[test]
-fn a_lock_left_by_a_run_that_is_gone_is_taken_over() {
+fn a_lock_is_free_again_when_its_holder_is_killed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("scratch");
-    // A process that is no suite (sleep) holding the pid in the lock: as if
-    // the suite's pid had been reused after it was killed.
-    let mut other = std::process::Command::new("sleep")
-        .arg("30")
+    // Another process holding the same kind of lock (util-linux flock(1)),
+    // as a run that is then killed.
+    let mut holder = Command::new("flock")
+        .arg("--exclusive")
+        .arg(lock_path(&dir))
+        .args(["sleep", "60"])
+        .stdout(Stdio::null())
         .spawn()
-        .expect("sleep");
-    std::fs::write(lock_file(&dir), format!("{}\n", other.id())).expect("stale lock");
-    let taken = RunLock::take(&dir, "");
-    other.kill().expect("kill sleep");
-    other.wait().expect("reap sleep");
-    let taken = taken.expect("a lock whose pid is no suite is stale");
-    let text = std::fs::read_to_string(lock_file(&dir)).expect("lock file");
-    assert_eq!(text.trim(), std::process::id().to_string());
-    // A pid that is no process at all, and a lock with no pid in it.
-    drop(taken);
-    for stale in ["4194303\n", "", "garbage"] {
-        std::fs::write(lock_file(&dir), stale).expect("stale lock");
-        let lock = RunLock::take(&dir, "").expect("stale lock taken over");
-        drop(lock);
+        .expect("flock(1) runs");
+    // Wait until it holds the lock (at most 10 s).
+    let mut refused = None;
+    for _ in 0..200 {
+        match RunLock::take(&dir, "") {
+            Ok(lock) => drop(lock),
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let refused = refused.expect("flock(1) took the lock within 10 s");
+    assert!(
+        refused.contains("another guest suite run (pid "),
+        "{refused}"
+    );
+    // Killed: the kernel frees the lock (flock's child sleep may live on
+    // alone; it holds the same descriptor, so end it too).
+    Command::new("pkill")
+        .args(["-P", &holder.id().to_string()])
+        .status()
+        .expect("pkill runs");
+    holder.kill().expect("kill flock");
+    holder.wait().expect("reap flock");
+    let mut taken = None;
+    for _ in 0..200 {
+        if let Ok(lock) = RunLock::take(&dir, "") {
+            taken = Some(lock);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(taken.is_some(), "the lock of a killed holder is free");
+    let text = std::fs::read_to_string(lock_path(&dir)).expect("lock file");
+    assert_eq!(text.trim(), std::process::id().to_string());
 }

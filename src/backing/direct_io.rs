@@ -1,8 +1,9 @@
 //! The backing reopened `O_DIRECT`, as the queues that write through it
-//! see it: the direct data plane (its reads and writes go through the
-//! queue's io_uring, by file descriptor) and the write-through user-copy
-//! and batch planes (their writes go here, in the queue thread, with
-//! `RWF_DSYNC` or before a group sync). A handle on the backing, so it
+//! see it: the direct data plane (the reads and writes it hands to the
+//! pmem driver go through the queue's io_uring, by file descriptor; those
+//! it copies itself go here) and the write-through user-copy and batch
+//! planes (their reads and writes go here, in the queue thread, writes with
+//! `RWF_DSYNC` or before their batch's sync). A handle on the backing, so it
 //! lives with the backing and every data plane can use it.
 
 use std::fs::File;

@@ -16,7 +16,7 @@
 //!
 //! Write-through ([`Engine::set_write_through`], the default over a block
 //! device): a write is acknowledged only once it is durable — submitted with
-//! `RWF_DSYNC` when alone on its queue, else covered by the sync that ends
+//! `RWF_DSYNC` when it is alone (`ublk::plane::group_commit`), else covered by the sync that ends
 //! its batch of completions (`ublk::plane::group_commit`). So the device tells the kernel it
 //! has no volatile cache, and the block layer completes every FLUSH (an
 //! `fsync`, a journal commit) without a round trip to this server. DISCARD

@@ -21,8 +21,9 @@
 //! server, which gets fresh threads.
 //!
 //! io_uring's workers are another matter ([`QueueCpus::workers`],
-//! [`pin_io_workers`]). On the direct path every request hops to one (the
-//! pmem driver takes no `REQ_NOWAIT` I/O), and io_uring lets them run on
+//! [`pin_io_workers`]). On the direct path every request its queue thread
+//! does not copy itself hops to one (the pmem driver takes no `REQ_NOWAIT`
+//! I/O), and io_uring lets them run on
 //! any CPU and starts as many as it likes. They are kept beside their
 //! queue: on its node's CPUs other than the queue's own (where its
 //! submitters run), at most one per CPU. An unpinned queue thread meets its

@@ -194,10 +194,12 @@ pub enum PathRefusal {
 /// Auto picks, by measurement (bench/README.md, "The guest's CPU model" and
 /// the run after it): user copy through the mapping wherever the kernel
 /// offers it, bounce buffers otherwise. The direct and batch paths are
-/// served on request only: on 7.3, side by side, user copy led the direct
-/// path on five of six jobs (1.07–1.27×) and tied it on 128 KiB writes
-/// (0.98×); it tied batch but for 128 KiB reads (1.74×) and QD1 fsync
-/// writes (1.17×).
+/// served on request only. On 7.3, side by side, the direct path (copying
+/// requests under 64 KiB itself) leads user copy on 128 KiB reads and
+/// writes (1.50× / 1.41×) and QD1 reads (1.09×) but trails it on 4 KiB
+/// QD32 (0.84× / 0.92× by the median; bench/README.md, "Large requests
+/// through registered pages"), where random I/O lives; user copy tied batch
+/// but for 128 KiB reads (1.74×) and QD1 fsync writes (1.17×).
 pub fn choose(
     choice: IoPathChoice,
     kernel: Option<Features>,

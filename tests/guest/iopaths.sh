@@ -58,7 +58,7 @@ add_path() {
 }
 
 # direct_workers WHAT: right after I/O on the direct path, the server's
-# io_uring workers (each request hops to one) exist, are pinned, number at
+# io_uring workers (each request of 64 KiB or more hops to one) exist, are pinned, number at
 # most one per CPU, and by default keep off their queue's own CPUs (its
 # submitters run there).
 direct_workers() {

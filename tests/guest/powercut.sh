@@ -23,10 +23,14 @@
 # CACHE=write-back neither may F (O_DIRECT, so it reached the server, but
 # was never flushed). If they did, the cut would not be a real power cut and
 # the positive checks would prove nothing. Writing through (the default on
-# /dev/pmem0), F was durable when acknowledged and must survive, and so
-# must G: 4 KiB writes 16 deep, which the queues write in their own thread
-# and acknowledge after their batch's sync (on the direct path too: it
-# copies requests that small itself).
+# /dev/pmem0), F was on the media when acknowledged and must survive, and
+# so must G: 4 KiB writes 16 deep, which the queues write in their own
+# thread and acknowledge after their batch's sync (on the direct path too:
+# it copies requests that small itself). What this cut can show is that an
+# acknowledged write had reached the namespace, not that it was flushed:
+# the emulated NVDIMM is a shared file mapping, which keeps every store
+# that reached it when QEMU is killed. The order "sync, then acknowledge"
+# is checked by the unit and property tests of ublk::plane::group_commit.
 source "$PMEM_STACK_REPO/tests/guest/lib.sh"
 
 MIB=1048576
@@ -55,7 +59,8 @@ g_job() {
 		--rw=write --bs=4k --iodepth=16 --ioengine=io_uring --direct=1 \
 		--allow_mounted_write=1 --invalidate=0 --verify=crc32c --verify_state_save=0 \
 		--output-format=json "$@") || { echo "$out" | tail -5; return 1; }
-	echo "$out" | jget "d['jobs'][0]['$direction']['io_bytes'] == $LEN or sys.exit('fio moved ' + str(d['jobs'][0]['$direction']['io_bytes']) + ' bytes, not $LEN')"
+	# fio may print a line before its JSON: parse from the first brace.
+	echo "${out#"${out%%\{*}"}" | jget "d['jobs'][0]['$direction']['io_bytes'] == $LEN or sys.exit('fio moved ' + str(d['jobs'][0]['$direction']['io_bytes']) + ' bytes, not $LEN')"
 }
 
 region() { dd if=/dev/ublkb0 bs=1M skip="$1" count=8 iflag=direct status=none | sha256sum | cut -d' ' -f1; }

@@ -94,9 +94,7 @@ impl<'a> UserCopyQueue<'a> {
             return;
         }
         let mut xfer = UserCopy::new(self.cdev, self.qid, tag);
-        // The last request of a batch with no write before it is alone:
-        // it carries its own barrier instead of waiting for a sync.
-        let alone = ctx.is_last_cqe() && self.unsynced.is_empty();
+        let alone = self.unsynced.alone(ctx.is_last_cqe());
         let through = self
             .direct
             .as_mut()

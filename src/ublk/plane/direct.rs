@@ -73,8 +73,8 @@ struct DirectQueue<'a> {
     /// Writes submitted to the backing and not finished there.
     writes: u32,
     /// Write-through: plain writes finished in this batch of completions,
-    /// waiting for its sync (a write alone on its queue goes `RWF_DSYNC`
-    /// instead and waits for nothing).
+    /// waiting for its sync (a write that is alone goes `RWF_DSYNC`
+    /// instead and waits for nothing: see [`super::group_commit`]).
     unsynced: BatchSync,
     /// Writing through: small requests' way (see [`REGISTERED_FROM`]).
     copier: Option<Copier>,
@@ -126,10 +126,8 @@ impl DirectQueue<'_> {
                 Ok(req) => req,
                 Err(err) => return commit(q, tag, completion(Err(err))),
             };
-            if let Some(copier) = self.copier.as_mut().filter(|_| is_small(&req)) {
-                // The last request of a batch with no write waiting before
-                // it is alone: it carries its own barrier.
-                let alone = ctx.is_last_cqe() && self.unsynced.is_empty();
+            if let Some(copier) = self.copier.as_mut().filter(|_| copied_in_thread(&req)) {
+                let alone = self.unsynced.alone(ctx.is_last_cqe());
                 let mut xfer = UserCopy::new(copier.cdev, self.qid, tag);
                 let through = Some((self.backing, &mut copier.staging));
                 let result = serve_request(
@@ -190,7 +188,7 @@ impl DirectQueue<'_> {
 }
 
 /// Whether `req` is a READ or WRITE the queue thread copies itself.
-fn is_small(req: &Request) -> bool {
+fn copied_in_thread(req: &Request) -> bool {
     matches!(req.op, Op::Read | Op::Write { .. }) && req.len < REGISTERED_FROM
 }
 
@@ -241,7 +239,7 @@ pub fn serve_queue(
             return;
         }
     };
-    // Every request hops to an io_uring worker.
+    // Every request it does not copy itself hops to an io_uring worker.
     crate::ublk::affinity::pin_io_workers(qid, worker_cpus);
     let mut state = DirectQueue {
         qid,
@@ -250,7 +248,7 @@ pub fn serve_queue(
         inflight: vec![None; regs.len()],
         writes: 0,
         unsynced: BatchSync::default(),
-        copier: engine.write_through().then(|| Copier {
+        copier: copies_small(engine.write_through(), dev.dev_info.flags).then(|| Copier {
             cdev: dev.tgt.fds[0],
             staging: IoBuf::new(
                 usize::try_from(REGISTERED_FROM).expect("invariant: 64 KiB fits usize"),
@@ -261,6 +259,15 @@ pub fn serve_queue(
         state.handle(q, tag, ctx);
     });
     log::info!("queue {qid}: stopped");
+}
+
+/// Whether a queue copies small requests itself: writing through, on a
+/// device granted user copy. A device added by an older pmem-stack, which
+/// asked only for `UBLK_F_AUTO_BUF_REG`, keeps its flags when this one
+/// recovers it (a live upgrade), and there user copy fails with `EACCES`:
+/// every request goes through the registered pages, as it did.
+fn copies_small(write_through: bool, granted: u64) -> bool {
+    write_through && granted & u64::from(sys::UBLK_F_USER_COPY) != 0
 }
 
 /// Where a request stands after one backing completion.
@@ -363,6 +370,30 @@ mod tests {
         assert_eq!(progress(&mut io, 4096), Progress::More);
         assert_eq!(io.done, 4096);
         assert_eq!(progress(&mut io, 4096), Progress::Finished(8192));
+    }
+
+    #[test]
+    fn small_requests_are_copied_only_writing_through_with_user_copy_granted() {
+        let auto_reg = u64::from(sys::UBLK_F_AUTO_BUF_REG);
+        let both = auto_reg | u64::from(sys::UBLK_F_USER_COPY);
+        assert!(copies_small(true, both));
+        assert!(!copies_small(false, both), "write-back registers all");
+        assert!(
+            !copies_small(true, auto_reg),
+            "a device added by an older pmem-stack has no user copy"
+        );
+        let small = |op, len| Request { op, offset: 0, len };
+        assert!(copied_in_thread(&small(Op::Read, 4096)));
+        assert!(copied_in_thread(&small(
+            Op::Write { fua: true },
+            REGISTERED_FROM - 512
+        )));
+        assert!(!copied_in_thread(&small(
+            Op::Write { fua: false },
+            REGISTERED_FROM
+        )));
+        assert!(!copied_in_thread(&small(Op::Flush, 0)));
+        assert!(!copied_in_thread(&small(Op::Discard, 4096)));
     }
 
     #[test]

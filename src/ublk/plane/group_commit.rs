@@ -7,8 +7,15 @@
 //! the batch of completions it arrived in; there the queue thread calls
 //! `fdatasync` once on the backing, which makes durable every write that
 //! finished before it — and only then are they acknowledged, each with its
-//! own result or the sync's error. A write alone on its queue goes
-//! `RWF_DSYNC` instead and waits for nothing.
+//! own result or the sync's error. A write that is alone goes `RWF_DSYNC`
+//! instead and waits for nothing: written in the queue thread, the last of
+//! its batch with no write waiting ([`BatchSync::alone`]); handed to the
+//! pmem driver on the direct path, no other write in flight on its queue.
+//!
+//! The sync runs when the queue sees its batch's last completion. libublk
+//! drops a ublk command's completion whose result is not a request (an
+//! abort as the device stops); writes waiting then are never acknowledged
+//! by this server — never lost, as nothing was promised.
 //!
 //! Every data plane does it the same way, in its own thread. The user-copy
 //! and batch queues write in that thread anyway. The direct path's writes
@@ -48,6 +55,14 @@ impl BatchSync {
     /// Whether no write waits.
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether a write served now is alone: its completion ends the batch
+    /// (`last_cqe`) and no write of the batch waits for a sync. Such a
+    /// write carries its own barrier (`RWF_DSYNC`) instead of costing the
+    /// batch a sync; any other waits for the one at the batch's end.
+    pub(super) fn alone(&self, last_cqe: bool) -> bool {
+        last_cqe && self.is_empty()
     }
 
     /// A write of `op` finished on the backing with `res` (bytes), not yet
