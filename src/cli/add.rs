@@ -13,7 +13,7 @@ use pmem_stack::recovery::{self, Recovery};
 use pmem_stack::registry::{Entry, Registry};
 use pmem_stack::server::{self, Lifecycle, ServeSpec, Spawned};
 use pmem_stack::ublk::control::{self, Attach, QueueConfig};
-use pmem_stack::ublk::features::{self, CacheBacking, Features, IoPath};
+use pmem_stack::ublk::features::{self, CacheBacking, Features, IoPath, WriteCacheChoice};
 
 use super::args::{AddArgs, RecoverArgs, parse_device_id};
 use super::json::{DeviceJson, device_json};
@@ -36,22 +36,21 @@ pub fn add(args: &AddArgs) -> Result<ExitCode> {
     let backing = open_exclusive(&args.target.backing, &registry)?;
     // Before anything is written, too: a path this kernel or backing cannot
     // serve is refused up front.
-    let io_path = choose_io_path(args, &backing).with_context(context)?;
     let direct_io = || backing.open_direct().is_ok();
-    let write_cache = features::choose_write_cache(
-        args.target.device.write_cache.choice(),
-        io_path,
-        match backing.kind() {
-            BackingKind::Block => CacheBacking::Block {
-                direct_io: direct_io(),
-            },
-            BackingKind::Dax => CacheBacking::Dax,
-            BackingKind::File => CacheBacking::File {
-                direct_io: direct_io(),
-            },
+    let cache_backing = match backing.kind() {
+        BackingKind::Block => CacheBacking::Block {
+            direct_io: direct_io(),
         },
-    )
-    .with_context(context)?;
+        BackingKind::Dax => CacheBacking::Dax,
+        BackingKind::File => CacheBacking::File {
+            direct_io: direct_io(),
+        },
+    };
+    let cache_choice = args.target.device.write_cache.choice();
+    let io_path =
+        choose_io_path(args, &backing, cache_backing, cache_choice).with_context(context)?;
+    let write_cache =
+        features::choose_write_cache(cache_choice, io_path, cache_backing).with_context(context)?;
     let volume =
         plan_volume(&backing, &options, args.force, "device is deleted").with_context(context)?;
     let defaults = QueueConfig::default_for_host();
@@ -96,15 +95,21 @@ pub(super) fn check_backing_path(path: &Path) -> Result<(), BackingError> {
     }
 }
 
-/// The I/O path to ask the kernel for. The direct path (never chosen by
-/// `auto`) also needs the backing to open `O_DIRECT` (an image on tmpfs
-/// cannot): that is an error now, before the device exists.
-fn choose_io_path(args: &AddArgs, backing: &Backing) -> Result<IoPath> {
-    let mapped_only = backing.kind() == BackingKind::Dax;
+/// The I/O path to ask the kernel for. The direct path also needs the
+/// backing to open `O_DIRECT` (an image on tmpfs cannot; `auto` takes it
+/// only where it can): asked for, that is an error now, before the device
+/// exists.
+fn choose_io_path(
+    args: &AddArgs,
+    backing: &Backing,
+    cache_backing: CacheBacking,
+    cache_choice: WriteCacheChoice,
+) -> Result<IoPath> {
     let path = features::choose(
         args.target.device.io_path.choice(),
         Features::of_kernel(),
-        mapped_only,
+        cache_backing,
+        cache_choice,
     )?;
     if path == IoPath::Direct {
         backing.open_direct()?;

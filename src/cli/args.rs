@@ -567,7 +567,8 @@ impl WriteCacheArg {
 /// `add --io-path`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoPathArg {
-    /// User copy where offered (Linux 6.5+), else bounce buffers; direct and
+    /// Direct over a block device writing through where offered (Linux
+    /// 6.16+), else user copy where offered (6.5+), else bounce buffers;
     /// batch only when asked for.
     Auto,
     /// Copy between the request and a mapping of the backing (Linux 6.5+).

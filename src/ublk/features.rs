@@ -188,36 +188,46 @@ pub enum PathRefusal {
 }
 
 /// The path to serve on. `kernel` is what the driver offers (`None`: it does
-/// not say, as before 6.x's GET_FEATURES — assume user copy); `mapped_only`:
-/// the backing can only be served through its mapping (devdax).
+/// not say, as before 6.x's GET_FEATURES — assume user copy); `backing` what
+/// is served (a devdax namespace only through its mapping); `cache` what
+/// `--write-cache` asks for.
 ///
-/// Auto picks, by measurement (bench/README.md, "The guest's CPU model" and
-/// the run after it): user copy through the mapping wherever the kernel
-/// offers it, bounce buffers otherwise. The direct and batch paths are
-/// served on request only. On 7.3, side by side, the direct path (copying
-/// requests under 64 KiB itself) leads user copy on 128 KiB reads and
-/// writes (1.50× / 1.41×) and QD1 reads (1.09×) but trails it on 4 KiB
-/// QD32 (0.84× / 0.92× by the median; bench/README.md, "Large requests
-/// through registered pages"), where random I/O lives; user copy tied batch
-/// but for 128 KiB reads (1.74×) and QD1 fsync writes (1.17×).
+/// Auto picks, by measurement (bench/README.md, "The direct path by
+/// default"): the direct path over a block device that opens `O_DIRECT`,
+/// writing through, where the kernel offers it (6.16+); user copy
+/// elsewhere where it is offered; bounce buffers otherwise. Over 15 rounds
+/// in three 7.3 boots the direct path served 128 KiB reads 1.5× and writes
+/// 1.2–1.4× as fast as user copy, 4 KiB random I/O within the noise of it
+/// (0.9–1.0×). Writing back, the direct path would send every request to
+/// an io_uring worker, and over an image file it writes back, so user copy
+/// stays there. The batch path is served on request only: user copy tied
+/// it but for 128 KiB reads (1.74×) and QD1 fsync writes (1.17×).
 pub fn choose(
     choice: IoPathChoice,
     kernel: Option<Features>,
-    mapped_only: bool,
+    backing: CacheBacking,
+    cache: WriteCacheChoice,
 ) -> Result<IoPath, PathRefusal> {
     let offers = |path: IoPath| match kernel {
         Some(k) => k.0 & path.flag() == path.flag(),
         // A kernel too old to say has neither 6.16's nor 7.0's flags.
         None => !matches!(path, IoPath::Direct | IoPath::Batch),
     };
+    let writes_through_directly = matches!(backing, CacheBacking::Block { direct_io: true })
+        && cache != WriteCacheChoice::Exactly(WriteCache::WriteBack);
     match choice {
-        IoPathChoice::Exactly(IoPath::Direct) if mapped_only => Err(PathRefusal::Mapped),
+        IoPathChoice::Exactly(IoPath::Direct) if backing == CacheBacking::Dax => {
+            Err(PathRefusal::Mapped)
+        }
         IoPathChoice::Exactly(path) if offers(path) => Ok(path),
         IoPathChoice::Exactly(path) => Err(PathRefusal::Kernel {
             path: path.name(),
             flag: path.flag_name(),
             since: path.since(),
         }),
+        IoPathChoice::Auto if writes_through_directly && offers(IoPath::Direct) => {
+            Ok(IoPath::Direct)
+        }
         IoPathChoice::Auto if offers(IoPath::UserCopy) => Ok(IoPath::UserCopy),
         IoPathChoice::Auto => Ok(IoPath::BounceBuffer),
     }
@@ -390,27 +400,64 @@ mod tests {
     const LTS: Features = Features(sys::UBLK_F_USER_COPY as u64);
     const CURRENT: Features = Features((sys::UBLK_F_USER_COPY | sys::UBLK_F_AUTO_BUF_REG) as u64);
 
+    const PMEM: CacheBacking = CacheBacking::Block { direct_io: true };
+    const AUTO_CACHE: WriteCacheChoice = WriteCacheChoice::Auto;
+
     #[test]
-    fn auto_takes_user_copy_where_offered() {
+    fn auto_takes_the_direct_path_over_pmem_writing_through_where_offered() {
         let auto = IoPathChoice::Auto;
-        assert_eq!(choose(auto, Some(CURRENT), false), Ok(IoPath::UserCopy));
-        assert_eq!(choose(auto, Some(CURRENT), true), Ok(IoPath::UserCopy));
-        assert_eq!(choose(auto, Some(LTS), false), Ok(IoPath::UserCopy));
         assert_eq!(
-            choose(auto, Some(Features(0)), false),
+            choose(auto, Some(CURRENT), PMEM, AUTO_CACHE),
+            Ok(IoPath::Direct)
+        );
+        let through = WriteCacheChoice::Exactly(WriteCache::WriteThrough);
+        assert_eq!(
+            choose(auto, Some(CURRENT), PMEM, through),
+            Ok(IoPath::Direct)
+        );
+        let back = WriteCacheChoice::Exactly(WriteCache::WriteBack);
+        assert_eq!(
+            choose(auto, Some(CURRENT), PMEM, back),
+            Ok(IoPath::UserCopy),
+            "writing back, the direct path sends every request to a worker"
+        );
+        for other in [
+            CacheBacking::Dax,
+            CacheBacking::File { direct_io: true },
+            CacheBacking::File { direct_io: false },
+            CacheBacking::Block { direct_io: false },
+        ] {
+            assert_eq!(
+                choose(auto, Some(CURRENT), other, AUTO_CACHE),
+                Ok(IoPath::UserCopy),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_takes_user_copy_where_the_direct_path_is_not_offered() {
+        let auto = IoPathChoice::Auto;
+        assert_eq!(
+            choose(auto, Some(LTS), PMEM, AUTO_CACHE),
+            Ok(IoPath::UserCopy)
+        );
+        assert_eq!(
+            choose(auto, Some(Features(0)), PMEM, AUTO_CACHE),
             Ok(IoPath::BounceBuffer)
         );
-        assert_eq!(choose(auto, None, false), Ok(IoPath::UserCopy));
-        let everything = Features(
-            (sys::UBLK_F_USER_COPY | sys::UBLK_F_AUTO_BUF_REG | sys::UBLK_F_BATCH_IO) as u64,
-        );
+        assert_eq!(choose(auto, None, PMEM, AUTO_CACHE), Ok(IoPath::UserCopy));
+        let batching = Features((sys::UBLK_F_USER_COPY | sys::UBLK_F_BATCH_IO) as u64);
         assert_eq!(
-            choose(auto, Some(everything), false),
+            choose(auto, Some(batching), PMEM, AUTO_CACHE),
             Ok(IoPath::UserCopy),
-            "direct and batch only when asked for"
+            "batch only when asked for"
         );
         let batch = IoPathChoice::Exactly(IoPath::Batch);
-        assert!(choose(batch, None, false).is_err(), "no 7.0 flag unasked");
+        assert!(
+            choose(batch, None, PMEM, AUTO_CACHE).is_err(),
+            "no 7.0 flag unasked"
+        );
     }
 
     #[test]
@@ -475,27 +522,37 @@ mod tests {
     #[test]
     fn an_explicit_path_is_granted_or_refused_with_the_reason() {
         let direct = IoPathChoice::Exactly(IoPath::Direct);
-        assert_eq!(choose(direct, Some(CURRENT), false), Ok(IoPath::Direct));
-        let err = choose(direct, Some(LTS), false).expect_err("6.12 has no auto_buf_reg");
+        assert_eq!(
+            choose(direct, Some(CURRENT), PMEM, AUTO_CACHE),
+            Ok(IoPath::Direct)
+        );
+        let err =
+            choose(direct, Some(LTS), PMEM, AUTO_CACHE).expect_err("6.12 has no auto_buf_reg");
         assert!(
             err.to_string().contains("not offered by this kernel"),
             "{err}"
         );
         assert!(err.to_string().contains("6.16"), "{err}");
         assert_eq!(
-            choose(direct, Some(CURRENT), true),
+            choose(direct, Some(CURRENT), CacheBacking::Dax, AUTO_CACHE),
             Err(PathRefusal::Mapped)
         );
         let batch = IoPathChoice::Exactly(IoPath::Batch);
-        let err = choose(batch, Some(CURRENT), false).expect_err("not granted");
+        let err = choose(batch, Some(CURRENT), PMEM, AUTO_CACHE).expect_err("not granted");
         assert!(err.to_string().contains("UBLK_F_BATCH_IO"), "{err}");
         assert!(err.to_string().contains("7.0"), "{err}");
         let batching = Features(CURRENT.0 | u64::from(sys::UBLK_F_BATCH_IO));
-        assert_eq!(choose(batch, Some(batching), false), Ok(IoPath::Batch));
-        assert_eq!(choose(batch, Some(batching), true), Ok(IoPath::Batch));
+        assert_eq!(
+            choose(batch, Some(batching), PMEM, AUTO_CACHE),
+            Ok(IoPath::Batch)
+        );
+        assert_eq!(
+            choose(batch, Some(batching), CacheBacking::Dax, AUTO_CACHE),
+            Ok(IoPath::Batch)
+        );
         let bounce = IoPathChoice::Exactly(IoPath::BounceBuffer);
         assert_eq!(
-            choose(bounce, Some(CURRENT), false),
+            choose(bounce, Some(CURRENT), PMEM, AUTO_CACHE),
             Ok(IoPath::BounceBuffer)
         );
     }

@@ -4,7 +4,8 @@
 # system made on one mounts on the others, fio verifies on each; a path the
 # kernel or the backing cannot serve is refused up front, changing nothing.
 # Over a block device user copy, the direct path and batch write through (no
-# volatile cache, as the kernel sees it), also after recovery;
+# volatile cache, as the kernel sees it), also after recovery; auto takes
+# the direct path there on 6.16+, but user copy when asked to write back;
 # --write-cache write-back, and write-through where it cannot be, are
 # checked too. The direct path's io_uring workers are pinned, one per CPU at
 # most, also after recovery; writing through, its requests under 64 KiB are
@@ -204,6 +205,17 @@ before=$(meta_digest /dev/pmem0)
 refused "write-through on bounce buffers" "needs user copy" \
 	"$P" add /dev/pmem0 --io-path bounce --write-cache write-through
 expect_eq "the refusal changed nothing" "$(meta_digest /dev/pmem0)" "$before"
+
+# Auto over /dev/pmem0: the direct path on 6.16+ writing through (serve.sh
+# checks the default); asked to write back, user copy, since writing back
+# the direct path would send every request to an io_uring worker.
+dev=$("$P" add /dev/pmem0 --write-cache write-back | tail -1)
+expect_eq "auto, writing back: added" "$dev" /dev/ublkb0
+expect_eq "auto, writing back, serves on user copy" "$("$P" list --json | jget 'd[0]["io_path"]')" user_copy
+expect_eq "auto, writing back: the kernel's write cache" "$(cat /sys/block/ublkb0/queue/write_cache)" "write back"
+fio_verify "auto, writing back: fio verify" /dev/ublkb0 600M 16M
+check "auto, writing back: del" "$P" del 0
+for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
 
 # An image on ramfs cannot be opened O_DIRECT (tmpfs can, since 6.6): auto
 # falls back to user copy, an explicit direct is refused before anything is

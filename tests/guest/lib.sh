@@ -326,9 +326,10 @@ kernel_at_least() {
 }
 
 # The I/O path `add` chooses for /dev/pmemN on this kernel (see
-# features::choose): user copy on every kernel the suite boots (6.5+).
+# features::choose): the direct path where the kernel registers request
+# pages (6.16+), user copy before that (6.5+; every kernel the suite boots).
 default_block_path() {
-	echo user_copy
+	if kernel_at_least 6 16; then echo direct; else echo user_copy; fi
 }
 
 # require_devdax: /dev/dax0.0, made from the whole of region0 if the boot's

@@ -1,5 +1,6 @@
-//! The copying data plane — user copy (the default) and bounce buffers: one
-//! thread per hardware queue, each with its own io_uring (libublk's
+//! The copying data plane — user copy (the default before Linux 6.16, and
+//! on devdax, image files and write-back everywhere) and bounce buffers:
+//! one thread per hardware queue, each with its own io_uring (libublk's
 //! `UblkQueue` is thread-local and not `Send`), all sharing one [`Engine`]
 //! through an `Arc`.
 //!

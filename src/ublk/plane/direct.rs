@@ -1,4 +1,5 @@
-//! The direct data plane (Linux 6.16+, `UBLK_F_AUTO_BUF_REG`): the kernel
+//! The direct data plane (Linux 6.16+, `UBLK_F_AUTO_BUF_REG`; the default
+//! over a block device writing through, `features::choose`): the kernel
 //! registers each request's pages as fixed buffer number *tag* in the
 //! queue's io_uring before handing the request over, and this queue reads
 //! or writes them with `READ_FIXED` / `WRITE_FIXED` against the backing
