@@ -153,20 +153,23 @@ check "metadata healthy after every path" "$P" check /dev/pmem0
 # queue_threads: the server's threads, io_uring's workers left out.
 queue_threads() { grep -L '^iou-' /proc/"$(server_pid 0)"/task/*/comm | wc -l; }
 if kernel_at_least 6 16; then
-	dev=$("$P" add /dev/pmem0 | tail -1)
-	expect_eq "1 thread per queue: added" "$dev" /dev/ublkb0
-	one=$(queue_threads)
-	queues=$("$P" list --json | jget 'd[0]["queues"]')
-	check "1 thread per queue: del" "$P" del 0
-	for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
-	dev=$(PMEM_STACK_IO_THREADS=2 "$P" add /dev/pmem0 | tail -1)
-	expect_eq "2 threads per queue: added" "$dev" /dev/ublkb0
-	expect_eq "2 threads per queue: one more thread for each of the $queues queues" \
-		"$(($(queue_threads) - one))" "$queues"
-	fio_verify "2 threads per queue: fio verify 4k" /dev/ublkb0 600M 16M
-	fio_verify "2 threads per queue: fio verify 128k, QD64" /dev/ublkb0 640M 16M --bs=128k --iodepth=64
-	check "2 threads per queue: del" "$P" del 0
-	for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
+	# On the default path (direct here) and on user copy.
+	for path in direct user-copy; do
+		dev=$("$P" add /dev/pmem0 --io-path $path | tail -1)
+		expect_eq "$path, 1 thread per queue: added" "$dev" /dev/ublkb0
+		one=$(queue_threads)
+		queues=$("$P" list --json | jget 'd[0]["queues"]')
+		check "$path, 1 thread per queue: del" "$P" del 0
+		for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
+		dev=$(PMEM_STACK_IO_THREADS=2 "$P" add /dev/pmem0 --io-path $path | tail -1)
+		expect_eq "$path, 2 threads per queue: added" "$dev" /dev/ublkb0
+		expect_eq "$path, 2 threads per queue: one more thread for each of the $queues queues" \
+			"$(($(queue_threads) - one))" "$queues"
+		fio_verify "$path, 2 threads per queue: fio verify 4k" /dev/ublkb0 600M 16M
+		fio_verify "$path, 2 threads per queue: fio verify 128k, QD64" /dev/ublkb0 640M 16M --bs=128k --iodepth=64
+		check "$path, 2 threads per queue: del" "$P" del 0
+		for _ in $(seq 100); do [ "$(ublk_count)" -eq 0 ] && break; sleep 0.1; done
+	done
 else
 	before=$(meta_digest /dev/pmem0)
 	refused "2 threads per queue on a kernel without per-I/O daemons" "which this kernel does not offer" \
