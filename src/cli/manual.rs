@@ -1297,7 +1297,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         "PMEM_STACK_READS",
-        "Where a device on the user-copy I/O path that writes through (the default over /dev/pmemN) reads from: direct, the default (the namespace opened O_DIRECT, through the queue's staging buffer: no page cache), or mapping (the block device's page cache, filled by page faults). For measuring (bench/README.md). Any other value makes add, recover and serve fail before they touch the device.",
+        "Where a device on the user-copy I/O path that writes through (the default over /dev/pmemN before Linux 6.16; from 6.16 add --io-path user-copy) reads from: direct, the default (the namespace opened O_DIRECT, through the queue's staging buffer: no page cache), or mapping (the block device's page cache, filled by page faults). For measuring (bench/README.md). Any other value makes add, recover and serve fail before they touch the device.",
     ),
 ];
 

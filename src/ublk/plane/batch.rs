@@ -29,8 +29,8 @@
 //! guest's CPU model"), it leads the direct path at 4 KiB (1.10–1.32×) and
 //! QD1 reads (1.24×), but every byte is copied twice, so it trails on 128
 //! KiB reads (0.64×) and writes (0.84×); batching did not make the round
-//! trip cheaper than user copy's one command per request: user copy, the
-//! default, ties it at 4 KiB and on 128 KiB writes (0.95–1.03×) and leads
+//! trip cheaper than user copy's one command per request: user copy (then
+//! the default) ties it at 4 KiB and on 128 KiB writes (0.95–1.03×) and leads
 //! on QD1 fsync writes (1.17×) and 128 KiB reads (1.74×).
 
 use libublk::io::{
