@@ -4,8 +4,9 @@
 //! moves:
 //!
 //! * [`copy`]: the mapped paths — `UBLK_F_USER_COPY` (the default before
-//!   6.16, on devdax, over image files and writing back) or a bounce buffer — with [`transfer`] moving the bytes between the request
-//!   and the mapping.
+//!   6.16, on devdax, over image files and writing back) or a bounce
+//!   buffer — with [`transfer`] moving the bytes between the request and
+//!   the mapping.
 //! * [`direct`]: the direct path (Linux 6.16+): request pages as io_uring
 //!   fixed buffers, read and written `O_DIRECT` on the backing.
 //! * [`batch`]: batch I/O (Linux 7.0+): requests fetched and committed in
